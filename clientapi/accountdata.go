@@ -1,0 +1,63 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/userapi/api"
+)
+
+// serverManagedAccountData are types clients may not set through the
+// account data API.
+var serverManagedAccountData = map[string]bool{"m.fully_read": true, "m.push_rules": true}
+
+// accountDataTarget checks the caller and returns the room ID ("" for
+// global account data) and type of an account data route.
+func accountDataTarget(r *http.Request) (userID, roomID, dataType string, err error) {
+	dev := httputil.DeviceFrom(r.Context())
+	vars := httputil.Vars(r)
+	if vars["userId"] != dev.UserID {
+		return "", "", "", mxerr.Forbidden("Cannot access the account data of other users")
+	}
+	if rid, ok := vars["roomId"]; ok {
+		if _, err := spec.NewRoomID(rid); err != nil {
+			return "", "", "", mxerr.InvalidParam("%q is not a valid room ID", rid)
+		}
+		roomID = rid
+	}
+	return dev.UserID, roomID, vars["type"], nil
+}
+
+// GET /_matrix/client/v3/user/{userId}/account_data/{type} and the room variant
+func (c *ClientAPI) getAccountData(r *http.Request) (any, error) {
+	userID, roomID, dataType, err := accountDataTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	content, err := c.users.QueryAccountData(r.Context(), userID, roomID, dataType)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, mxerr.NotFound("Account data not found")
+	}
+	return content, err
+}
+
+// PUT /_matrix/client/v3/user/{userId}/account_data/{type} and the room variant
+func (c *ClientAPI) putAccountData(r *http.Request) (any, error) {
+	userID, roomID, dataType, err := accountDataTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	if serverManagedAccountData[dataType] {
+		return nil, mxerr.BadJSON("Cannot set %s through this API", dataType).WithStatus(http.StatusMethodNotAllowed)
+	}
+	var content json.RawMessage
+	if err := httputil.DecodeJSON(r, &content); err != nil {
+		return nil, err
+	}
+	return struct{}{}, c.users.PutAccountData(r.Context(), userID, roomID, dataType, content)
+}

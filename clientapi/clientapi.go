@@ -1,0 +1,130 @@
+// Package clientapi serves /_matrix/client (except /sync, filters and
+// media): registration with User-Interactive Authentication, login and
+// tokens, devices, profiles, account data, capabilities and discovery, plus
+// Synapse's shared-secret registration and registration-token admin APIs.
+package clientapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/myelin-chat/myelin/clientapi/storage"
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/userapi/api"
+)
+
+// Config is what the client API needs from the configuration.
+type Config struct {
+	ServerName               string
+	RegistrationEnabled      bool
+	RegistrationSharedSecret string
+	RequireRegistrationToken bool
+	GuestAccess              bool
+	// WellKnownClient and WellKnownIdentity are the base URLs of
+	// /.well-known/matrix/client; WellKnownServer is m.server.
+	WellKnownClient   string
+	WellKnownIdentity string
+	WellKnownServer   string
+}
+
+// UserAPI is what the client API uses of the user API.
+type UserAPI interface {
+	api.AccountsAPI
+	api.SessionsAPI
+	api.ProfileAPI
+	api.AccountDataAPI
+}
+
+// ClientAPI is the client API component.
+type ClientAPI struct {
+	cfg     Config
+	users   UserAPI
+	store   *storage.Storage
+	limiter *httputil.RateLimiter
+	log     *slog.Logger
+}
+
+// New migrates the client API's tables and returns the component. limiter
+// may be nil (rate limiting off).
+func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, limiter *httputil.RateLimiter, log *slog.Logger) (*ClientAPI, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	st, err := storage.New(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("clientapi: %w", err)
+	}
+	return &ClientAPI{cfg: cfg, users: users, store: st, limiter: limiter, log: log.With("component", "clientapi")}, nil
+}
+
+// Rate limit classes used by the client API's routes.
+const (
+	RateLogin        = "login"
+	RateFailedLogin  = "failed_login"
+	RateRegistration = "registration"
+)
+
+// Register mounts the client API's routes.
+func (c *ClientAPI) Register(srv *httputil.Server) {
+	auth, guests := httputil.Auth(), httputil.Guests()
+
+	srv.Handle(http.MethodGet, "/_matrix/client/versions", c.getVersions)
+	srv.Handle(http.MethodGet, "/.well-known/matrix/client", c.getWellKnownClient)
+	srv.Handle(http.MethodGet, "/.well-known/matrix/server", c.getWellKnownServer)
+	srv.HandleClient(http.MethodGet, "/capabilities", c.getCapabilities, auth, guests)
+
+	// Registration.
+	srv.HandleClient(http.MethodPost, "/register", c.postRegister, httputil.RateLimited(RateRegistration))
+	srv.HandleClient(http.MethodGet, "/register/available", c.getRegisterAvailable, httputil.RateLimited(RateRegistration))
+	srv.Handle(http.MethodGet, "/_matrix/client/v1/register/m.login.registration_token/validity", c.getTokenValidity,
+		httputil.RateLimited(RateRegistration))
+
+	// Login and tokens.
+	srv.HandleClient(http.MethodGet, "/login", c.getLogin)
+	srv.HandleClient(http.MethodPost, "/login", c.postLogin, httputil.RateLimited(RateLogin))
+	srv.HandleClient(http.MethodPost, "/refresh", c.postRefresh)
+	srv.HandleClient(http.MethodPost, "/logout", c.postLogout, auth, guests)
+	srv.HandleClient(http.MethodPost, "/logout/all", c.postLogoutAll, auth, guests)
+
+	// Account.
+	srv.HandleClient(http.MethodGet, "/account/whoami", c.getWhoami, auth, guests)
+	srv.HandleClient(http.MethodPost, "/account/password", c.postPassword, auth)
+	srv.HandleClient(http.MethodPost, "/account/deactivate", c.postDeactivate, auth)
+
+	// Devices.
+	srv.HandleClient(http.MethodGet, "/devices", c.getDevices, auth, guests)
+	srv.HandleClient(http.MethodGet, "/devices/{deviceId}", c.getDevice, auth, guests)
+	srv.HandleClient(http.MethodPut, "/devices/{deviceId}", c.putDevice, auth, guests)
+	srv.HandleClient(http.MethodDelete, "/devices/{deviceId}", c.deleteDevice, auth)
+	srv.HandleClient(http.MethodPost, "/delete_devices", c.postDeleteDevices, auth)
+
+	// Profiles.
+	srv.HandleClient(http.MethodGet, "/profile/{userId}", c.getProfile)
+	srv.HandleClient(http.MethodGet, "/profile/{userId}/{keyName}", c.getProfileField)
+	srv.HandleClient(http.MethodPut, "/profile/{userId}/{keyName}", c.putProfileField, auth, guests)
+	srv.HandleClient(http.MethodDelete, "/profile/{userId}/{keyName}", c.deleteProfileField, auth, guests)
+
+	// Account data.
+	srv.HandleClient(http.MethodGet, "/user/{userId}/account_data/{type}", c.getAccountData, auth, guests)
+	srv.HandleClient(http.MethodPut, "/user/{userId}/account_data/{type}", c.putAccountData, auth, guests)
+	srv.HandleClient(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.getAccountData, auth, guests)
+	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.putAccountData, auth, guests)
+
+	// Synapse-compatible admin APIs.
+	srv.Handle(http.MethodGet, "/_synapse/admin/v1/register", c.getAdminRegisterNonce)
+	srv.Handle(http.MethodPost, "/_synapse/admin/v1/register", c.postAdminRegister)
+	admin := httputil.Admin()
+	srv.Handle(http.MethodGet, "/_synapse/admin/v1/registration_tokens", c.listRegistrationTokens, admin)
+	srv.Handle(http.MethodPost, "/_synapse/admin/v1/registration_tokens/new", c.newRegistrationToken, admin)
+	srv.Handle(http.MethodGet, "/_synapse/admin/v1/registration_tokens/{token}", c.getRegistrationToken, admin)
+	srv.Handle(http.MethodPut, "/_synapse/admin/v1/registration_tokens/{token}", c.putRegistrationToken, admin)
+	srv.Handle(http.MethodDelete, "/_synapse/admin/v1/registration_tokens/{token}", c.deleteRegistrationToken, admin)
+}
+
+func (c *ClientAPI) userID(localpart string) string { return "@" + localpart + ":" + c.cfg.ServerName }
+
+func nowMS() int64 { return time.Now().UnixMilli() }

@@ -1,0 +1,123 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/userapi/api"
+)
+
+// maxDeviceNameLength bounds device display names, as Synapse does.
+const maxDeviceNameLength = 100
+
+type deviceJSON struct {
+	DeviceID    string  `json:"device_id"`
+	DisplayName *string `json:"display_name,omitempty"`
+	LastSeenIP  string  `json:"last_seen_ip,omitempty"`
+	LastSeenTS  int64   `json:"last_seen_ts,omitempty"`
+}
+
+func toDeviceJSON(d *api.DeviceInfo) deviceJSON {
+	return deviceJSON{DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenIP: d.LastSeenIP, LastSeenTS: d.LastSeenTS}
+}
+
+// GET /_matrix/client/v3/devices
+func (c *ClientAPI) getDevices(r *http.Request) (any, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	ds, err := c.users.QueryDevices(r.Context(), dev.UserID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deviceJSON, len(ds))
+	for i := range ds {
+		out[i] = toDeviceJSON(&ds[i])
+	}
+	return map[string]any{"devices": out}, nil
+}
+
+// GET /_matrix/client/v3/devices/{deviceId}
+func (c *ClientAPI) getDevice(r *http.Request) (any, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	d, err := c.users.QueryDevice(r.Context(), dev.UserID, httputil.Vars(r)["deviceId"])
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, mxerr.NotFound("Unknown device")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return toDeviceJSON(d), nil
+}
+
+// PUT /_matrix/client/v3/devices/{deviceId}
+func (c *ClientAPI) putDevice(r *http.Request) (any, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	var req struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	deviceID := httputil.Vars(r)["deviceId"]
+	if req.DisplayName == nil {
+		// Nothing to change; the device must still exist.
+		_, err := c.users.QueryDevice(r.Context(), dev.UserID, deviceID)
+		if errors.Is(err, api.ErrNotFound) {
+			return nil, mxerr.NotFound("Unknown device")
+		}
+		return struct{}{}, err
+	}
+	if utf8.RuneCountInString(*req.DisplayName) > maxDeviceNameLength {
+		return nil, mxerr.InvalidParam("Device display name is too long (%d characters at most)", maxDeviceNameLength)
+	}
+	err := c.users.UpdateDevice(r.Context(), dev.UserID, deviceID, *req.DisplayName)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, mxerr.NotFound("Unknown device")
+	}
+	return struct{}{}, err
+}
+
+// DELETE /_matrix/client/v3/devices/{deviceId}
+func (c *ClientAPI) deleteDevice(r *http.Request) (any, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	var req struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := decodeOptionalJSON(r, &req); err != nil {
+		return nil, err
+	}
+	sess, err := c.runUIA(r.Context(), r, req.Auth, c.passwordUIA(r, dev.UserID))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.users.DeleteDevices(r.Context(), dev.UserID, []string{httputil.Vars(r)["deviceId"]}); err != nil {
+		return nil, err
+	}
+	return struct{}{}, c.finishUIA(r.Context(), sess, true)
+}
+
+// POST /_matrix/client/v3/delete_devices
+func (c *ClientAPI) postDeleteDevices(r *http.Request) (any, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	var req struct {
+		Auth    json.RawMessage `json:"auth"`
+		Devices *[]string       `json:"devices"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Devices == nil {
+		return nil, mxerr.MissingParam("Missing devices")
+	}
+	sess, err := c.runUIA(r.Context(), r, req.Auth, c.passwordUIA(r, dev.UserID))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.users.DeleteDevices(r.Context(), dev.UserID, *req.Devices); err != nil {
+		return nil, err
+	}
+	return struct{}{}, c.finishUIA(r.Context(), sess, true)
+}

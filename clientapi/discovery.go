@@ -1,0 +1,56 @@
+package clientapi
+
+import (
+	"net/http"
+
+	"github.com/myelin-chat/myelin/internal/mxerr"
+)
+
+// supportedVersions are the spec versions whose client-server features
+// Myelin serves. Extend the list only when the features a version adds work.
+var supportedVersions = []string{
+	"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+	"v1.1", "v1.2", "v1.3",
+}
+
+// GET /_matrix/client/versions
+func (c *ClientAPI) getVersions(r *http.Request) (any, error) {
+	return map[string]any{
+		"versions":          supportedVersions,
+		"unstable_features": map[string]bool{},
+	}, nil
+}
+
+// GET /_matrix/client/v3/capabilities
+func (c *ClientAPI) getCapabilities(r *http.Request) (any, error) {
+	enabled := map[string]bool{"enabled": true}
+	disabled := map[string]bool{"enabled": false}
+	return map[string]any{"capabilities": map[string]any{
+		"m.change_password": enabled,
+		"m.set_displayname": enabled,
+		"m.set_avatar_url":  enabled,
+		"m.profile_fields":  enabled,
+		"m.3pid_changes":    disabled,
+		"m.get_login_token": disabled,
+	}}, nil
+}
+
+// GET /.well-known/matrix/client
+func (c *ClientAPI) getWellKnownClient(r *http.Request) (any, error) {
+	if c.cfg.WellKnownClient == "" {
+		return nil, mxerr.NotFound("No client discovery information configured")
+	}
+	body := map[string]any{"m.homeserver": map[string]string{"base_url": c.cfg.WellKnownClient}}
+	if c.cfg.WellKnownIdentity != "" {
+		body["m.identity_server"] = map[string]string{"base_url": c.cfg.WellKnownIdentity}
+	}
+	return body, nil
+}
+
+// GET /.well-known/matrix/server
+func (c *ClientAPI) getWellKnownServer(r *http.Request) (any, error) {
+	if c.cfg.WellKnownServer == "" {
+		return nil, mxerr.NotFound("No server delegation configured")
+	}
+	return map[string]string{"m.server": c.cfg.WellKnownServer}, nil
+}

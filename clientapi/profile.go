@@ -1,0 +1,141 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/userapi/api"
+)
+
+var profileKeyPattern = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$`)
+
+// Limits on profile fields, as Synapse has them.
+const (
+	maxProfileKeyBytes    = 255
+	maxDisplayNameLength  = 256
+	maxAvatarURLLength    = 1000
+	profileCodeTooLarge   = "M_PROFILE_TOO_LARGE"
+	profileCodeKeyTooLong = "M_KEY_TOO_LARGE"
+)
+
+// localProfileUser parses the {userId} of a profile route; only local users
+// have profiles here until federation can fetch remote ones.
+func (c *ClientAPI) localProfileUser(r *http.Request) (string, error) {
+	uid, err := spec.NewUserID(httputil.Vars(r)["userId"], true)
+	if err != nil {
+		return "", mxerr.InvalidParam("Invalid user ID")
+	}
+	if string(uid.Domain()) != c.cfg.ServerName {
+		return "", mxerr.NotFound("Profile not found")
+	}
+	return uid.String(), nil
+}
+
+// GET /_matrix/client/v3/profile/{userId}
+func (c *ClientAPI) getProfile(r *http.Request) (any, error) {
+	userID, err := c.localProfileUser(r)
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.users.QueryProfile(r.Context(), userID)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, mxerr.NotFound("Profile not found")
+	}
+	return p, err
+}
+
+// GET /_matrix/client/v3/profile/{userId}/{keyName}
+func (c *ClientAPI) getProfileField(r *http.Request) (any, error) {
+	userID, err := c.localProfileUser(r)
+	if err != nil {
+		return nil, err
+	}
+	key := httputil.Vars(r)["keyName"]
+	p, err := c.users.QueryProfile(r.Context(), userID)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, mxerr.NotFound("Profile not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	v, ok := p[key]
+	if !ok {
+		return nil, mxerr.NotFound("Profile field %s is not set", key)
+	}
+	return map[string]json.RawMessage{key: v}, nil
+}
+
+// ownProfileKey checks that the caller edits their own profile and that the
+// key is one clients may set.
+func (c *ClientAPI) ownProfileKey(r *http.Request) (string, string, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	vars := httputil.Vars(r)
+	if vars["userId"] != dev.UserID {
+		return "", "", mxerr.Forbidden("Cannot change the profile of another user")
+	}
+	key := vars["keyName"]
+	if len(key) > maxProfileKeyBytes {
+		return "", "", mxerr.New(profileCodeKeyTooLong, "Profile keys are at most %d bytes", maxProfileKeyBytes)
+	}
+	if !profileKeyPattern.MatchString(key) {
+		return "", "", mxerr.InvalidParam("Invalid profile key %q", key)
+	}
+	return dev.UserID, key, nil
+}
+
+// PUT /_matrix/client/v3/profile/{userId}/{keyName}
+func (c *ClientAPI) putProfileField(r *http.Request) (any, error) {
+	userID, key, err := c.ownProfileKey(r)
+	if err != nil {
+		return nil, err
+	}
+	var body map[string]json.RawMessage
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	value, ok := body[key]
+	if !ok {
+		return nil, mxerr.MissingParam("Missing key %s", key)
+	}
+	switch key {
+	case "displayname", "avatar_url", "m.tz":
+		var s string
+		if err := json.Unmarshal(value, &s); err != nil {
+			return nil, mxerr.BadJSON("%s must be a string", key)
+		}
+		switch {
+		case key == "displayname" && utf8.RuneCountInString(s) > maxDisplayNameLength:
+			return nil, mxerr.InvalidParam("Display name is too long (%d characters at most)", maxDisplayNameLength)
+		case key == "avatar_url" && len(s) > maxAvatarURLLength:
+			return nil, mxerr.InvalidParam("Avatar URL is too long (%d characters at most)", maxAvatarURLLength)
+		case key == "avatar_url" && s != "" && !strings.HasPrefix(s, "mxc://"):
+			return nil, mxerr.InvalidParam("avatar_url must be an mxc:// URI")
+		}
+		if s == "" && key != "m.tz" {
+			// Clients clear their name or avatar by setting it empty.
+			return struct{}{}, c.users.DeleteProfileField(r.Context(), userID, key)
+		}
+	}
+	err = c.users.SetProfileField(r.Context(), userID, key, value)
+	if errors.Is(err, api.ErrProfileTooLarge) {
+		return nil, mxerr.New(profileCodeTooLarge, "The profile would exceed %d bytes", api.MaxProfileBytes)
+	}
+	return struct{}{}, err
+}
+
+// DELETE /_matrix/client/v3/profile/{userId}/{keyName}
+func (c *ClientAPI) deleteProfileField(r *http.Request) (any, error) {
+	userID, key, err := c.ownProfileKey(r)
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, c.users.DeleteProfileField(r.Context(), userID, key)
+}

@@ -1,0 +1,167 @@
+// Package storage is the client API's own tables (prefix cs_): sessions of
+// User-Interactive Authentication, registration tokens and the nonces of
+// shared-secret registration.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io/fs"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+//go:embed schema
+var schema embed.FS
+
+// Sentinel errors.
+var (
+	ErrNotFound = sqlutil.ErrNotFound
+	ErrExists   = errors.New("already exists")
+)
+
+// Storage is the client API's database.
+type Storage struct {
+	db *sqlutil.DB
+}
+
+// New migrates the client API's tables.
+func New(ctx context.Context, db *sqlutil.DB) (*Storage, error) {
+	sub, err := fs.Sub(schema, "schema")
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx, "cs", sub); err != nil {
+		return nil, err
+	}
+	return &Storage{db: db}, nil
+}
+
+// UIASession is a User-Interactive Authentication session, bound to the
+// request (method and path) that started it.
+type UIASession struct {
+	ID                string
+	CreatedTS         int64
+	Method            string
+	Path              string
+	Completed         []string
+	RegistrationToken string // the token a registration_token stage used
+}
+
+// CreateUIASession stores a new session.
+func (s *Storage) CreateUIASession(ctx context.Context, sess *UIASession) error {
+	done, _ := json.Marshal(sess.Completed)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO cs_uia_sessions (session_id, created_ts, method, path, completed) VALUES (?, ?, ?, ?, ?)`,
+		sess.ID, sess.CreatedTS, sess.Method, sess.Path, string(done))
+	return err
+}
+
+// GetUIASession returns a session created after minCreatedTS, or ErrNotFound.
+func (s *Storage) GetUIASession(ctx context.Context, id string, minCreatedTS int64) (*UIASession, error) {
+	sess := UIASession{ID: id}
+	var done string
+	var token sql.NullString
+	err := s.db.QueryRowContext(ctx, `SELECT created_ts, method, path, completed, registration_token FROM cs_uia_sessions
+		WHERE session_id = ? AND created_ts >= ?`, id, minCreatedTS).Scan(&sess.CreatedTS, &sess.Method, &sess.Path, &done, &token)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	sess.RegistrationToken = token.String
+	return &sess, json.Unmarshal([]byte(done), &sess.Completed)
+}
+
+// CompleteUIAStage records a completed stage of a session.
+func (s *Storage) CompleteUIAStage(ctx context.Context, id string, completed []string) error {
+	done, _ := json.Marshal(completed)
+	_, err := s.db.ExecContext(ctx, `UPDATE cs_uia_sessions SET completed = ? WHERE session_id = ?`, string(done), id)
+	return err
+}
+
+// DeleteUIASession removes a session; a registration token it reserved is
+// either counted as completed (used) or released.
+func (s *Storage) DeleteUIASession(ctx context.Context, id string, used bool) error {
+	return s.db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		var token sql.NullString
+		err := tx.QueryRowContext(ctx, `DELETE FROM cs_uia_sessions WHERE session_id = ? RETURNING registration_token`, id).Scan(&token)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil || !token.Valid {
+			return err
+		}
+		return releaseToken(ctx, tx, token.String, used)
+	})
+}
+
+// ExpireUIASessions deletes sessions created before beforeTS, releasing the
+// registration tokens they reserved.
+func (s *Storage) ExpireUIASessions(ctx context.Context, beforeTS int64) error {
+	return s.db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		rows, err := tx.QueryContext(ctx, `DELETE FROM cs_uia_sessions WHERE created_ts < ? RETURNING registration_token`, beforeTS)
+		if err != nil {
+			return err
+		}
+		var tokens []string
+		for rows.Next() {
+			var t sql.NullString
+			if err := rows.Scan(&t); err != nil {
+				rows.Close()
+				return err
+			}
+			if t.Valid {
+				tokens = append(tokens, t.String)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, t := range tokens {
+			if err := releaseToken(ctx, tx, t, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func releaseToken(ctx context.Context, tx *sqlutil.Tx, token string, used bool) error {
+	q := `UPDATE cs_registration_tokens SET pending = pending - 1 WHERE token = ? AND pending > 0`
+	if used {
+		q = `UPDATE cs_registration_tokens SET pending = pending - 1, completed = completed + 1 WHERE token = ?`
+	}
+	_, err := tx.ExecContext(ctx, q, token)
+	return err
+}
+
+// CreateNonce stores a shared-secret registration nonce.
+func (s *Storage) CreateNonce(ctx context.Context, nonce string, ts int64) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO cs_register_nonces (nonce, created_ts) VALUES (?, ?)`, nonce, ts)
+	return err
+}
+
+// TakeNonce consumes a nonce created at or after minTS, reporting whether
+// it existed. Older nonces are deleted on the way.
+func (s *Storage) TakeNonce(ctx context.Context, nonce string, minTS int64) (bool, error) {
+	var ok bool
+	err := s.db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM cs_register_nonces WHERE nonce = ? AND created_ts >= ?`, nonce, minTS)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		ok = n == 1
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM cs_register_nonces WHERE created_ts < ?`, minTS)
+		return err
+	})
+	return ok, err
+}

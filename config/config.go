@@ -1,0 +1,185 @@
+// Package config is Myelin's whole YAML configuration as plain structs:
+// Defaults, strict loading (unknown keys are errors), MYELIN_<PATH>
+// environment overrides, Validate (every problem at once, by key path) and
+// the commented sample that generate-config writes.
+//
+// Every field carries a `doc` tag; the sample's comments come from it, so the
+// sample cannot drift from the structs.
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	ServerName     string          `yaml:"server_name" doc:"The server name: the domain part of user IDs (@alice:<server_name>) and room aliases. It can never change once users exist."`
+	SigningKeyPath string          `yaml:"signing_key_path" doc:"The ed25519 key that signs events and federation requests (Synapse format; generate one with 'myelin generate-keys')."`
+	OldSigningKeys []OldSigningKey `yaml:"old_signing_keys" doc:"Public halves of keys this server signed with before, so that other servers can still verify old events."`
+	Database       Database        `yaml:"database" doc:"Where data is kept."`
+	NATS           NATS            `yaml:"nats" doc:"The message bus between components."`
+	Listeners      Listeners       `yaml:"listeners" doc:"Where the server listens."`
+	Registration   Registration    `yaml:"registration" doc:"Who may create accounts."`
+	Auth           Auth            `yaml:"auth" doc:"Passwords and access tokens."`
+	RateLimiting   RateLimiting    `yaml:"rate_limiting" doc:"Request rate limits (token buckets)."`
+	Media          Media           `yaml:"media" doc:"The media repository."`
+	Logging        Logging         `yaml:"logging" doc:"Log output."`
+	Metrics        Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
+	WellKnown      WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
+}
+
+// OldSigningKey is a retired verify key.
+type OldSigningKey struct {
+	KeyID     string `yaml:"key_id" doc:"The key ID, such as ed25519:a_Bcde."`
+	PublicKey string `yaml:"public_key" doc:"The public key, unpadded base64."`
+	ExpiredTS int64  `yaml:"expired_ts" doc:"When the key stopped being used, in milliseconds since the epoch."`
+}
+
+// Database selects the database engine.
+type Database struct {
+	URL          string `yaml:"url" doc:"sqlite:<path> for an embedded SQLite file (relative paths are relative to this file), or postgres://user:pass@host/db?sslmode=... for PostgreSQL. Env: MYELIN_DATABASE_URL."`
+	MaxOpenConns int    `yaml:"max_open_conns" doc:"Maximum open connections (PostgreSQL) or read connections (SQLite)."`
+}
+
+// NATS selects the embedded or an external NATS JetStream.
+type NATS struct {
+	URLs     []string `yaml:"urls" doc:"External NATS servers (nats://host:4222). Empty runs NATS JetStream inside this process, with no port. Env: MYELIN_NATS_URLS (comma-separated)."`
+	StoreDir string   `yaml:"store_dir" doc:"The JetStream store of the embedded NATS server."`
+	Prefix   string   `yaml:"prefix" doc:"Prefix of stream names and subjects, so that several homeservers can share one NATS cluster."`
+}
+
+// Listeners are the HTTP endpoints.
+type Listeners struct {
+	HTTP          HTTPListener `yaml:"http" doc:"Plain HTTP: the client API and the federation API on one port (put TLS in front of it, or use federation_tls)."`
+	FederationTLS TLSListener  `yaml:"federation_tls" doc:"An optional HTTPS listener for federation (usually :8448)."`
+}
+
+// HTTPListener is a plain HTTP listener.
+type HTTPListener struct {
+	Address         string   `yaml:"address" doc:"host:port to listen on."`
+	XForwardedFor   bool     `yaml:"x_forwarded_for" doc:"Take the client address from X-Forwarded-For (only behind a reverse proxy you control)."`
+	MaxRequestBytes ByteSize `yaml:"max_request_bytes" doc:"Largest JSON request body accepted; larger ones are refused with 413 M_TOO_LARGE."`
+}
+
+// TLSListener is an HTTPS listener.
+type TLSListener struct {
+	Address  string `yaml:"address" doc:"host:port to listen on; empty disables the listener."`
+	CertPath string `yaml:"cert_path" doc:"PEM certificate chain."`
+	KeyPath  string `yaml:"key_path" doc:"PEM private key."`
+}
+
+// Registration controls account creation.
+type Registration struct {
+	Enabled      bool   `yaml:"enabled" doc:"Allow anyone to register through /register. Env: MYELIN_REGISTRATION_ENABLED."`
+	SharedSecret string `yaml:"shared_secret" doc:"Secret for the Synapse-compatible /_synapse/admin/v1/register endpoint, which works even when registration is off. Empty disables it. Env: MYELIN_REGISTRATION_SHARED_SECRET."`
+	RequireToken bool   `yaml:"require_token" doc:"Require a registration token (m.login.registration_token). Tokens are managed with the admin API /_synapse/admin/v1/registration_tokens."`
+	GuestAccess  bool   `yaml:"guest_access" doc:"Allow guest accounts (/register?kind=guest)."`
+}
+
+// Auth configures passwords and tokens.
+type Auth struct {
+	BcryptCost          int      `yaml:"bcrypt_cost" doc:"bcrypt cost of password hashes (4-31; each step doubles the work)."`
+	AccessTokenLifetime Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens issued to clients that support refresh tokens (such as 5m). Other clients get tokens that do not expire."`
+}
+
+// RateLimiting configures rate limits.
+type RateLimiting struct {
+	Enabled       bool     `yaml:"enabled" doc:"Turn rate limiting on. Env: MYELIN_RATE_LIMITING_ENABLED."`
+	ExemptUserIDs []string `yaml:"exempt_user_ids" doc:"Users that are never rate limited."`
+	Login         Rate     `yaml:"login" doc:"Login attempts per client address."`
+	FailedLogin   Rate     `yaml:"failed_login" doc:"Failed login attempts per account."`
+	Registration  Rate     `yaml:"registration" doc:"Registration requests per client address."`
+	Message       Rate     `yaml:"message" doc:"Events sent per user."`
+}
+
+// Rate is a token bucket.
+type Rate struct {
+	PerSecond float64 `yaml:"per_second" doc:"Sustained requests per second."`
+	Burst     int     `yaml:"burst" doc:"Requests allowed at once before the sustained rate applies."`
+}
+
+// Media configures the media repository.
+type Media struct {
+	StorePath     string   `yaml:"store_path" doc:"Directory for uploaded and cached remote media."`
+	MaxUploadSize ByteSize `yaml:"max_upload_size" doc:"Largest upload accepted (such as 50M)."`
+}
+
+// Logging configures log output.
+type Logging struct {
+	Level  string `yaml:"level" doc:"debug, info, warn or error."`
+	Format string `yaml:"format" doc:"text or json."`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Enabled bool   `yaml:"enabled" doc:"Serve Prometheus metrics at /metrics on address."`
+	Address string `yaml:"address" doc:"host:port of the metrics listener (keep it private)."`
+}
+
+// WellKnown holds the discovery documents.
+type WellKnown struct {
+	ClientBaseURL     string `yaml:"client_base_url" doc:"m.homeserver base_url of /.well-known/matrix/client, such as https://matrix.example.org."`
+	IdentityServerURL string `yaml:"identity_server_url" doc:"m.identity_server base_url of /.well-known/matrix/client (optional)."`
+	ServerDelegation  string `yaml:"server" doc:"m.server of /.well-known/matrix/server, such as matrix.example.org:443."`
+}
+
+// Duration is a time.Duration written as "5m", "30s", "1h".
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes the duration as Go duration text.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText parses Go duration text.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. 30s, 5m, 1h)", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ByteSize is a size in bytes, written as a number or with a K, M or G
+// suffix (powers of 1024).
+type ByteSize int64
+
+// MarshalText writes the size with the largest exact suffix.
+func (s ByteSize) MarshalText() ([]byte, error) {
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if s != 0 && int64(s)%u.n == 0 {
+			return []byte(strconv.FormatInt(int64(s)/u.n, 10) + u.suffix), nil
+		}
+	}
+	return []byte(strconv.FormatInt(int64(s), 10)), nil
+}
+
+// UnmarshalText parses "1048576", "1024K", "1M", "2G".
+func (s *ByteSize) UnmarshalText(b []byte) error {
+	t := strings.ToUpper(strings.TrimSpace(string(b)))
+	t = strings.TrimSuffix(t, "B")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			mult, t = 1<<10, t[:n-1]
+		case 'M':
+			mult, t = 1<<20, t[:n-1]
+		case 'G':
+			mult, t = 1<<30, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 {
+		return fmt.Errorf("invalid size %q (want e.g. 1048576, 512K, 50M)", b)
+	}
+	*s = ByteSize(v * mult)
+	return nil
+}

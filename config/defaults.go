@@ -1,0 +1,64 @@
+package config
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"time"
+)
+
+// Defaults returns the configuration every loaded file starts from, for a
+// server named serverName. Registration is off; the first-run and sample
+// configurations change what they need on top of it.
+func Defaults(serverName string) *Config {
+	return &Config{
+		ServerName:     serverName,
+		SigningKeyPath: "data/signing.key",
+		OldSigningKeys: []OldSigningKey{},
+		Database:       Database{URL: "sqlite:data/myelin.db", MaxOpenConns: 10},
+		NATS:           NATS{URLs: []string{}, StoreDir: "data/jetstream"},
+		Listeners: Listeners{
+			HTTP: HTTPListener{Address: "127.0.0.1:8008", MaxRequestBytes: 1 << 20},
+		},
+		Auth: Auth{BcryptCost: 12, AccessTokenLifetime: Duration(5 * time.Minute)},
+		RateLimiting: RateLimiting{
+			Enabled:       true,
+			ExemptUserIDs: []string{},
+			Login:         Rate{PerSecond: 0.17, Burst: 3},
+			FailedLogin:   Rate{PerSecond: 0.17, Burst: 3},
+			Registration:  Rate{PerSecond: 0.17, Burst: 3},
+			Message:       Rate{PerSecond: 0.2, Burst: 10},
+		},
+		Media:   Media{StorePath: "data/media", MaxUploadSize: 50 << 20},
+		Logging: Logging{Level: "info", Format: "text"},
+		Metrics: Metrics{Address: "127.0.0.1:9092"},
+	}
+}
+
+// FirstRun is the configuration `myelin` writes when started without one: a
+// loopback-only server named localhost:8008 with open registration, since
+// nobody but the local machine can reach it.
+func FirstRun() *Config {
+	c := Defaults("localhost:8008")
+	c.Registration.Enabled = true
+	c.Registration.SharedSecret = RandomSecret()
+	return c
+}
+
+// Production is the configuration `myelin generate-config` writes for a
+// public server: registration off, a random shared secret, listening on all
+// interfaces.
+func Production(serverName string) *Config {
+	c := Defaults(serverName)
+	c.Registration.SharedSecret = RandomSecret()
+	c.Listeners.HTTP.Address = "0.0.0.0:8008"
+	c.Listeners.HTTP.XForwardedFor = false
+	c.WellKnown.ClientBaseURL = "https://" + serverName
+	return c
+}
+
+// RandomSecret returns 32 random bytes, URL-safe base64.
+func RandomSecret() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

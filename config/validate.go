@@ -1,0 +1,165 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
+
+// Validate reports every problem in c at once, each prefixed with its key
+// path (errors.Join).
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.ServerName == "" {
+		bad("server_name", "must be set")
+	} else if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(c.ServerName)); !ok {
+		bad("server_name", "%q is not a valid server name (host or host:port)", c.ServerName)
+	}
+	if c.SigningKeyPath == "" {
+		bad("signing_key_path", "must be set")
+	}
+	for i, k := range c.OldSigningKeys {
+		key := fmt.Sprintf("old_signing_keys[%d]", i)
+		if !strings.HasPrefix(k.KeyID, "ed25519:") {
+			bad(key+".key_id", "must start with ed25519:")
+		}
+		if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(k.PublicKey, "=")); err != nil || len(b) != 32 {
+			bad(key+".public_key", "must be a 32-byte ed25519 public key in unpadded base64")
+		}
+		if k.ExpiredTS <= 0 {
+			bad(key+".expired_ts", "must be a positive timestamp in milliseconds")
+		}
+	}
+
+	switch u := c.Database.URL; {
+	case u == "":
+		bad("database.url", "must be set")
+	case strings.HasPrefix(u, "sqlite:"), strings.HasPrefix(u, "file:"):
+		if strings.TrimPrefix(strings.TrimPrefix(u, "sqlite:"), "file:") == "" {
+			bad("database.url", "sqlite: needs a file path")
+		}
+	case strings.HasPrefix(u, "postgres://"), strings.HasPrefix(u, "postgresql://"):
+		if _, err := url.Parse(u); err != nil {
+			bad("database.url", "invalid PostgreSQL URL")
+		}
+	default:
+		bad("database.url", "must start with sqlite: or postgres://")
+	}
+	if c.Database.MaxOpenConns < 1 {
+		bad("database.max_open_conns", "must be at least 1")
+	}
+
+	if len(c.NATS.URLs) == 0 && c.NATS.StoreDir == "" {
+		bad("nats.store_dir", "must be set when nats.urls is empty (embedded NATS)")
+	}
+	for i, u := range c.NATS.URLs {
+		if !strings.Contains(u, "://") {
+			bad(fmt.Sprintf("nats.urls[%d]", i), "%q must be a URL such as nats://host:4222", u)
+		}
+	}
+	if strings.ContainsAny(c.NATS.Prefix, " .*>") {
+		bad("nats.prefix", "must not contain spaces, dots or wildcards")
+	}
+
+	checkAddr := func(key, addr string, required bool) {
+		if addr == "" {
+			if required {
+				bad(key, "must be set")
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "%q is not host:port", addr)
+		}
+	}
+	checkAddr("listeners.http.address", c.Listeners.HTTP.Address, true)
+	if c.Listeners.HTTP.MaxRequestBytes < 1024 {
+		bad("listeners.http.max_request_bytes", "must be at least 1K")
+	}
+	if t := c.Listeners.FederationTLS; t.Address != "" {
+		checkAddr("listeners.federation_tls.address", t.Address, true)
+		if t.CertPath == "" {
+			bad("listeners.federation_tls.cert_path", "must be set when the TLS listener is enabled")
+		}
+		if t.KeyPath == "" {
+			bad("listeners.federation_tls.key_path", "must be set when the TLS listener is enabled")
+		}
+	}
+
+	if c.Auth.BcryptCost < 4 || c.Auth.BcryptCost > 31 {
+		bad("auth.bcrypt_cost", "must be between 4 and 31")
+	}
+	if c.Auth.AccessTokenLifetime <= 0 {
+		bad("auth.access_token_lifetime", "must be positive")
+	}
+
+	for _, r := range []struct {
+		key  string
+		rate Rate
+	}{
+		{"rate_limiting.login", c.RateLimiting.Login},
+		{"rate_limiting.failed_login", c.RateLimiting.FailedLogin},
+		{"rate_limiting.registration", c.RateLimiting.Registration},
+		{"rate_limiting.message", c.RateLimiting.Message},
+	} {
+		if r.rate.PerSecond <= 0 {
+			bad(r.key+".per_second", "must be positive")
+		}
+		if r.rate.Burst < 1 {
+			bad(r.key+".burst", "must be at least 1")
+		}
+	}
+	for i, u := range c.RateLimiting.ExemptUserIDs {
+		if _, err := spec.NewUserID(u, true); err != nil {
+			bad(fmt.Sprintf("rate_limiting.exempt_user_ids[%d]", i), "%q is not a user ID", u)
+		}
+	}
+
+	if c.Media.StorePath == "" {
+		bad("media.store_path", "must be set")
+	}
+	if c.Media.MaxUploadSize < 1 {
+		bad("media.max_upload_size", "must be positive")
+	}
+
+	switch c.Logging.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("logging.level", "must be debug, info, warn or error")
+	}
+	switch c.Logging.Format {
+	case "text", "json":
+	default:
+		bad("logging.format", "must be text or json")
+	}
+	if c.Metrics.Enabled {
+		checkAddr("metrics.address", c.Metrics.Address, true)
+	}
+
+	for _, kv := range [][2]string{
+		{"well_known.client_base_url", c.WellKnown.ClientBaseURL},
+		{"well_known.identity_server_url", c.WellKnown.IdentityServerURL},
+	} {
+		key, v := kv[0], kv[1]
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(key, "%q must be an http(s) URL", v)
+		}
+	}
+	if s := c.WellKnown.ServerDelegation; s != "" {
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(s)); !ok {
+			bad("well_known.server", "%q must be host or host:port", s)
+		}
+	}
+	return errors.Join(errs...)
+}

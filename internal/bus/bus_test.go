@@ -1,0 +1,176 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/myelin-chat/myelin/internal/bus"
+)
+
+var testStream = bus.StreamSpec{Name: "Test", Subjects: []string{"Test.>"}, DuplicateWindow: time.Minute}
+
+func open(t *testing.T, dir string) *bus.Bus {
+	t.Helper()
+	b, err := bus.Open(context.Background(), bus.Config{StoreDir: dir}, nil)
+	if err != nil {
+		t.Fatalf("open bus: %v", err)
+	}
+	if err := b.EnsureStreams(context.Background(), testStream); err != nil {
+		b.Close()
+		t.Fatalf("ensure streams: %v", err)
+	}
+	return b
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	seen []string
+	seqs []uint64
+}
+
+func (r *recorder) add(m *bus.Msg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, string(m.Data))
+	r.seqs = append(r.seqs, m.Seq)
+}
+
+func (r *recorder) waitFor(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		if len(r.seen) >= n {
+			out := append([]string(nil), r.seen...)
+			r.mu.Unlock()
+			return out
+		}
+		r.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %d messages", n)
+	return nil
+}
+
+func TestPublishConsumeInOrder(t *testing.T) {
+	b := open(t, t.TempDir())
+	defer b.Close()
+	ctx := context.Background()
+	for i := range 50 {
+		if _, err := b.Publish(ctx, "Test.a", i, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var r recorder
+	stop, err := b.Consume(ctx, bus.ConsumerSpec{Stream: "Test", Durable: "inorder"}, func(_ context.Context, m *bus.Msg) error {
+		r.add(m)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	got := r.waitFor(t, 50)
+	for i, s := range got {
+		if s != fmt.Sprint(i) {
+			t.Fatalf("message %d = %s: out of order", i, s)
+		}
+	}
+}
+
+func TestDuplicatePublishIsDropped(t *testing.T) {
+	b := open(t, t.TempDir())
+	defer b.Close()
+	ctx := context.Background()
+	s1, err := b.Publish(ctx, "Test.d", "x", "id-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := b.Publish(ctx, "Test.d", "x", "id-1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1 != s2 {
+		t.Fatalf("duplicate publish stored twice: seq %d and %d", s1, s2)
+	}
+}
+
+func TestTransientErrorIsRetriedAndPermanentTerminated(t *testing.T) {
+	b := open(t, t.TempDir())
+	defer b.Close()
+	ctx := context.Background()
+	for _, s := range []string{"flaky", "bad", "good"} {
+		if _, err := b.Publish(ctx, "Test.r", s, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attempts := map[uint64]int{}
+	var mu sync.Mutex
+	var r recorder
+	stop, err := b.Consume(ctx, bus.ConsumerSpec{Stream: "Test", Durable: "retry"}, func(_ context.Context, m *bus.Msg) error {
+		mu.Lock()
+		attempts[m.Seq]++
+		n := attempts[m.Seq]
+		mu.Unlock()
+		switch m.Seq {
+		case 1:
+			if n < 3 {
+				return errors.New("transient")
+			}
+		case 2:
+			return bus.Permanent(errors.New("undecodable"))
+		}
+		r.add(m)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	r.waitFor(t, 2)
+	mu.Lock()
+	defer mu.Unlock()
+	if attempts[1] != 3 {
+		t.Fatalf("message 1 attempts = %d, want 3", attempts[1])
+	}
+	if attempts[2] != 1 {
+		t.Fatalf("terminated message delivered %d times, want 1", attempts[2])
+	}
+	if r.seqs[0] != 1 || r.seqs[1] != 3 {
+		t.Fatalf("handled seqs %v, want [1 3]", r.seqs)
+	}
+}
+
+// A durable consumer resumes where it stopped across a restart of the
+// embedded server, and skips what LastApplied says is already applied.
+func TestDurableResumeAndLastApplied(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	b := open(t, dir)
+	for i := range 5 {
+		if _, err := b.Publish(ctx, "Test.x", i, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close()
+
+	b = open(t, dir)
+	defer b.Close()
+	var r recorder
+	stop, err := b.Consume(ctx, bus.ConsumerSpec{
+		Stream: "Test", Durable: "resume", FilterSubjects: []string{"Test.x"},
+		LastApplied: func(context.Context) (uint64, error) { return 3, nil },
+	}, func(_ context.Context, m *bus.Msg) error { r.add(m); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.waitFor(t, 2)
+	stop()
+	if len(got) != 2 || got[0] != "3" || got[1] != "4" {
+		t.Fatalf("got %v, want [3 4] (sequences 4 and 5)", got)
+	}
+}

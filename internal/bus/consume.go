@@ -1,0 +1,141 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Msg is a message handed to a Handler.
+type Msg struct {
+	Subject string
+	Data    []byte
+	Header  nats.Header
+	// Seq is the message's stream sequence: store it with the effect of
+	// handling it (see ConsumerSpec.LastApplied).
+	Seq uint64
+	// Delivered counts deliveries of this message, starting at 1.
+	Delivered uint64
+}
+
+// Handler handles one message. Returning nil acks it; an error wrapped with
+// Permanent terminates it (it is logged and never redelivered); any other
+// error naks it for redelivery after a backoff.
+type Handler func(ctx context.Context, m *Msg) error
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that redelivery cannot fix, such as a message
+// that does not decode.
+func Permanent(err error) error { return permanentError{err} }
+
+// ConsumerSpec describes a durable consumer.
+type ConsumerSpec struct {
+	Stream  string
+	Durable string
+	// FilterSubjects restricts the consumer to these subjects (relative to
+	// the prefix); empty means all subjects of the stream.
+	FilterSubjects []string
+	// MaxAckPending is how many messages may be in flight; 1 (the default)
+	// handles messages strictly in stream order.
+	MaxAckPending int
+	// LastApplied, when set, returns the highest stream sequence whose effect
+	// the consumer has stored. Messages at or below it are acked unhandled.
+	LastApplied func(ctx context.Context) (uint64, error)
+}
+
+// Consume starts a durable consumer running h on its own goroutine until ctx
+// is done or stop is called; stop waits for the handler in flight.
+func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop func(), err error) {
+	if spec.MaxAckPending <= 0 {
+		spec.MaxAckPending = 1
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       b.Name(spec.Durable),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: spec.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	for _, s := range spec.FilterSubjects {
+		cfg.FilterSubjects = append(cfg.FilterSubjects, b.Name(s))
+	}
+	cons, err := b.JS.CreateOrUpdateConsumer(ctx, b.Name(spec.Stream), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+	}
+	var last uint64
+	if spec.LastApplied != nil {
+		if last, err = spec.LastApplied(ctx); err != nil {
+			return nil, fmt.Errorf("bus: consumer %s: last applied sequence: %w", spec.Durable, err)
+		}
+	}
+	iter, err := cons.Messages(jetstream.PullMaxMessages(max(spec.MaxAckPending, 16)))
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer %s: %w", spec.Durable, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	log := b.log.With("consumer", spec.Durable)
+	go func() {
+		defer close(done)
+		for {
+			jm, err := iter.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+					return
+				}
+				log.Warn("consumer fetch failed", slog.String("error", err.Error()))
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			b.handle(ctx, log, jm, last, h)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		iter.Stop()
+	}()
+	return func() { cancel(); <-done }, nil
+}
+
+func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, last uint64, h Handler) {
+	md, err := jm.Metadata()
+	if err != nil {
+		log.Error("message without metadata: terminated", slog.String("error", err.Error()))
+		_ = jm.Term()
+		return
+	}
+	if md.Sequence.Stream <= last {
+		_ = jm.Ack()
+		return
+	}
+	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered}
+	err = h(ctx, m)
+	var perm permanentError
+	switch {
+	case err == nil:
+		_ = jm.Ack()
+	case errors.As(err, &perm):
+		log.Error("message terminated", slog.Uint64("seq", m.Seq), slog.String("subject", m.Subject), slog.String("error", err.Error()))
+		_ = jm.Term()
+	case ctx.Err() != nil:
+		_ = jm.Nak()
+	default:
+		delay := min(time.Duration(1<<min(md.NumDelivered, 8))*100*time.Millisecond, 30*time.Second)
+		log.Warn("message failed: will retry", slog.Uint64("seq", m.Seq), slog.Duration("delay", delay), slog.String("error", err.Error()))
+		_ = jm.NakWithDelay(delay)
+	}
+}

@@ -1,0 +1,55 @@
+package httputil
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/myelin-chat/myelin/internal/mxerr"
+)
+
+// ReadBody reads the whole request body. The server has already capped it
+// (see Server); a body over the cap is 413 M_TOO_LARGE.
+func ReadBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, mxerr.TooLarge("Request body too large (limit %d bytes)", tooBig.Limit)
+		}
+		return nil, mxerr.NotJSON("Could not read request body")
+	}
+	return b, nil
+}
+
+// DecodeJSON reads the request body, which must be a JSON object, into v.
+// Invalid JSON is 400 M_NOT_JSON; valid JSON that is not an object or does not
+// fit v is 400 M_BAD_JSON; an oversized body is 413 M_TOO_LARGE.
+func DecodeJSON(r *http.Request, v any) error {
+	b, err := ReadBody(r)
+	if err != nil {
+		return err
+	}
+	return UnmarshalObject(b, v)
+}
+
+// UnmarshalObject decodes b, which must be a JSON object, into v with the
+// error mapping of DecodeJSON.
+func UnmarshalObject(b []byte, v any) error {
+	if !json.Valid(b) {
+		return mxerr.NotJSON("Content not JSON")
+	}
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+		return mxerr.BadJSON("Content must be a JSON object")
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return mxerr.BadJSON("Field %q has the wrong type: expected %s", typeErr.Field, typeErr.Type)
+		}
+		return mxerr.BadJSON("Malformed JSON: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,138 @@
+package sqlutil_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+func migrated(t *testing.T, db *sqlutil.DB) {
+	t.Helper()
+	ctx := context.Background()
+	fsys := os.DirFS("testdata/schema")
+	if err := db.Migrate(ctx, "t", fsys); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	// A second run applies nothing and does not fail.
+	if err := db.Migrate(ctx, "t", fsys); err != nil {
+		t.Fatalf("migrate again: %v", err)
+	}
+}
+
+func TestMigrateAndQuery(t *testing.T) {
+	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		migrated(t, db)
+		var versions int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM t_migrations`).Scan(&versions); err != nil || versions != 2 {
+			t.Fatalf("migrations recorded = %d, %v; want 2", versions, err)
+		}
+		var id int64
+		err := db.QueryRowContext(ctx, `SELECT 1`).Scan(&id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+			return tx.QueryRowContext(ctx, `INSERT INTO t_items (name, n, note) VALUES (?, ?, '?') RETURNING id`, "a", 1).Scan(&id)
+		})
+		if err != nil {
+			t.Fatalf("insert: %v", err)
+		}
+		var note string
+		if err := db.QueryRowContext(ctx, `SELECT note FROM t_items WHERE id = ?`, id).Scan(&note); err != nil || note != "?" {
+			t.Fatalf("note = %q, %v; want a literal ?", note, err)
+		}
+		_, err = db.ExecContext(ctx, `INSERT INTO t_items (name) VALUES (?)`, "a")
+		if !sqlutil.IsUniqueViolation(err) {
+			t.Fatalf("duplicate insert: err = %v, want unique violation", err)
+		}
+		_, err = db.ExecContext(ctx, `INSERT INTO t_items (name, n) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET n = t_items.n + 1`, "a", 0)
+		if err != nil {
+			t.Fatalf("upsert: %v", err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, `SELECT n FROM t_items WHERE name IN (`+sqlutil.InList(2)+`)`, "a", "zz").Scan(&n); err != nil || n != 2 {
+			t.Fatalf("n = %d, %v; want 2", n, err)
+		}
+	})
+}
+
+func TestWithTxRollsBack(t *testing.T) {
+	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		migrated(t, db)
+		boom := errors.New("boom")
+		err := db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO t_items (name) VALUES (?)`, "gone"); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("err = %v, want boom", err)
+		}
+		var c int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM t_items`).Scan(&c); err != nil || c != 0 {
+			t.Fatalf("rows after rollback = %d, %v", c, err)
+		}
+	})
+}
+
+// Concurrent writers never see "database is locked": SQLite writes queue on
+// the single writer connection.
+func TestConcurrentWriters(t *testing.T) {
+	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		migrated(t, db)
+		var wg sync.WaitGroup
+		errs := make(chan error, 200)
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range 10 {
+					err := db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+						_, err := tx.ExecContext(ctx, `INSERT INTO t_items (name) VALUES (?)`, fmt.Sprintf("%d-%d", i, j))
+						return err
+					})
+					if err != nil {
+						errs <- err
+					}
+					var c int
+					if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM t_items`).Scan(&c); err != nil {
+						errs <- err
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		var c int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM t_items`).Scan(&c); err != nil || c != 200 {
+			t.Fatalf("rows = %d, %v; want 200", c, err)
+		}
+	})
+}
+
+func TestRebind(t *testing.T) {
+	db := &sqlutil.DB{Dialect: sqlutil.Postgres}
+	got := db.Rebind(`SELECT a FROM b WHERE c = ? AND d = '?' AND e IN (?,?)`)
+	want := `SELECT a FROM b WHERE c = $1 AND d = '?' AND e IN ($2,$3)`
+	if got != want {
+		t.Fatalf("Rebind = %q, want %q", got, want)
+	}
+}
+
+func TestOpenRejectsUnknownURL(t *testing.T) {
+	if _, err := sqlutil.Open(context.Background(), "mysql://x", sqlutil.Options{}); err == nil {
+		t.Fatal("want error for mysql url")
+	}
+}

@@ -1,0 +1,245 @@
+// Package setup is Myelin's composition root: it opens and migrates the
+// database, starts or joins NATS and declares the streams, builds the
+// components in dependency order, mounts their routes, serves them, and shuts
+// everything down in reverse order. Only cmd and tests import it.
+package setup
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/myelin-chat/myelin/clientapi"
+	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/internal/bus"
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/signingkey"
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/syncapi"
+	"github.com/myelin-chat/myelin/userapi"
+	userapiapi "github.com/myelin-chat/myelin/userapi/api"
+)
+
+// Options adjust how a server is built (mostly for tests).
+type Options struct {
+	// Logger receives the server's logs; nil builds one from the config.
+	Logger *slog.Logger
+	// Registry receives the metrics; nil creates one.
+	Registry *prometheus.Registry
+	// Listener, when set, is used instead of listening on
+	// listeners.http.address (tests pass 127.0.0.1:0).
+	Listener net.Listener
+}
+
+// Server is a running homeserver.
+type Server struct {
+	Config   *config.Config
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+	Key      *signingkey.Key
+	Handler  *httputil.Server
+
+	DB    *sqlutil.DB
+	Bus   *bus.Bus
+	Users *userapi.UserAPI
+
+	ln       net.Listener
+	servers  []*http.Server
+	closers  []func()
+	serveErr chan error
+}
+
+// New builds every component. It returns once the database is migrated and
+// the streams exist; Start begins serving.
+func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	s = &Server{Config: cfg, Log: o.Logger, Registry: o.Registry, ln: o.Listener, serveErr: make(chan error, 3)}
+	if s.Log == nil {
+		s.Log = NewLogger(cfg.Logging, nil)
+	}
+	if s.Registry == nil {
+		s.Registry = prometheus.NewRegistry()
+		s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.Media.StorePath, 0o700); err != nil {
+		return nil, fmt.Errorf("media store: %w", err)
+	}
+	if s.Key, err = signingkey.Load(cfg.SigningKeyPath); err != nil {
+		return nil, fmt.Errorf("signing key: %w (create one with 'myelin generate-keys')", err)
+	}
+	if s.DB, err = sqlutil.Open(ctx, cfg.Database.URL, sqlutil.Options{MaxOpenConns: cfg.Database.MaxOpenConns}); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() { s.DB.Close() })
+
+	if s.Bus, err = bus.Open(ctx, bus.Config{URLs: cfg.NATS.URLs, StoreDir: cfg.NATS.StoreDir, Prefix: cfg.NATS.Prefix}, s.Log); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, s.Bus.Close)
+	if err := s.Bus.EnsureStreams(ctx, userapiapi.Streams()...); err != nil {
+		return nil, err
+	}
+
+	var limiter *httputil.RateLimiter
+	if rl := cfg.RateLimiting; rl.Enabled {
+		rate := func(r config.Rate) httputil.Rate { return httputil.Rate{PerSecond: r.PerSecond, Burst: r.Burst} }
+		limiter = httputil.NewRateLimiter(map[string]httputil.Rate{
+			clientapi.RateLogin:        rate(rl.Login),
+			clientapi.RateFailedLogin:  rate(rl.FailedLogin),
+			clientapi.RateRegistration: rate(rl.Registration),
+		}, rl.ExemptUserIDs)
+	}
+
+	s.Users, err = userapi.New(ctx, userapi.Config{
+		ServerName:          cfg.ServerName,
+		BcryptCost:          cfg.Auth.BcryptCost,
+		AccessTokenLifetime: time.Duration(cfg.Auth.AccessTokenLifetime),
+	}, s.DB, s.Bus, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	sync, err := syncapi.New(ctx, s.DB, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	client, err := clientapi.New(ctx, clientapi.Config{
+		ServerName:               cfg.ServerName,
+		RegistrationEnabled:      cfg.Registration.Enabled,
+		RegistrationSharedSecret: cfg.Registration.SharedSecret,
+		RequireRegistrationToken: cfg.Registration.RequireToken,
+		GuestAccess:              cfg.Registration.GuestAccess,
+		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
+		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
+		WellKnownServer:          cfg.WellKnown.ServerDelegation,
+	}, s.DB, s.Users, limiter, s.Log)
+	if err != nil {
+		return nil, err
+	}
+
+	s.Handler = httputil.NewServer(httputil.ServerOptions{
+		Name:              "main",
+		Logger:            s.Log,
+		Registry:          s.Registry,
+		Authenticator:     s.Users,
+		RateLimiter:       limiter,
+		MaxBodyBytes:      int64(cfg.Listeners.HTTP.MaxRequestBytes),
+		TrustForwardedFor: cfg.Listeners.HTTP.XForwardedFor,
+	})
+	client.Register(s.Handler)
+	sync.Register(s.Handler)
+	return s, nil
+}
+
+// Start listens and serves in the background.
+func (s *Server) Start() error {
+	cfg := s.Config
+	if s.ln == nil {
+		ln, err := net.Listen("tcp", cfg.Listeners.HTTP.Address)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Listeners.HTTP.Address, err)
+		}
+		s.ln = ln
+	}
+	s.serve(s.ln, s.Handler, nil)
+	if t := cfg.Listeners.FederationTLS; t.Address != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertPath, t.KeyPath)
+		if err != nil {
+			return fmt.Errorf("federation TLS certificate: %w", err)
+		}
+		ln, err := net.Listen("tcp", t.Address)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", t.Address, err)
+		}
+		s.serve(ln, s.Handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	if m := cfg.Metrics; m.Enabled {
+		ln, err := net.Listen("tcp", m.Address)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", m.Address, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+		s.serve(ln, mux, nil)
+	}
+	return nil
+}
+
+func (s *Server) serve(ln net.Listener, h http.Handler, tlsCfg *tls.Config) {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		TLSConfig:         tlsCfg,
+		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
+	}
+	s.servers = append(s.servers, srv)
+	go func() {
+		var err error
+		if tlsCfg != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- err
+		}
+	}()
+}
+
+// URL is the base URL of the client listener.
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// Run serves until ctx is done or a listener fails, then shuts down.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(); err != nil {
+		s.Shutdown(context.Background())
+		return err
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-s.serveErr:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	return errors.Join(err, s.Shutdown(sctx))
+}
+
+// Shutdown stops accepting requests, waits for those in flight (until ctx
+// is done), then stops the components, the bus and the database.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, srv := range s.servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+			srv.Close()
+		}
+	}
+	s.close()
+	return errors.Join(errs...)
+}
+
+func (s *Server) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}

@@ -1,0 +1,5 @@
+package tests
+
+import "github.com/myelin-chat/myelin/config"
+
+type configT = config.Config

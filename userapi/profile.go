@@ -1,0 +1,73 @@
+package userapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/userapi/api"
+	"github.com/myelin-chat/myelin/userapi/storage"
+)
+
+// QueryProfile returns the profile fields of a local user.
+func (u *UserAPI) QueryProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
+	if _, err := storage.SelectAccount(ctx, u.store.DB(), userID); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, api.ErrNotFound
+		}
+		return nil, err
+	}
+	return storage.SelectProfile(ctx, u.store.DB(), userID)
+}
+
+// SetProfileField sets one field, keeping the whole profile under 64 KiB.
+func (u *UserAPI) SetProfileField(ctx context.Context, userID, key string, value json.RawMessage) error {
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		if _, err := storage.SelectAccount(ctx, tx, userID); err != nil {
+			return err
+		}
+		profile, err := storage.SelectProfile(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		profile[key] = value
+		if b, _ := json.Marshal(profile); len(b) > api.MaxProfileBytes {
+			return api.ErrProfileTooLarge
+		}
+		return storage.UpsertProfileField(ctx, tx, userID, key, value)
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return api.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return u.publish(ctx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: key, Value: value})
+}
+
+// DeleteProfileField removes one field.
+func (u *UserAPI) DeleteProfileField(ctx context.Context, userID, key string) error {
+	if err := storage.DeleteProfileFields(ctx, u.store.DB(), userID, key); err != nil {
+		return fmt.Errorf("delete profile field: %w", err)
+	}
+	return u.publish(ctx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: key})
+}
+
+// QueryAccountData returns one account data item or api.ErrNotFound.
+func (u *UserAPI) QueryAccountData(ctx context.Context, userID, roomID, dataType string) (json.RawMessage, error) {
+	c, err := storage.SelectAccountData(ctx, u.store.DB(), userID, roomID, dataType)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, api.ErrNotFound
+	}
+	return c, err
+}
+
+// PutAccountData stores an account data item and announces it.
+func (u *UserAPI) PutAccountData(ctx context.Context, userID, roomID, dataType string, content json.RawMessage) error {
+	if err := storage.UpsertAccountData(ctx, u.store.DB(), userID, roomID, dataType, content); err != nil {
+		return fmt.Errorf("put account data: %w", err)
+	}
+	return u.publish(ctx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: dataType, Content: content})
+}

@@ -1,0 +1,65 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+// SelectProfile returns every profile field of the user.
+func SelectProfile(ctx context.Context, q sqlutil.Querier, userID string) (map[string]json.RawMessage, error) {
+	rows, err := q.QueryContext(ctx, `SELECT field, value FROM user_profiles WHERE user_id = ?`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]json.RawMessage{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[k] = json.RawMessage(v)
+	}
+	return out, rows.Err()
+}
+
+// UpsertProfileField sets one field.
+func UpsertProfileField(ctx context.Context, q sqlutil.Querier, userID, key string, value json.RawMessage) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO user_profiles (user_id, field, value) VALUES (?, ?, ?)
+		ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value`, userID, key, string(value))
+	return err
+}
+
+// DeleteProfileFields deletes fields; no keys deletes the whole profile.
+func DeleteProfileFields(ctx context.Context, q sqlutil.Querier, userID string, keys ...string) error {
+	if len(keys) == 0 {
+		_, err := q.ExecContext(ctx, `DELETE FROM user_profiles WHERE user_id = ?`, userID)
+		return err
+	}
+	args := []any{userID}
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	_, err := q.ExecContext(ctx, `DELETE FROM user_profiles WHERE user_id = ? AND field IN (`+sqlutil.InList(len(keys))+`)`, args...)
+	return err
+}
+
+// SelectAccountData returns one account data item, or ErrNotFound.
+func SelectAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, dataType string) (json.RawMessage, error) {
+	var content string
+	err := q.QueryRowContext(ctx, `SELECT content FROM user_account_data WHERE user_id = ? AND room_id = ? AND type = ?`,
+		userID, roomID, dataType).Scan(&content)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	return json.RawMessage(content), nil
+}
+
+// UpsertAccountData sets one account data item.
+func UpsertAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, dataType string, content json.RawMessage) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO user_account_data (user_id, room_id, type, content) VALUES (?, ?, ?, ?)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content`, userID, roomID, dataType, string(content))
+	return err
+}

@@ -1,0 +1,88 @@
+// Package userapi owns users: accounts and passwords, devices with their
+// access and refresh tokens, profiles and account data. It implements
+// userapi/api, announces changes on the UserOutput stream, and is the
+// Authenticator of every client route.
+package userapi
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/myelin-chat/myelin/internal/bus"
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/userapi/api"
+	"github.com/myelin-chat/myelin/userapi/storage"
+)
+
+// Config is what the user API needs from the configuration.
+type Config struct {
+	ServerName string
+	BcryptCost int
+	// AccessTokenLifetime is the lifetime of refreshable access tokens.
+	AccessTokenLifetime time.Duration
+}
+
+// UserAPI implements api.AccountsAPI, api.SessionsAPI, api.ProfileAPI and
+// api.AccountDataAPI.
+type UserAPI struct {
+	cfg      Config
+	store    *storage.Storage
+	bus      *bus.Bus
+	log      *slog.Logger
+	tokens   *tokenCache
+	lastSeen *lastSeen
+	// dummyHash is compared against for unknown users, so that a login
+	// for a missing account costs as much as a wrong password.
+	dummyHash string
+}
+
+var (
+	_ api.AccountsAPI    = (*UserAPI)(nil)
+	_ api.SessionsAPI    = (*UserAPI)(nil)
+	_ api.ProfileAPI     = (*UserAPI)(nil)
+	_ api.AccountDataAPI = (*UserAPI)(nil)
+)
+
+// New migrates the user API's tables and returns the component.
+func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.Logger) (*UserAPI, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	st, err := storage.New(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("userapi: %w", err)
+	}
+	dummy, err := hashPassword("dummy password for timing", cfg.BcryptCost)
+	if err != nil {
+		return nil, err
+	}
+	return &UserAPI{
+		cfg:       cfg,
+		store:     st,
+		bus:       b,
+		log:       log.With("component", "userapi"),
+		tokens:    newTokenCache(10000, 2*time.Minute),
+		lastSeen:  newLastSeen(time.Minute),
+		dummyHash: dummy,
+	}, nil
+}
+
+// publish announces a change after it has been committed.
+func (u *UserAPI) publish(ctx context.Context, subject string, msg any) error {
+	if u.bus == nil {
+		return nil
+	}
+	_, err := u.bus.Publish(ctx, subject, msg, "", nil)
+	return err
+}
+
+func (u *UserAPI) publishDevices(ctx context.Context, userID string, ids []string, deleted bool) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return u.publish(ctx, api.SubjectDevices, api.DeviceUpdate{V: 1, UserID: userID, DeviceIDs: ids, Deleted: deleted})
+}
+
+func nowMS() int64 { return time.Now().UnixMilli() }
