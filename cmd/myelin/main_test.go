@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/internal/testutil"
+)
+
+func runCLI(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// generate-config writes a production configuration that loads back and
+// validates.
+func TestGenerateConfigRoundTrips(t *testing.T) {
+	code, out, errs := runCLI(t, "", "generate-config", "--server-name", "example.org")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	cfg, err := config.Parse([]byte(out))
+	if err != nil {
+		t.Fatalf("generated config does not parse: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("generated config is invalid: %v", err)
+	}
+	if cfg.ServerName != "example.org" || cfg.Registration.Enabled || cfg.Registration.SharedSecret == "" ||
+		!strings.HasPrefix(cfg.Listeners.HTTP.Address, "0.0.0.0:") {
+		t.Fatalf("not a production config: %+v", cfg)
+	}
+	if strings.Count(out, "\n#")+strings.Count(out, "\n  #") < 30 {
+		t.Fatalf("options are not commented:\n%s", out)
+	}
+	path := filepath.Join(t.TempDir(), "prod.yaml")
+	if code, _, errs := runCLI(t, "", "generate-config", "--server-name", "example.org", "-o", path); code != 0 {
+		t.Fatalf("-o: exit %d: %s", code, errs)
+	}
+	if code, out, _ := runCLI(t, "", "check-config", "--config", path); code != 0 || !strings.Contains(out, "is valid") {
+		t.Fatalf("check-config on generated file: exit %d %s", code, out)
+	}
+	if code, _, _ := runCLI(t, "", "generate-config"); code != 2 {
+		t.Fatalf("generate-config without --server-name: exit %d, want 2", code)
+	}
+}
+
+func TestCheckConfigReportsProblems(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(path, []byte("server_name: \"bad name\"\nauth:\n  bcrypt_cost: 1\nlogging:\n  level: loud\n"), 0o600)
+	code, _, errs := runCLI(t, "", "check-config", "--config", path)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, key := range []string{"server_name", "auth.bcrypt_cost", "logging.level"} {
+		if !strings.Contains(errs, key) {
+			t.Errorf("report does not name %s:\n%s", key, errs)
+		}
+	}
+	os.WriteFile(path, []byte("server_name: a.org\nunknown_key: 1\n"), 0o600)
+	if code, _, errs := runCLI(t, "", "check-config", "--config", path); code != 1 || !strings.Contains(errs, "unknown_key") {
+		t.Fatalf("unknown key: exit %d: %s", code, errs)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, c := range commands {
+		code, _, errs := runCLI(t, "", c.name, "--help")
+		if code != 0 || !strings.Contains(errs, "Usage: myelin "+c.name) {
+			t.Errorf("%s --help: exit %d, output %q", c.name, code, errs)
+		}
+	}
+	if code, out, _ := runCLI(t, "", "--help"); code != 0 || !strings.Contains(out, "create-account") {
+		t.Errorf("--help: exit %d %q", code, out)
+	}
+	if code, out, _ := runCLI(t, "", "version"); code != 0 || !strings.HasPrefix(out, "myelin ") {
+		t.Errorf("version: exit %d %q", code, out)
+	}
+	if code, _, _ := runCLI(t, "", "frobnicate"); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
+
+// The README's run command in an empty folder: a config, a key and a data
+// directory appear, the server answers, SIGTERM stops it with status 0, and
+// a second start reuses everything.
+func TestFirstRunRestartAndCreateAccount(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "myelin")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	base := "http://" + addr
+
+	p := startBinary(t, bin, dir, addr)
+	c := testutil.NewClient(t, base)
+	alice := c.Register("alice", "wonderland")
+	for _, f := range []string{"myelin.yaml", "data/signing.key", "data/myelin.db", "data/jetstream", "data/media"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("first run did not create %s: %v", f, err)
+		}
+	}
+	if !strings.Contains(p.stdout.String(), "Registration is open") {
+		t.Errorf("first run output does not say how to register:\n%s", p.stdout.String())
+	}
+	key, _ := os.ReadFile(filepath.Join(dir, "data/signing.key"))
+	cfgBefore, _ := os.ReadFile(filepath.Join(dir, "myelin.yaml"))
+	p.stop(t, syscall.SIGTERM)
+
+	// create-account works against the same data, password from stdin.
+	cmd := exec.Command(bin, "create-account", "--username", "bob", "--admin")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader("builder\n")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "@bob:localhost:8008") {
+		t.Fatalf("create-account: %v\n%s", err, out)
+	}
+
+	p = startBinary(t, bin, dir, addr)
+	key2, _ := os.ReadFile(filepath.Join(dir, "data/signing.key"))
+	cfgAfter, _ := os.ReadFile(filepath.Join(dir, "myelin.yaml"))
+	if !bytes.Equal(key, key2) || !bytes.Equal(cfgBefore, cfgAfter) {
+		t.Error("the second start regenerated the key or the configuration")
+	}
+	if strings.Contains(p.stdout.String(), "created one") {
+		t.Error("the second start claims to have created a configuration")
+	}
+	alice.MustDo("GET", "/_matrix/client/v3/account/whoami", nil, http.StatusOK)
+	c.Login("alice", "wonderland")
+	c.Login("bob", "builder")
+	p.stop(t, syscall.SIGINT)
+}
+
+type proc struct {
+	cmd    *exec.Cmd
+	stdout *bytes.Buffer
+	done   chan error
+}
+
+func startBinary(t *testing.T, bin, dir, addr string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "MYELIN_LISTENERS_HTTP_ADDRESS="+addr, "MYELIN_AUTH_BCRYPT_COST=4", "MYELIN_LOGGING_LEVEL=warn")
+	p := &proc{cmd: cmd, stdout: &bytes.Buffer{}, done: make(chan error, 1)}
+	cmd.Stdout = p.stdout
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	testutil.Eventually(t, 20*time.Second, "the server to answer", func() bool {
+		resp, err := http.Get("http://" + addr + "/_matrix/client/versions")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+func (p *proc) stop(t *testing.T, sig os.Signal) {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after %v: %v", sig, err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("took %v to stop", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("did not stop within 15s of %v", sig)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
