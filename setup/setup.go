@@ -207,12 +207,18 @@ func (s *Server) serve(ln net.Listener, h http.Handler, tlsCfg *tls.Config) {
 // URL is the base URL of the client listener.
 func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
 
-// Run serves until ctx is done or a listener fails, then shuts down.
+// Run starts serving and then waits (see Wait).
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(); err != nil {
-		s.Shutdown(context.Background())
+		_ = s.Shutdown(context.Background())
 		return err
 	}
+	return s.Wait(ctx)
+}
+
+// Wait serves until ctx is done or a listener fails, then shuts down,
+// giving requests in flight up to 8 seconds to finish.
+func (s *Server) Wait(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():

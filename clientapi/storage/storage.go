@@ -9,7 +9,6 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
-	"io/fs"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
@@ -30,11 +29,7 @@ type Storage struct {
 
 // New migrates the client API's tables.
 func New(ctx context.Context, db *sqlutil.DB) (*Storage, error) {
-	sub, err := fs.Sub(schema, "schema")
-	if err != nil {
-		return nil, err
-	}
-	if err := db.Migrate(ctx, "cs", sub); err != nil {
+	if err := db.Migrate(ctx, "cs", schema); err != nil {
 		return nil, err
 	}
 	return &Storage{db: db}, nil

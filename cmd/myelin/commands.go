@@ -100,7 +100,7 @@ func cmdRun(ctx context.Context, args []string, s stdio) int {
 	} else {
 		fmt.Fprintf(s.out, "Registration is closed. Create a user with: myelin create-account --config %s --username alice\n", *path)
 	}
-	return exitCode(s, srv.Run(ctx))
+	return exitCode(s, srv.Wait(ctx))
 }
 
 func exitCode(s stdio, err error) int {
@@ -265,10 +265,7 @@ func cmdCreateAccount(ctx context.Context, args []string, s stdio) int {
 		fmt.Fprintln(s.err, "myelin create-account: --username is required")
 		return 2
 	}
-	cfg, err := config.Load(*path)
-	if err == nil {
-		err = cfg.Validate()
-	}
+	cfg, err := loadValid(*path)
 	if err != nil {
 		fmt.Fprintf(s.err, "myelin create-account: %v\n", err)
 		return 1
@@ -327,16 +324,21 @@ func cmdCheckConfig(_ context.Context, args []string, s stdio) int {
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	cfg, err := config.Load(*path)
-	if err == nil {
-		err = cfg.Validate()
-	}
-	if err != nil {
+	if _, err := loadValid(*path); err != nil {
 		fmt.Fprintf(s.err, "%s is not valid:\n%v\n", *path, err)
 		return 1
 	}
 	fmt.Fprintf(s.out, "%s is valid\n", *path)
 	return 0
+}
+
+// loadValid loads a configuration file and validates it.
+func loadValid(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, cfg.Validate()
 }
 
 func cmdVersion(_ context.Context, args []string, s stdio) int {

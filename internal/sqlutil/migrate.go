@@ -15,12 +15,13 @@ import (
 var migrationName = regexp.MustCompile(`^(\d{4})_[a-z0-9_]+\.sql$`)
 
 // Migrate applies the component's pending migrations. fsys holds
-// sqlite/NNNN_name.sql and postgres/NNNN_name.sql; each file runs in its own
+// schema/sqlite/NNNN_name.sql and schema/postgres/NNNN_name.sql (a package's
+// `//go:embed schema`); each file runs in its own
 // transaction and is recorded in the component's table <component>_migrations.
 // Concurrent processes migrating the same PostgreSQL database serialise on an
 // advisory lock.
 func (db *DB) Migrate(ctx context.Context, component string, fsys fs.FS) error {
-	dir := string(db.Dialect)
+	dir := "schema/" + string(db.Dialect)
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
 		return fmt.Errorf("sqlutil: %s migrations: %w", component, err)

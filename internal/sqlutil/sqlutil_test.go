@@ -14,7 +14,7 @@ import (
 func migrated(t *testing.T, db *sqlutil.DB) {
 	t.Helper()
 	ctx := context.Background()
-	fsys := os.DirFS("testdata/schema")
+	fsys := os.DirFS("testdata")
 	if err := db.Migrate(ctx, "t", fsys); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}

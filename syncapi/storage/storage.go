@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"embed"
 	"errors"
-	"io/fs"
 	"strconv"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
@@ -26,11 +25,7 @@ type Storage struct {
 
 // New migrates the sync API's tables.
 func New(ctx context.Context, db *sqlutil.DB) (*Storage, error) {
-	sub, err := fs.Sub(schema, "schema")
-	if err != nil {
-		return nil, err
-	}
-	if err := db.Migrate(ctx, "sync", sub); err != nil {
+	if err := db.Migrate(ctx, "sync", schema); err != nil {
 		return nil, err
 	}
 	return &Storage{db: db}, nil

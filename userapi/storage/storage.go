@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"embed"
 	"errors"
-	"io/fs"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
@@ -29,11 +28,7 @@ type Storage struct {
 
 // New migrates the user API's tables and returns its storage.
 func New(ctx context.Context, db *sqlutil.DB) (*Storage, error) {
-	sub, err := fs.Sub(schema, "schema")
-	if err != nil {
-		return nil, err
-	}
-	if err := db.Migrate(ctx, "user", sub); err != nil {
+	if err := db.Migrate(ctx, "user", schema); err != nil {
 		return nil, err
 	}
 	return &Storage{db: db}, nil
