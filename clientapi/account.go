@@ -63,15 +63,10 @@ func (c *ClientAPI) postPassword(r *http.Request) (any, error) {
 	if len(*req.NewPassword) > maxPasswordLength {
 		return nil, mxerr.InvalidParam("Password too long (%d characters at most)", maxPasswordLength)
 	}
-	sess, err := c.runUIA(r.Context(), r, req.Auth, c.passwordUIA(r, dev.UserID))
-	if err != nil {
-		return nil, err
-	}
-	logout := req.LogoutDevices == nil || *req.LogoutDevices
-	if err := c.users.SetPassword(r.Context(), dev.UserID, *req.NewPassword, logout, dev.DeviceID); err != nil {
-		return nil, err
-	}
-	return struct{}{}, c.finishUIA(r.Context(), sess, true)
+	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), func() (any, error) {
+		logout := req.LogoutDevices == nil || *req.LogoutDevices
+		return struct{}{}, c.users.SetPassword(r.Context(), dev.UserID, *req.NewPassword, logout, dev.DeviceID)
+	})
 }
 
 // POST /_matrix/client/v3/account/deactivate
@@ -85,17 +80,12 @@ func (c *ClientAPI) postDeactivate(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	sess, err := c.runUIA(r.Context(), r, req.Auth, c.passwordUIA(r, dev.UserID))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.users.Deactivate(r.Context(), dev.UserID, req.Erase); err != nil && !errors.Is(err, api.ErrNotFound) {
-		return nil, err
-	}
-	c.log.Info("deactivated user", "user_id", dev.UserID, "erase", req.Erase)
-	if err := c.finishUIA(r.Context(), sess, true); err != nil {
-		return nil, err
-	}
-	// No identity server bindings exist to remove.
-	return map[string]string{"id_server_unbind_result": "no-support"}, nil
+	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), func() (any, error) {
+		if err := c.users.Deactivate(r.Context(), dev.UserID, req.Erase); err != nil && !errors.Is(err, api.ErrNotFound) {
+			return nil, err
+		}
+		c.log.Info("deactivated user", "user_id", dev.UserID, "erase", req.Erase)
+		// No identity server bindings exist to remove.
+		return map[string]string{"id_server_unbind_result": "no-support"}, nil
+	})
 }

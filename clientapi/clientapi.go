@@ -87,8 +87,8 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/login", c.getLogin)
 	srv.HandleClient(http.MethodPost, "/login", c.postLogin, httputil.RateLimited(RateLogin))
 	srv.HandleClient(http.MethodPost, "/refresh", c.postRefresh)
-	srv.HandleClient(http.MethodPost, "/logout", c.postLogout, auth, guests)
-	srv.HandleClient(http.MethodPost, "/logout/all", c.postLogoutAll, auth, guests)
+	srv.HandleClient(http.MethodPost, "/logout", c.postLogout, auth, guests, httputil.AllowExpired())
+	srv.HandleClient(http.MethodPost, "/logout/all", c.postLogoutAll, auth, guests, httputil.AllowExpired())
 
 	// Account.
 	srv.HandleClient(http.MethodGet, "/account/whoami", c.getWhoami, auth, guests)

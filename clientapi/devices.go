@@ -89,14 +89,9 @@ func (c *ClientAPI) deleteDevice(r *http.Request) (any, error) {
 	if err := decodeOptionalJSON(r, &req); err != nil {
 		return nil, err
 	}
-	sess, err := c.runUIA(r.Context(), r, req.Auth, c.passwordUIA(r, dev.UserID))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.users.DeleteDevices(r.Context(), dev.UserID, []string{httputil.Vars(r)["deviceId"]}); err != nil {
-		return nil, err
-	}
-	return struct{}{}, c.finishUIA(r.Context(), sess, true)
+	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), func() (any, error) {
+		return struct{}{}, c.users.DeleteDevices(r.Context(), dev.UserID, []string{httputil.Vars(r)["deviceId"]})
+	})
 }
 
 // POST /_matrix/client/v3/delete_devices
@@ -112,12 +107,7 @@ func (c *ClientAPI) postDeleteDevices(r *http.Request) (any, error) {
 	if req.Devices == nil {
 		return nil, mxerr.MissingParam("Missing devices")
 	}
-	sess, err := c.runUIA(r.Context(), r, req.Auth, c.passwordUIA(r, dev.UserID))
-	if err != nil {
-		return nil, err
-	}
-	if err := c.users.DeleteDevices(r.Context(), dev.UserID, *req.Devices); err != nil {
-		return nil, err
-	}
-	return struct{}{}, c.finishUIA(r.Context(), sess, true)
+	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), func() (any, error) {
+		return struct{}{}, c.users.DeleteDevices(r.Context(), dev.UserID, *req.Devices)
+	})
 }

@@ -59,6 +59,9 @@ func (c *ClientAPI) getProfileField(r *http.Request) (any, error) {
 		return nil, err
 	}
 	key := httputil.Vars(r)["keyName"]
+	if err := checkProfileKey(key); err != nil {
+		return nil, err
+	}
 	p, err := c.users.QueryProfile(r.Context(), userID)
 	if errors.Is(err, api.ErrNotFound) {
 		return nil, mxerr.NotFound("Profile not found")
@@ -82,13 +85,21 @@ func (c *ClientAPI) ownProfileKey(r *http.Request) (string, string, error) {
 		return "", "", mxerr.Forbidden("Cannot change the profile of another user")
 	}
 	key := vars["keyName"]
-	if len(key) > maxProfileKeyBytes {
-		return "", "", mxerr.New(profileCodeKeyTooLong, "Profile keys are at most %d bytes", maxProfileKeyBytes)
-	}
-	if !profileKeyPattern.MatchString(key) {
-		return "", "", mxerr.InvalidParam("Invalid profile key %q", key)
+	if err := checkProfileKey(key); err != nil {
+		return "", "", err
 	}
 	return dev.UserID, key, nil
+}
+
+// checkProfileKey checks a {keyName} against the spec's grammar.
+func checkProfileKey(key string) error {
+	if len(key) > maxProfileKeyBytes {
+		return mxerr.New(profileCodeKeyTooLong, "Profile keys are at most %d bytes", maxProfileKeyBytes)
+	}
+	if !profileKeyPattern.MatchString(key) {
+		return mxerr.InvalidParam("Invalid profile key %q", key)
+	}
+	return nil
 }
 
 // PUT /_matrix/client/v3/profile/{userId}/{keyName}
@@ -107,10 +118,11 @@ func (c *ClientAPI) putProfileField(r *http.Request) (any, error) {
 	}
 	switch key {
 	case "displayname", "avatar_url", "m.tz":
-		var s string
-		if err := json.Unmarshal(value, &s); err != nil {
+		var sp *string
+		if err := json.Unmarshal(value, &sp); err != nil || sp == nil {
 			return nil, mxerr.BadJSON("%s must be a string", key)
 		}
+		s := *sp
 		switch {
 		case key == "displayname" && utf8.RuneCountInString(s) > maxDisplayNameLength:
 			return nil, mxerr.InvalidParam("Display name is too long (%d characters at most)", maxDisplayNameLength)

@@ -101,36 +101,29 @@ func (c *ClientAPI) postRegister(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
-	sess, err := c.runUIA(ctx, r, req.Auth, c.registrationUIA())
-	if err != nil {
-		return nil, err
-	}
-	// A failure from here on keeps the session, so the client can fix the
-	// request and retry without authenticating again.
-	if req.Password == nil || *req.Password == "" {
-		return nil, mxerr.MissingParam("Missing password")
-	}
-	acc, err := c.users.CreateAccount(ctx, api.CreateAccount{Localpart: localpart, Password: *req.Password})
-	if errors.Is(err, api.ErrUserInUse) {
-		return nil, mxerr.UserInUse("User ID already taken")
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := c.finishUIA(ctx, sess, true); err != nil {
-		return nil, err
-	}
-	c.log.Info("registered user", "user_id", acc.UserID)
-	if req.InhibitLogin {
-		return map[string]any{"user_id": acc.UserID, "home_server": c.cfg.ServerName}, nil
-	}
-	s, err := c.users.Login(ctx, api.NewSession{
-		UserID: acc.UserID, DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName, Refreshable: req.RefreshToken,
+	return c.withUIA(r, req.Auth, c.registrationUIA(), func() (any, error) {
+		if req.Password == nil || *req.Password == "" {
+			return nil, mxerr.MissingParam("Missing password")
+		}
+		acc, err := c.users.CreateAccount(ctx, api.CreateAccount{Localpart: localpart, Password: *req.Password})
+		if errors.Is(err, api.ErrUserInUse) {
+			return nil, mxerr.UserInUse("User ID already taken")
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.log.Info("registered user", "user_id", acc.UserID)
+		if req.InhibitLogin {
+			return map[string]any{"user_id": acc.UserID, "home_server": c.cfg.ServerName}, nil
+		}
+		s, err := c.users.Login(ctx, api.NewSession{
+			UserID: acc.UserID, DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName, Refreshable: req.RefreshToken,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return c.sessionResponse(s, false), nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return c.sessionResponse(s, false), nil
 }
 
 // registerGuest creates a guest account: every parameter but the device

@@ -89,10 +89,10 @@ func (u *uia) next(done []string, stage string) (next, offered bool) {
 	return false, offered
 }
 
-// runUIA drives User-Interactive Authentication for one request. It returns
-// the session once a flow is complete; the caller performs the operation and
-// then calls finishUIA. Otherwise it returns the 401 (or another error) to
-// send.
+// runUIA drives User-Interactive Authentication for one request. Once a flow
+// is complete it claims the session, so that no concurrent request can use it
+// too, and returns it: the caller performs the operation, then calls
+// finishUIA. Otherwise it returns the 401 (or another error) to send.
 func (c *ClientAPI) runUIA(ctx context.Context, r *http.Request, rawAuth json.RawMessage, u *uia) (*storage.UIASession, error) {
 	var auth authDict
 	if len(rawAuth) > 0 && string(rawAuth) != "null" {
@@ -105,7 +105,7 @@ func (c *ClientAPI) runUIA(ctx context.Context, r *http.Request, rawAuth json.Ra
 		var err error
 		sess, err = c.store.GetUIASession(ctx, auth.Session, time.Now().Add(-uiaSessionLifetime).UnixMilli())
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, mxerr.Unknown("Unknown session ID").WithStatus(http.StatusBadRequest)
+			return nil, unknownSession()
 		}
 		if err != nil {
 			return nil, err
@@ -141,16 +141,47 @@ func (c *ClientAPI) runUIA(ctx context.Context, r *http.Request, rawAuth json.Ra
 			return nil, err
 		}
 	}
-	if u.complete(sess.Completed) {
-		return sess, nil
+	if !u.complete(sess.Completed) {
+		return nil, u.challenge(sess, nil)
 	}
-	return nil, u.challenge(sess, nil)
+	claimed, err := c.store.ClaimUIASession(ctx, sess.ID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, unknownSession()
+	}
+	return claimed, err
 }
 
-// finishUIA ends a session once its operation has run: completed sessions
-// cannot authorise a second operation.
+// withUIA runs op once User-Interactive Authentication is complete. A
+// failed op puts the session back, so that the client can fix the request
+// and retry without authenticating again.
+func (c *ClientAPI) withUIA(r *http.Request, rawAuth json.RawMessage, u *uia, op func() (any, error)) (any, error) {
+	sess, err := c.runUIA(r.Context(), r, rawAuth, u)
+	if err != nil {
+		return nil, err
+	}
+	body, err := op()
+	if ferr := c.finishUIA(r.Context(), sess, err == nil); ferr != nil && err == nil {
+		return nil, ferr
+	}
+	return body, err
+}
+
+func unknownSession() error {
+	return mxerr.Unknown("Unknown session ID").WithStatus(http.StatusBadRequest)
+}
+
+// finishUIA ends a claimed session once its operation has run. When the
+// operation failed for a reason the client can fix, the session is put back
+// so that the client can retry without authenticating again; when it
+// succeeded, a registration token it reserved counts as used.
 func (c *ClientAPI) finishUIA(ctx context.Context, sess *storage.UIASession, succeeded bool) error {
-	return c.store.DeleteUIASession(ctx, sess.ID, succeeded)
+	if !succeeded {
+		return c.store.CreateUIASession(ctx, sess)
+	}
+	if sess.RegistrationToken != "" {
+		return c.store.UseRegistrationToken(ctx, sess.RegistrationToken)
+	}
+	return nil
 }
 
 func newSessionID() string {

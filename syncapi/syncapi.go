@@ -5,10 +5,13 @@ package syncapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/myelin-chat/myelin/internal/filter"
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -58,7 +61,13 @@ func (s *SyncAPI) postFilter(r *http.Request) (any, error) {
 	if _, err := filter.Parse(body); err != nil {
 		return nil, mxerr.BadJSON("%v", err)
 	}
-	id, err := s.store.PutFilter(r.Context(), dev.UserID, body)
+	// Stored canonical, so that the same filter written differently gets
+	// the same ID.
+	canonical, err := gomatrixserverlib.CanonicalJSON(body)
+	if err != nil {
+		return nil, mxerr.BadJSON("%v", err)
+	}
+	id, err := s.store.PutFilter(r.Context(), dev.UserID, canonical)
 	if err != nil {
 		return nil, err
 	}
@@ -79,10 +88,5 @@ func (s *SyncAPI) getFilter(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rawJSON(f), nil
+	return json.RawMessage(f), nil
 }
-
-// rawJSON is a response body that is already JSON.
-type rawJSON []byte
-
-func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }

@@ -3,7 +3,6 @@ package tests
 import (
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/testutil"
@@ -91,23 +90,13 @@ func longName(n int) string {
 // M_USER_IN_USE.
 func TestConcurrentRegistrationOfOneName(t *testing.T) {
 	srv := testserver.Start(t)
-	const n = 10
-	var wg sync.WaitGroup
-	results := make(chan *testutil.Response, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := srv.Client()
-			results <- c.Do("POST", "/_matrix/client/v3/register", map[string]any{
-				"username": "contested", "password": "pw", "auth": map[string]any{"type": "m.login.dummy"},
-			})
-		}()
-	}
-	wg.Wait()
-	close(results)
+	results := concurrently(10, func(int) *testutil.Response {
+		return srv.Client().Do("POST", "/_matrix/client/v3/register", map[string]any{
+			"username": "contested", "password": "pw", "auth": map[string]any{"type": "m.login.dummy"},
+		})
+	})
 	won := 0
-	for r := range results {
+	for _, r := range results {
 		switch {
 		case r.Status == http.StatusOK:
 			won++

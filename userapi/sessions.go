@@ -87,8 +87,7 @@ func (u *UserAPI) issueTokens(ctx context.Context, tx *sqlutil.Tx, sess *api.Ses
 }
 
 // Authenticate resolves an access token to its device. Unknown tokens are
-// 401 M_UNKNOWN_TOKEN; expired ones add soft_logout so that the client
-// refreshes instead of discarding its state.
+// 401 M_UNKNOWN_TOKEN; expired ones are an *httputil.ExpiredTokenError.
 func (u *UserAPI) Authenticate(ctx context.Context, token string, client httputil.ClientInfo) (*api.Device, error) {
 	hash := hashToken(token)
 	var dev api.Device
@@ -125,7 +124,8 @@ func (u *UserAPI) Authenticate(ctx context.Context, token string, client httputi
 		u.tokens.put(hash, &cachedToken{dev: dev, expiresTS: expires})
 	}
 	if expires != 0 && nowMS() >= expires {
-		return nil, mxerr.UnknownToken(true, "Access token has expired")
+		d := dev
+		return nil, &httputil.ExpiredTokenError{Device: &d}
 	}
 	if u.lastSeen.due(dev.UserID, dev.DeviceID) {
 		if err := storage.UpdateDeviceLastSeen(ctx, u.store.DB(), dev.UserID, dev.DeviceID, nowMS(), client.IP, client.UserAgent); err != nil {

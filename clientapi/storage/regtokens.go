@@ -117,18 +117,17 @@ func (s *Storage) DeleteRegistrationToken(ctx context.Context, token string) err
 }
 
 // ReserveRegistrationToken counts the token as pending for the UIA session
-// if it is valid at now, and reports whether it was.
+// if it is valid at now, and reports whether it was. The check and the count
+// are one statement, so concurrent registrations cannot overspend a token.
 func (s *Storage) ReserveRegistrationToken(ctx context.Context, sessionID, token string, now int64) (bool, error) {
 	var ok bool
 	err := s.db.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		t, err := scanToken(tx.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM cs_registration_tokens WHERE token = ?`, token))
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil || !t.Valid(now) {
+		res, err := tx.ExecContext(ctx, `UPDATE cs_registration_tokens SET pending = pending + 1 WHERE token = ?
+			AND (expiry_time IS NULL OR expiry_time > ?) AND (uses_allowed IS NULL OR pending + completed < uses_allowed)`, token, now)
+		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE cs_registration_tokens SET pending = pending + 1 WHERE token = ?`, token); err != nil {
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
 		ok = true

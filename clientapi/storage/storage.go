@@ -46,29 +46,38 @@ type UIASession struct {
 	RegistrationToken string // the token a registration_token stage used
 }
 
-// CreateUIASession stores a new session.
+// CreateUIASession stores a new session (or puts a claimed one back).
 func (s *Storage) CreateUIASession(ctx context.Context, sess *UIASession) error {
 	done, _ := json.Marshal(sess.Completed)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO cs_uia_sessions (session_id, created_ts, method, path, completed) VALUES (?, ?, ?, ?, ?)`,
-		sess.ID, sess.CreatedTS, sess.Method, sess.Path, string(done))
+	var token any
+	if sess.RegistrationToken != "" {
+		token = sess.RegistrationToken
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO cs_uia_sessions (session_id, created_ts, method, path, completed, registration_token)
+		VALUES (?, ?, ?, ?, ?, ?)`, sess.ID, sess.CreatedTS, sess.Method, sess.Path, string(done), token)
 	return err
 }
 
-// GetUIASession returns a session created after minCreatedTS, or ErrNotFound.
-func (s *Storage) GetUIASession(ctx context.Context, id string, minCreatedTS int64) (*UIASession, error) {
+const uiaColumns = `created_ts, method, path, completed, registration_token`
+
+func scanUIASession(id string, sc interface{ Scan(...any) error }) (*UIASession, error) {
 	sess := UIASession{ID: id}
 	var done string
 	var token sql.NullString
-	err := s.db.QueryRowContext(ctx, `SELECT created_ts, method, path, completed, registration_token FROM cs_uia_sessions
-		WHERE session_id = ? AND created_ts >= ?`, id, minCreatedTS).Scan(&sess.CreatedTS, &sess.Method, &sess.Path, &done, &token)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
+	if err := sc.Scan(&sess.CreatedTS, &sess.Method, &sess.Path, &done, &token); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrNotFound
+		}
 		return nil, err
 	}
 	sess.RegistrationToken = token.String
 	return &sess, json.Unmarshal([]byte(done), &sess.Completed)
+}
+
+// GetUIASession returns a session created after minCreatedTS, or ErrNotFound.
+func (s *Storage) GetUIASession(ctx context.Context, id string, minCreatedTS int64) (*UIASession, error) {
+	return scanUIASession(id, s.db.QueryRowContext(ctx, `SELECT `+uiaColumns+` FROM cs_uia_sessions
+		WHERE session_id = ? AND created_ts >= ?`, id, minCreatedTS))
 }
 
 // CompleteUIAStage records a completed stage of a session.
@@ -78,20 +87,24 @@ func (s *Storage) CompleteUIAStage(ctx context.Context, id string, completed []s
 	return err
 }
 
-// DeleteUIASession removes a session; a registration token it reserved is
-// either counted as completed (used) or released.
-func (s *Storage) DeleteUIASession(ctx context.Context, id string, used bool) error {
-	return s.db.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		var token sql.NullString
-		err := tx.QueryRowContext(ctx, `DELETE FROM cs_uia_sessions WHERE session_id = ? RETURNING registration_token`, id).Scan(&token)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil || !token.Valid {
-			return err
-		}
-		return releaseToken(ctx, tx, token.String, used)
+// ClaimUIASession removes a session and returns it; of concurrent claims
+// exactly one gets it, the others ErrNotFound. A registration token the
+// session reserved stays pending until UseRegistrationToken or the session
+// is put back with CreateUIASession.
+func (s *Storage) ClaimUIASession(ctx context.Context, id string) (*UIASession, error) {
+	var sess *UIASession
+	err := s.db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		var err error
+		sess, err = scanUIASession(id, tx.QueryRowContext(ctx, `DELETE FROM cs_uia_sessions WHERE session_id = ? RETURNING `+uiaColumns, id))
+		return err
 	})
+	return sess, err
+}
+
+// UseRegistrationToken moves one use of a token from pending to completed.
+func (s *Storage) UseRegistrationToken(ctx context.Context, token string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE cs_registration_tokens SET pending = pending - 1, completed = completed + 1 WHERE token = ?`, token)
+	return err
 }
 
 // ExpireUIASessions deletes sessions created before beforeTS, releasing the
@@ -118,21 +131,12 @@ func (s *Storage) ExpireUIASessions(ctx context.Context, beforeTS int64) error {
 			return err
 		}
 		for _, t := range tokens {
-			if err := releaseToken(ctx, tx, t, false); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE cs_registration_tokens SET pending = pending - 1 WHERE token = ? AND pending > 0`, t); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-}
-
-func releaseToken(ctx context.Context, tx *sqlutil.Tx, token string, used bool) error {
-	q := `UPDATE cs_registration_tokens SET pending = pending - 1 WHERE token = ? AND pending > 0`
-	if used {
-		q = `UPDATE cs_registration_tokens SET pending = pending - 1, completed = completed + 1 WHERE token = ?`
-	}
-	_, err := tx.ExecContext(ctx, q, token)
-	return err
 }
 
 // CreateNonce stores a shared-secret registration nonce.

@@ -55,6 +55,9 @@ type RoomFilter struct {
 // Parse decodes and validates a filter. Errors describe the offending key
 // and are meant for an M_BAD_JSON response.
 func Parse(data []byte) (*Filter, error) {
+	if err := checkNulls(data); err != nil {
+		return nil, err
+	}
 	var f Filter
 	if err := json.Unmarshal(data, &f); err != nil {
 		if te, ok := err.(*json.UnmarshalTypeError); ok && te.Field != "" {

@@ -32,6 +32,9 @@ func TestParseInvalid(t *testing.T) {
 		{`{"room":{"state":{"types":"m.room.name"}}}`, "types"},
 		{`{"event_fields":[1]}`, "event_fields"},
 		{`[]`, "filter"},
+		{`{"room":null}`, "room"},
+		{`{"event_format":null}`, "event_format"},
+		{`{"room":{"timeline":{"types":[null]}}}`, "room.timeline.types"},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -2,6 +2,7 @@ package httputil
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -28,11 +29,21 @@ type ClientInfo struct {
 }
 
 // Authenticator resolves access tokens. It returns a *mxerr.Error
-// (M_UNKNOWN_TOKEN, possibly with soft_logout) for a token it does not accept,
-// and a plain error when it could not decide.
+// (M_UNKNOWN_TOKEN) for a token it does not know, an *ExpiredTokenError for
+// one that has expired, and a plain error when it could not decide.
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string, client ClientInfo) (*Device, error)
 }
+
+// ExpiredTokenError reports an access token that was valid but has
+// expired. Routes that accept expired tokens (AllowExpired) use the Device;
+// the others answer 401 M_UNKNOWN_TOKEN with soft_logout, so that the client
+// refreshes instead of discarding its state.
+type ExpiredTokenError struct {
+	Device *Device
+}
+
+func (e *ExpiredTokenError) Error() string { return "access token expired" }
 
 // AccessToken returns the access token of the request, from the
 // "Authorization: Bearer" header or the deprecated access_token query
@@ -67,6 +78,13 @@ func (s *Server) authenticate(r *http.Request, st *request, o *routeOptions) err
 		IP:        ClientIP(r, s.opts.TrustForwardedFor),
 		UserAgent: r.UserAgent(),
 	})
+	var expired *ExpiredTokenError
+	if errors.As(err, &expired) {
+		if !o.allowExpired {
+			return mxerr.UnknownToken(true, "Access token has expired")
+		}
+		dev, err = expired.Device, nil
+	}
 	if err != nil {
 		return err
 	}

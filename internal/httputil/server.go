@@ -81,11 +81,12 @@ const (
 )
 
 type routeOptions struct {
-	auth      authMode
-	guests    bool
-	admin     bool
-	rateClass string
-	maxBody   int64
+	auth         authMode
+	allowExpired bool
+	guests       bool
+	admin        bool
+	rateClass    string
+	maxBody      int64
 }
 
 // Option configures one route.
@@ -96,6 +97,9 @@ func Auth() Option { return func(o *routeOptions) { o.auth = authRequired } }
 
 // OptionalAuth authenticates the request when it carries a token.
 func OptionalAuth() Option { return func(o *routeOptions) { o.auth = authOptional } }
+
+// AllowExpired lets an Auth route accept an expired access token (logout).
+func AllowExpired() Option { return func(o *routeOptions) { o.allowExpired = true } }
 
 // Guests lets guest users call an Auth route.
 func Guests() Option { return func(o *routeOptions) { o.guests = true } }
