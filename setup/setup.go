@@ -222,11 +222,15 @@ func (s *Server) Wait(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		s.Log.Info("shutting down: finishing requests in flight")
 	case err = <-s.serveErr:
+		s.Log.Error("listener failed: shutting down", slog.String("error", err.Error()))
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
-	return errors.Join(err, s.Shutdown(sctx))
+	err = errors.Join(err, s.Shutdown(sctx))
+	s.Log.Info("stopped")
+	return err
 }
 
 // Shutdown stops accepting requests, waits for those in flight (until ctx
