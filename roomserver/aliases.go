@@ -1,0 +1,160 @@
+package roomserver
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/roomserver/api"
+	"github.com/myelin-chat/myelin/roomserver/storage"
+)
+
+// SetAlias implements api.AliasAPI.
+func (r *Roomserver) SetAlias(ctx context.Context, alias, roomID, creator string) error {
+	err := storage.InsertAlias(ctx, r.store.DB(), alias, roomID, creator)
+	if errors.Is(err, storage.ErrExists) {
+		return api.ErrAliasExists
+	}
+	return err
+}
+
+// QueryAlias implements api.AliasAPI.
+func (r *Roomserver) QueryAlias(ctx context.Context, alias string) (string, error) {
+	roomID, _, err := r.QueryAliasCreator(ctx, alias)
+	return roomID, err
+}
+
+// QueryAliasCreator implements api.AliasAPI.
+func (r *Roomserver) QueryAliasCreator(ctx context.Context, alias string) (string, string, error) {
+	roomID, creator, err := storage.SelectAlias(ctx, r.store.DB(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", "", api.ErrAliasNotFound
+	}
+	return roomID, creator, err
+}
+
+// RemoveAlias implements api.AliasAPI.
+func (r *Roomserver) RemoveAlias(ctx context.Context, alias string) (roomID, creator string, err error) {
+	err = r.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		roomID, creator, err = storage.DeleteAlias(ctx, tx, alias)
+		return err
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", "", api.ErrAliasNotFound
+	}
+	return roomID, creator, err
+}
+
+// QueryAliasesForRoom implements api.AliasAPI.
+func (r *Roomserver) QueryAliasesForRoom(ctx context.Context, roomID string) ([]string, error) {
+	return storage.SelectAliasesForRoom(ctx, r.store.DB(), roomID)
+}
+
+// SetPublished implements api.AliasAPI.
+func (r *Roomserver) SetPublished(ctx context.Context, roomID string, published bool) error {
+	return storage.SetPublished(ctx, r.store.DB(), roomID, published, time.Now().UnixMilli())
+}
+
+// QueryPublished implements api.AliasAPI.
+func (r *Roomserver) QueryPublished(ctx context.Context, roomID string) (bool, error) {
+	return storage.SelectPublished(ctx, r.store.DB(), roomID)
+}
+
+// ForgetRoom implements api.AliasAPI: only rooms the user is no longer in
+// can be forgotten.
+func (r *Roomserver) ForgetRoom(ctx context.Context, userID, roomID string) error {
+	d := r.reader()
+	h, err := d.roomHead(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	m, err := storage.SelectMembership(ctx, d.q, h.nid, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return api.ErrNotAllowed
+	}
+	if err != nil {
+		return err
+	}
+	if m.Membership == api.Join || m.Membership == api.Invite || m.Membership == api.Knock {
+		return api.ErrNotAllowed
+	}
+	return storage.SetForgotten(ctx, r.store.DB(), h.nid, userID)
+}
+
+// summaryTuples are the state a directory entry shows.
+var summaryTuples = []gomatrixserverlib.StateKeyTuple{
+	{EventType: spec.MRoomCreate}, {EventType: spec.MRoomName}, {EventType: "m.room.topic"},
+	{EventType: spec.MRoomCanonicalAlias}, {EventType: "m.room.avatar"}, {EventType: spec.MRoomHistoryVisibility},
+	{EventType: spec.MRoomGuestAccess}, {EventType: spec.MRoomJoinRules},
+}
+
+// QueryPublicRooms implements api.AliasAPI.
+func (r *Roomserver) QueryPublicRooms(ctx context.Context, req api.PublicRoomsRequest) (*api.PublicRoomsResponse, error) {
+	published, err := storage.SelectPublishedRooms(ctx, r.store.DB())
+	if err != nil {
+		return nil, err
+	}
+	term := strings.ToLower(strings.TrimSpace(req.SearchTerm))
+	var all []api.PublicRoom
+	for _, p := range published {
+		pr, err := r.publicRoom(ctx, p.RoomID)
+		if err != nil {
+			return nil, err
+		}
+		pr.NumJoinedMembers = int(p.JoinedMembers)
+		if term != "" && !strings.Contains(strings.ToLower(pr.Name+"\x00"+pr.Topic+"\x00"+pr.CanonicalAlias+"\x00"+pr.RoomID), term) {
+			continue
+		}
+		all = append(all, pr)
+	}
+	res := &api.PublicRoomsResponse{Total: len(all), NextSince: -1, PrevSince: -1}
+	start := min(max(req.Since, 0), len(all))
+	end := len(all)
+	if req.Limit > 0 {
+		end = min(start+req.Limit, len(all))
+	}
+	res.Rooms = all[start:end]
+	if end < len(all) {
+		res.NextSince = end
+	}
+	if start > 0 {
+		res.PrevSince = max(start-max(req.Limit, 1), 0)
+	}
+	return res, nil
+}
+
+// publicRoom summarises a room for the directory from its current state.
+func (r *Roomserver) publicRoom(ctx context.Context, roomID string) (api.PublicRoom, error) {
+	pr := api.PublicRoom{RoomID: roomID}
+	pdus, err := r.QueryCurrentState(ctx, roomID, summaryTuples...)
+	if err != nil {
+		return pr, err
+	}
+	for _, p := range pdus {
+		c := gjsonContent(p)
+		switch p.Type() {
+		case spec.MRoomCreate:
+			pr.RoomType = c("type")
+		case spec.MRoomName:
+			pr.Name = c("name")
+		case "m.room.topic":
+			pr.Topic = c("topic")
+		case spec.MRoomCanonicalAlias:
+			pr.CanonicalAlias = c("alias")
+		case "m.room.avatar":
+			pr.AvatarURL = c("url")
+		case spec.MRoomHistoryVisibility:
+			pr.WorldReadable = c("history_visibility") == "world_readable"
+		case spec.MRoomGuestAccess:
+			pr.GuestCanJoin = c("guest_access") == "can_join"
+		case spec.MRoomJoinRules:
+			pr.JoinRule = c("join_rule")
+		}
+	}
+	return pr, nil
+}

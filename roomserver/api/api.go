@@ -1,0 +1,136 @@
+// Package api is the roomserver's contract: the RoomInput and RoomOutput
+// streams with their message types, the client that submits input and waits
+// for its result, and the query interfaces other components read rooms
+// through.
+//
+// Query methods fail with the sentinel errors below (test with errors.Is),
+// or with an opaque error when storage failed.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/matrix-org/gomatrixserverlib"
+)
+
+// Sentinel errors.
+var (
+	ErrRoomNotFound  = errors.New("room not found")
+	ErrEventNotFound = errors.New("event not found")
+	ErrAliasExists   = errors.New("alias already exists")
+	ErrAliasNotFound = errors.New("alias not found")
+	ErrNotAllowed    = errors.New("not allowed")
+)
+
+// Membership values.
+const (
+	Join   = "join"
+	Invite = "invite"
+	Leave  = "leave"
+	Ban    = "ban"
+	Knock  = "knock"
+)
+
+// StateKeyTuple names a piece of state.
+type StateKeyTuple = gomatrixserverlib.StateKeyTuple
+
+// RoomInfo describes a room the server knows.
+type RoomInfo struct {
+	RoomID  string
+	Version gomatrixserverlib.RoomVersion
+}
+
+// MemberInfo is a user's current membership of a room.
+type MemberInfo struct {
+	RoomID     string
+	UserID     string
+	Membership string
+	EventID    string
+	Forgotten  bool
+}
+
+// QueryAPI reads rooms.
+type QueryAPI interface {
+	// QueryRoomInfo returns ErrRoomNotFound for a room the server does not know.
+	QueryRoomInfo(ctx context.Context, roomID string) (*RoomInfo, error)
+	// QueryCurrentState returns the current state events of the room; with
+	// no tuples, the whole state. Missing tuples are absent from the result.
+	QueryCurrentState(ctx context.Context, roomID string, tuples ...StateKeyTuple) ([]gomatrixserverlib.PDU, error)
+	// QueryStateAfterEvent returns the state after an event of the room.
+	QueryStateAfterEvent(ctx context.Context, roomID, eventID string, tuples ...StateKeyTuple) ([]gomatrixserverlib.PDU, error)
+	// QueryEvents returns the events the server has, in the order asked
+	// (missing ones are skipped); redacted events come redacted.
+	QueryEvents(ctx context.Context, eventIDs []string) ([]gomatrixserverlib.PDU, error)
+	// QueryMembership returns the user's current membership ("" if none).
+	QueryMembership(ctx context.Context, roomID, userID string) (*MemberInfo, error)
+	// QueryRoomsForUser lists the rooms where the user's current membership
+	// is one of memberships.
+	QueryRoomsForUser(ctx context.Context, userID string, memberships ...string) ([]MemberInfo, error)
+	// QueryLatestEvents returns the forward extremities of the room.
+	QueryLatestEvents(ctx context.Context, roomID string) ([]string, error)
+	// QueryEventVisible reports whether the user may see the event under
+	// the room's history visibility.
+	QueryEventVisible(ctx context.Context, userID, eventID string) (bool, error)
+}
+
+// AliasAPI manages room aliases and the published room directory.
+type AliasAPI interface {
+	// SetAlias maps alias to roomID; ErrAliasExists if it is taken.
+	SetAlias(ctx context.Context, alias, roomID, creator string) error
+	// QueryAlias returns the room of an alias; ErrAliasNotFound.
+	QueryAlias(ctx context.Context, alias string) (roomID string, err error)
+	// RemoveAlias deletes an alias and returns who created it and its room.
+	RemoveAlias(ctx context.Context, alias string) (roomID, creator string, err error)
+	// QueryAliasCreator returns who created an alias; ErrAliasNotFound.
+	QueryAliasCreator(ctx context.Context, alias string) (roomID, creator string, err error)
+	QueryAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
+	SetPublished(ctx context.Context, roomID string, published bool) error
+	QueryPublished(ctx context.Context, roomID string) (bool, error)
+	// QueryPublicRooms lists published rooms, most joined first.
+	QueryPublicRooms(ctx context.Context, req PublicRoomsRequest) (*PublicRoomsResponse, error)
+	// ForgetRoom marks a room the user has left as forgotten.
+	ForgetRoom(ctx context.Context, userID, roomID string) error
+}
+
+// PublicRoomsRequest pages through the published room directory.
+type PublicRoomsRequest struct {
+	Limit      int
+	Since      int // offset
+	SearchTerm string
+}
+
+// PublicRoom is an entry of the directory.
+type PublicRoom struct {
+	RoomID           string `json:"room_id"`
+	Name             string `json:"name,omitempty"`
+	Topic            string `json:"topic,omitempty"`
+	CanonicalAlias   string `json:"canonical_alias,omitempty"`
+	AvatarURL        string `json:"avatar_url,omitempty"`
+	NumJoinedMembers int    `json:"num_joined_members"`
+	WorldReadable    bool   `json:"world_readable"`
+	GuestCanJoin     bool   `json:"guest_can_join"`
+	JoinRule         string `json:"join_rule,omitempty"`
+	RoomType         string `json:"room_type,omitempty"`
+}
+
+// PublicRoomsResponse is a page of the directory.
+type PublicRoomsResponse struct {
+	Rooms     []PublicRoom
+	Total     int
+	NextSince int // -1: no next page
+	PrevSince int // -1: no previous page
+}
+
+// ProtoEvent is an event a local user sends, before the roomserver adds
+// prev_events, auth_events, depth, hashes and signatures.
+type ProtoEvent struct {
+	Sender   string          `json:"sender"`
+	Type     string          `json:"type"`
+	StateKey *string         `json:"state_key,omitempty"`
+	Content  json.RawMessage `json:"content"`
+	// Redacts is the target of a redaction (the roomserver moves it into
+	// content for room versions 11 and later).
+	Redacts string `json:"redacts,omitempty"`
+}

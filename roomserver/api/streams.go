@@ -1,0 +1,132 @@
+package api
+
+import (
+	"encoding/json"
+	"hash/fnv"
+	"strconv"
+	"time"
+
+	"github.com/myelin-chat/myelin/internal/bus"
+)
+
+// Partitions is the number of RoomInput and RoomOutput partitions: rooms
+// are hashed onto them, so events of a room are ordered while rooms proceed
+// in parallel.
+const Partitions = 16
+
+// Partition returns the partition of a room.
+func Partition(roomID string) int {
+	h := fnv.New32a()
+	h.Write([]byte(roomID))
+	return int(h.Sum32() % Partitions)
+}
+
+// RoomInputStream carries events into the roomserver. Ordering: total order
+// per partition subject (RoomInput.<n>), hence per room; the roomserver
+// handles each partition strictly in order.
+var RoomInputStream = bus.StreamSpec{
+	Name:            "RoomInput",
+	Description:     "Events for the roomserver to build, check and store",
+	Subjects:        []string{"RoomInput.>"},
+	MaxAge:          24 * time.Hour,
+	DuplicateWindow: 2 * time.Minute,
+}
+
+// RoomOutputStream carries what the roomserver stored. Ordering: total
+// order per partition subject (RoomOutput.<n>), hence per room, in the order
+// the roomserver committed.
+var RoomOutputStream = bus.StreamSpec{
+	Name:            "RoomOutput",
+	Description:     "New events, state changes and redactions of rooms",
+	Subjects:        []string{"RoomOutput.>"},
+	MaxAge:          14 * 24 * time.Hour,
+	DuplicateWindow: 10 * time.Minute,
+}
+
+// Streams lists the streams the roomserver produces, for setup.
+func Streams() []bus.StreamSpec { return []bus.StreamSpec{RoomInputStream, RoomOutputStream} }
+
+// InputSubject is the RoomInput subject of a room's partition.
+func InputSubject(partition int) string { return "RoomInput." + strconv.Itoa(partition) }
+
+// OutputSubject is the RoomOutput subject of a room's partition.
+func OutputSubject(roomID string) string { return "RoomOutput." + strconv.Itoa(Partition(roomID)) }
+
+// InputMessage is a RoomInput message (version 1).
+type InputMessage struct {
+	V int `json:"v"`
+	// ID identifies the input, for publish deduplication and logs.
+	ID string `json:"id"`
+	// RoomID of the room; empty when Local creates a room whose ID derives
+	// from its create event (room version 12).
+	RoomID string `json:"room_id,omitempty"`
+	// Local events, built and signed by the roomserver in order.
+	Local *LocalInput `json:"local,omitempty"`
+	// Events are complete events (from federation, or tests), stored in
+	// order. Their signatures and hashes must have been checked.
+	Events []json.RawMessage `json:"events,omitempty"`
+	// ReplyTo is the subject the result goes to (empty: no reply).
+	ReplyTo string `json:"reply_to,omitempty"`
+}
+
+// LocalInput describes events from local users.
+type LocalInput struct {
+	Events []ProtoEvent `json:"events"`
+	// CreateVersion is set when the first event creates the room.
+	CreateVersion string `json:"create_version,omitempty"`
+	// TxnKey and DeviceID make a single event idempotent: a second input
+	// with the same key from the same device returns the first event.
+	TxnKey   string `json:"txn_key,omitempty"`
+	DeviceID string `json:"device_id,omitempty"`
+	// SkipUnchangedState returns the current event instead of sending a
+	// state event whose sender and content equal the current ones.
+	SkipUnchangedState bool `json:"skip_unchanged_state,omitempty"`
+	// MaxPrevEvents caps prev_events; 0 uses the default.
+	MaxPrevEvents int `json:"max_prev_events,omitempty"`
+}
+
+// InputResult is the reply to an InputMessage.
+type InputResult struct {
+	RoomID   string      `json:"room_id,omitempty"`
+	EventIDs []string    `json:"event_ids,omitempty"`
+	Error    *InputError `json:"error,omitempty"`
+}
+
+// InputError is why an input was refused, as a Matrix error code.
+type InputError struct {
+	Code    string `json:"errcode"`
+	Message string `json:"error"`
+}
+
+func (e *InputError) Error() string { return e.Code + ": " + e.Message }
+
+// OutputMessage is a RoomOutput message (version 1): exactly one of its
+// parts is set.
+type OutputMessage struct {
+	V         int              `json:"v"`
+	NewEvent  *OutputNewEvent  `json:"new_event,omitempty"`
+	Redaction *OutputRedaction `json:"redaction,omitempty"`
+}
+
+// OutputNewEvent: an event joined the room's timeline.
+type OutputNewEvent struct {
+	RoomID      string          `json:"room_id"`
+	RoomVersion string          `json:"room_version"`
+	Event       json.RawMessage `json:"event"`
+	// The current state changes this event caused (event IDs).
+	AddsState    []string `json:"adds_state,omitempty"`
+	RemovesState []string `json:"removes_state,omitempty"`
+	// LatestEvents are the forward extremities after the event.
+	LatestEvents []string `json:"latest_events"`
+	// TxnID and DeviceID identify the request of the sender's device that
+	// sent it (for unsigned.transaction_id).
+	TxnID    string `json:"txn_id,omitempty"`
+	DeviceID string `json:"device_id,omitempty"`
+}
+
+// OutputRedaction: an event was redacted.
+type OutputRedaction struct {
+	RoomID           string `json:"room_id"`
+	RedactionEventID string `json:"redaction_event_id"`
+	RedactsEventID   string `json:"redacts_event_id"`
+}

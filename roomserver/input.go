@@ -1,0 +1,414 @@
+package roomserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/bus"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/roomserver/api"
+	"github.com/myelin-chat/myelin/roomserver/state"
+	"github.com/myelin-chat/myelin/roomserver/storage"
+)
+
+// maxInputAttempts bounds how often an input that fails for an internal
+// reason is retried before the caller is told and the partition moves on.
+const maxInputAttempts = 3
+
+// Start publishes any output committed before a crash and starts one
+// consumer per RoomInput partition.
+func (r *Roomserver) Start(ctx context.Context) error {
+	if err := r.flushOutbox(ctx); err != nil {
+		return fmt.Errorf("roomserver: publish pending output: %w", err)
+	}
+	for p := range api.Partitions {
+		stop, err := r.bus.Consume(ctx, bus.ConsumerSpec{
+			Stream:         api.RoomInputStream.Name,
+			Durable:        fmt.Sprintf("roomserver-input-%d", p),
+			FilterSubjects: []string{api.InputSubject(p)},
+			MaxAckPending:  1,
+			LastApplied: func(ctx context.Context) (uint64, error) {
+				return storage.SelectInputPosition(ctx, r.store.DB(), p)
+			},
+		}, func(ctx context.Context, m *bus.Msg) error { return r.handleInput(ctx, p, m) })
+		if err != nil {
+			r.Close()
+			return err
+		}
+		r.stopMu.Lock()
+		r.stops = append(r.stops, stop)
+		r.stopMu.Unlock()
+	}
+	return nil
+}
+
+func (r *Roomserver) handleInput(ctx context.Context, partition int, m *bus.Msg) error {
+	var msg api.InputMessage
+	if err := json.Unmarshal(m.Data, &msg); err != nil {
+		return bus.Permanent(fmt.Errorf("undecodable input: %w", err))
+	}
+	res, err := r.process(ctx, partition, m.Seq, &msg)
+	if err != nil {
+		if m.Delivered < maxInputAttempts && ctx.Err() == nil {
+			return err // retried after a backoff
+		}
+		r.log.Error("input failed", slog.String("room_id", msg.RoomID), slog.String("input", msg.ID), slog.String("error", err.Error()))
+		res = &api.InputResult{Error: &api.InputError{Code: mxerr.CodeUnknown, Message: "Internal server error"}}
+	}
+	r.reply(msg.ReplyTo, res)
+	return nil
+}
+
+func (r *Roomserver) reply(to string, res *api.InputResult) {
+	if to == "" {
+		return
+	}
+	b, _ := json.Marshal(res)
+	if err := r.bus.NC.Publish(to, b); err != nil {
+		r.log.Warn("could not reply to input", slog.String("error", err.Error()))
+	}
+}
+
+// process runs one input in one transaction. A refusal (*api.InputError)
+// rolls the transaction back and becomes the result; any other error is
+// internal.
+func (r *Roomserver) process(ctx context.Context, partition int, seq uint64, msg *api.InputMessage) (*api.InputResult, error) {
+	res := &api.InputResult{RoomID: msg.RoomID}
+	var d *dbctx
+	err := r.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		d = r.inTx(tx)
+		var err error
+		switch {
+		case msg.Local != nil:
+			err = d.processLocal(ctx, msg, res)
+		case len(msg.Events) > 0:
+			err = d.processEvents(ctx, msg, res)
+		default:
+			err = inputError(mxerr.CodeBadJSON, "Empty input")
+		}
+		if err != nil {
+			return err
+		}
+		return storage.UpdateInputPosition(ctx, tx, partition, seq)
+	})
+	var ie *api.InputError
+	if errors.As(err, &ie) {
+		return &api.InputResult{RoomID: msg.RoomID, Error: ie}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.commit()
+	if err := r.flushOutbox(ctx); err != nil {
+		// Committed: the output goes out with the next flush.
+		r.log.Warn("publishing room output failed", slog.String("error", err.Error()))
+	}
+	return res, nil
+}
+
+// processLocal builds and stores local users' events in order.
+func (d *dbctx) processLocal(ctx context.Context, msg *api.InputMessage, res *api.InputResult) error {
+	li := msg.Local
+	if len(li.Events) == 0 {
+		return inputError(mxerr.CodeBadJSON, "No events")
+	}
+	if li.TxnKey != "" {
+		id, err := storage.SelectTxn(ctx, d.tx, li.Events[0].Sender, li.DeviceID, li.TxnKey)
+		if err != nil || id != "" {
+			res.EventIDs = []string{id}
+			return err
+		}
+	}
+	var head *roomHead
+	if li.CreateVersion == "" {
+		var err error
+		if head, err = d.head(ctx, msg.RoomID); errors.Is(err, storage.ErrNotFound) {
+			return inputError(mxerr.CodeNotFound, "Unknown room %s", msg.RoomID)
+		} else if err != nil {
+			return err
+		}
+	}
+	now := time.Now()
+	for i, p := range li.Events {
+		if li.SkipUnchangedState && head != nil && p.StateKey != nil {
+			if id, err := d.unchangedState(ctx, head, p); err != nil || id != "" {
+				res.EventIDs = append(res.EventIDs, id)
+				if err == nil && li.TxnKey != "" {
+					err = storage.InsertTxn(ctx, d.tx, p.Sender, li.DeviceID, li.TxnKey, id, now.UnixMilli())
+				}
+				return err
+			}
+		}
+		create := ""
+		if i == 0 {
+			create = li.CreateVersion
+		}
+		b, err := d.buildLocal(ctx, head, p, create, li.MaxPrevEvents, now)
+		if err != nil {
+			return err
+		}
+		if head == nil {
+			if head, err = d.createRoom(ctx, b.pdu); err != nil {
+				return err
+			}
+			res.RoomID = head.id
+		}
+		if b.pdu.Type() == spec.MRoomRedaction {
+			if err := d.checkLocalRedaction(ctx, head, b); err != nil {
+				return err
+			}
+		}
+		txnID := ""
+		if i == len(li.Events)-1 {
+			txnID = li.TxnKey
+		}
+		if head, err = d.addEvent(ctx, head, b, addOpts{txnID: txnIDOf(txnID), deviceID: li.DeviceID}); err != nil {
+			return err
+		}
+		res.EventIDs = append(res.EventIDs, b.pdu.EventID())
+	}
+	if li.TxnKey != "" {
+		return storage.InsertTxn(ctx, d.tx, li.Events[0].Sender, li.DeviceID, li.TxnKey, res.EventIDs[0], now.UnixMilli())
+	}
+	return nil
+}
+
+// txnIDOf extracts the client's transaction ID from a transaction key
+// ("<endpoint>|...|<txnId>"), for unsigned.transaction_id.
+func txnIDOf(key string) string {
+	if i := bytes.LastIndexByte([]byte(key), '|'); i >= 0 {
+		return key[i+1:]
+	}
+	return key
+}
+
+// createRoom stores a new room for its create event.
+func (d *dbctx) createRoom(ctx context.Context, create gomatrixserverlib.PDU) (*roomHead, error) {
+	roomID := create.RoomID().String()
+	nid, err := storage.InsertRoom(ctx, d.tx, roomID, string(create.Version()))
+	if errors.Is(err, storage.ErrExists) {
+		return nil, inputError(mxerr.CodeRoomInUse, "Room %s already exists", roomID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	h := &roomHead{nid: nid, id: roomID, version: create.Version()}
+	d.heads[roomID] = h
+	return h, nil
+}
+
+// unchangedState returns the current event of a state key when it has the
+// same sender and content as p (so that sending it again changes nothing).
+func (d *dbctx) unchangedState(ctx context.Context, head *roomHead, p api.ProtoEvent) (string, error) {
+	cur, err := d.snapshot(ctx, head.snapshot)
+	if err != nil {
+		return "", err
+	}
+	pdus, err := d.lookup(ctx, cur, []gomatrixserverlib.StateKeyTuple{{EventType: p.Type, StateKey: *p.StateKey}})
+	if err != nil || len(pdus) == 0 || string(pdus[0].SenderID()) != p.Sender {
+		return "", err
+	}
+	a, err1 := gomatrixserverlib.CanonicalJSON(pdus[0].Content())
+	b, err2 := gomatrixserverlib.CanonicalJSON(p.Content)
+	if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
+		return "", nil
+	}
+	return pdus[0].EventID(), nil
+}
+
+// checkLocalRedaction refuses what Synapse refuses of a client: redacting
+// an event of another room, or another user's event without the redact
+// power level.
+func (d *dbctx) checkLocalRedaction(ctx context.Context, head *roomHead, b *built) error {
+	targets, err := d.eventsByID(ctx, []string{redactsOf(b.pdu)})
+	if err != nil {
+		return err
+	}
+	target, ok := targets[redactsOf(b.pdu)]
+	if !ok {
+		return nil // applied if it ever arrives
+	}
+	if target.RoomNID != head.nid {
+		return inputError(mxerr.CodeBadJSON, "Cannot redact an event of another room")
+	}
+	red := &event{Event: storage.Event{Sender: string(b.pdu.SenderID())}, pdu: b.pdu}
+	allowed, err := d.mayRedact(ctx, red, target, b.before)
+	if err != nil {
+		return err
+	}
+	if !allowed {
+		return inputError(mxerr.CodeForbidden, "You don't have permission to redact events of other users")
+	}
+	return nil
+}
+
+// processEvents stores complete events (already checked for signatures and
+// hashes) in order: each is authorised against its auth events and the
+// state before it (failures are stored as rejected), then against the
+// current state (failures are soft-failed).
+func (d *dbctx) processEvents(ctx context.Context, msg *api.InputMessage, res *api.InputResult) error {
+	head, err := d.head(ctx, msg.RoomID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	for _, raw := range msg.Events {
+		var version gomatrixserverlib.RoomVersion
+		if head != nil {
+			version = head.version
+		} else {
+			var c struct {
+				Content struct {
+					RoomVersion string `json:"room_version"`
+				} `json:"content"`
+			}
+			_ = json.Unmarshal(raw, &c)
+			version = gomatrixserverlib.RoomVersion(c.Content.RoomVersion)
+			if version == "" {
+				version = gomatrixserverlib.RoomVersionV1
+			}
+		}
+		verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+		if err != nil {
+			return inputError(mxerr.CodeUnsupportedRoomVersion, "Unsupported room version %s", version)
+		}
+		pdu, err := verImpl.NewEventFromTrustedJSON(raw, false)
+		if err != nil {
+			return inputError(mxerr.CodeBadJSON, "Invalid event: %v", err)
+		}
+		if head == nil {
+			if pdu.Type() != spec.MRoomCreate {
+				return inputError(mxerr.CodeNotFound, "Unknown room %s", msg.RoomID)
+			}
+			if head, err = d.createRoom(ctx, pdu); err != nil {
+				return err
+			}
+			res.RoomID = head.id
+		}
+		if head, err = d.processEvent(ctx, head, pdu); err != nil {
+			return err
+		}
+		res.EventIDs = append(res.EventIDs, pdu.EventID())
+	}
+	return nil
+}
+
+// processEvent authorises and stores one complete event.
+func (d *dbctx) processEvent(ctx context.Context, head *roomHead, pdu gomatrixserverlib.PDU) (*roomHead, error) {
+	if existing, err := d.eventsByID(ctx, []string{pdu.EventID()}); err != nil || len(existing) > 0 {
+		return head, err
+	}
+	b := &built{pdu: pdu}
+	prevIDs := pdu.PrevEventIDs()
+	prevs, err := d.eventsByID(ctx, prevIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range prevIDs {
+		p, ok := prevs[id]
+		if !ok || p.Kind == storage.KindOutlier {
+			return nil, inputError(mxerr.CodeNotFound, "Missing prev event %s", id)
+		}
+		b.prevs = append(b.prevs, p)
+	}
+	if len(b.prevs) > 0 {
+		if b.before, b.beforeNID, err = d.stateAfterAll(ctx, head, b.prevs); err != nil {
+			return nil, err
+		}
+	}
+	o := addOpts{remote: true}
+	if err := d.authAgainstAuthEvents(ctx, head, pdu); err != nil {
+		o.kind = storage.KindRejected
+	} else if err := d.authAgainstState(ctx, pdu, b.before); err != nil {
+		o.kind = storage.KindRejected
+	} else {
+		cur, err := d.snapshot(ctx, head.snapshot)
+		if err != nil {
+			return nil, err
+		}
+		o.softFailed = d.authAgainstState(ctx, pdu, cur) != nil
+	}
+	if o.kind == storage.KindRejected {
+		d.r.log.Info("rejected event", slog.String("room_id", head.id), slog.String("event_id", pdu.EventID()))
+	}
+	return d.addEvent(ctx, head, b, o)
+}
+
+// authAgainstAuthEvents checks an event against the events it lists in
+// auth_events (plus the create event its room ID implies).
+func (d *dbctx) authAgainstAuthEvents(ctx context.Context, head *roomHead, pdu gomatrixserverlib.PDU) error {
+	ids := pdu.AuthEventIDs()
+	if verImpl, err := gomatrixserverlib.GetRoomVersion(head.version); err == nil && verImpl.DomainlessRoomIDs() && pdu.Type() != spec.MRoomCreate {
+		ids = append(ids, "$"+head.id[1:])
+	}
+	evs, err := d.eventsByID(ctx, ids)
+	if err != nil {
+		return err
+	}
+	pdus := make([]gomatrixserverlib.PDU, 0, len(evs)+1)
+	for _, id := range ids {
+		e, ok := evs[id]
+		if !ok || e.Kind == storage.KindRejected {
+			return fmt.Errorf("auth event %s missing or rejected", id)
+		}
+		pdus = append(pdus, e.pdu)
+	}
+	if pdu.Type() == spec.MRoomCreate {
+		pdus = append(pdus, pdu)
+	}
+	ae, err := gomatrixserverlib.NewAuthEvents(pdus)
+	if err != nil {
+		return err
+	}
+	return gomatrixserverlib.Allowed(pdu, ae, userIDForSender)
+}
+
+// authAgainstState checks an event against the auth events a state holds.
+func (d *dbctx) authAgainstState(ctx context.Context, pdu gomatrixserverlib.PDU, s state.Snapshot) error {
+	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu})
+	pdus, err := d.lookup(ctx, s, needed.Tuples())
+	if err != nil {
+		return err
+	}
+	if pdu.Type() == spec.MRoomCreate {
+		pdus = append(pdus, pdu)
+	}
+	ae, err := gomatrixserverlib.NewAuthEvents(pdus)
+	if err != nil {
+		return err
+	}
+	return gomatrixserverlib.Allowed(pdu, ae, userIDForSender)
+}
+
+// flushOutbox publishes committed output in commit order. Publishing is
+// idempotent (message IDs), so a crash between publish and delete only
+// repeats what consumers drop.
+func (r *Roomserver) flushOutbox(ctx context.Context) error {
+	r.outboxMu.Lock()
+	defer r.outboxMu.Unlock()
+	for {
+		msgs, err := storage.SelectOutbox(ctx, r.store.DB(), 200)
+		if err != nil || len(msgs) == 0 {
+			return err
+		}
+		ids := make([]int64, 0, len(msgs))
+		for _, m := range msgs {
+			if _, err := r.bus.Publish(ctx, m.Subject, json.RawMessage(m.Payload), m.MsgID, nil); err != nil {
+				_ = storage.DeleteOutbox(ctx, r.store.DB(), ids)
+				return err
+			}
+			ids = append(ids, m.ID)
+		}
+		if err := storage.DeleteOutbox(ctx, r.store.DB(), ids); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+// Event kinds.
+const (
+	KindNormal   = 1 // in the DAG, with state
+	KindOutlier  = 2 // stored for auth chains or invites; no state
+	KindRejected = 3 // failed auth; kept so it is never fetched again
+)
+
+// Event is a row of rs_events.
+type Event struct {
+	NID         int64
+	RoomNID     int64
+	EventID     string
+	TypeNID     int64
+	StateKeyNID int64 // 0: not a state event
+	Depth       int64
+	Kind        int
+	SoftFailed  bool
+	StateBefore int64
+	StateAfter  int64
+	Sender      string
+	OriginTS    int64
+	Redacted    bool
+	JSON        []byte
+}
+
+// InsertEvent stores an event and returns its numeric ID; ErrExists if the
+// event ID is already stored.
+func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) (int64, error) {
+	var nid int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO rs_events (room_nid, event_id, type_nid, state_key_nid, depth, kind, soft_failed,
+		state_before_nid, state_after_nid, sender, origin_server_ts, redacted, event_json)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING RETURNING event_nid`,
+		e.RoomNID, e.EventID, e.TypeNID, e.StateKeyNID, e.Depth, e.Kind, e.SoftFailed, e.StateBefore, e.StateAfter,
+		e.Sender, e.OriginTS, e.Redacted, string(e.JSON)).Scan(&nid)
+	if err == sql.ErrNoRows {
+		return 0, ErrExists
+	}
+	return nid, err
+}
+
+// InsertPrevEvents records the prev_events of an event.
+func InsertPrevEvents(ctx context.Context, tx *sqlutil.Tx, nid int64, prevIDs []string) error {
+	for _, p := range prevIDs {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO rs_prev_events (prev_event_id, event_nid) VALUES (?, ?) ON CONFLICT DO NOTHING`, p, nid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const eventColumns = `event_nid, room_nid, event_id, type_nid, state_key_nid, depth, kind, soft_failed,
+	state_before_nid, state_after_nid, sender, origin_server_ts, redacted, event_json`
+
+func scanEvents(rows *sql.Rows, err error) ([]Event, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var js string
+		if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.TypeNID, &e.StateKeyNID, &e.Depth, &e.Kind, &e.SoftFailed,
+			&e.StateBefore, &e.StateAfter, &e.Sender, &e.OriginTS, &e.Redacted, &js); err != nil {
+			return nil, err
+		}
+		e.JSON = []byte(js)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// SelectEventsByNID returns the events with the given numeric IDs.
+func SelectEventsByNID(ctx context.Context, q sqlutil.Querier, nids []int64) ([]Event, error) {
+	var out []Event
+	for len(nids) > 0 {
+		batch := nids[:min(len(nids), 500)]
+		nids = nids[len(batch):]
+		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// SelectEventsByID returns the events with the given IDs.
+func SelectEventsByID(ctx context.Context, q sqlutil.Querier, ids []string) ([]Event, error) {
+	var out []Event
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// UpdateEventJSON replaces an event's JSON (for redaction).
+func UpdateEventJSON(ctx context.Context, tx *sqlutil.Tx, nid int64, js []byte, redacted bool) error {
+	_, err := tx.ExecContext(ctx, `UPDATE rs_events SET event_json = ?, redacted = ? WHERE event_nid = ?`, string(js), redacted, nid)
+	return err
+}
+
+// SelectReferencingEvents returns the numeric IDs of stored events that
+// name eventID as a prev_event.
+func SelectReferencingEvents(ctx context.Context, q sqlutil.Querier, eventID string) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT event_nid FROM rs_prev_events WHERE prev_event_id = ?`, eventID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var n int64
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// UpdateEventStateAfter records the state after a state event.
+func UpdateEventStateAfter(ctx context.Context, tx *sqlutil.Tx, nid, snapshotNID int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE rs_events SET state_after_nid = ? WHERE event_nid = ?`, snapshotNID, nid)
+	return err
+}

@@ -1,0 +1,95 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+// Membership is a user's current membership of a room.
+type Membership struct {
+	RoomNID    int64
+	UserID     string
+	Membership string
+	EventNID   int64
+	Forgotten  bool
+}
+
+// UpsertMembership records a user's current membership, logs the
+// membership event, and clears "forgotten" once the user comes back.
+func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID, membership string, eventNID int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO rs_membership (room_nid, user_id, membership, event_nid) VALUES (?, ?, ?, ?)
+		ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid,
+		forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN FALSE ELSE rs_membership.forgotten END`,
+		roomNID, userID, membership, eventNID)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO rs_member_events (room_nid, user_id, event_nid, membership) VALUES (?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`, roomNID, userID, eventNID, membership)
+	return err
+}
+
+// SelectMembership returns the user's current membership, or ErrNotFound.
+func SelectMembership(ctx context.Context, q sqlutil.Querier, roomNID int64, userID string) (*Membership, error) {
+	m := Membership{RoomNID: roomNID, UserID: userID}
+	err := q.QueryRowContext(ctx, `SELECT membership, event_nid, forgotten FROM rs_membership WHERE room_nid = ? AND user_id = ?`,
+		roomNID, userID).Scan(&m.Membership, &m.EventNID, &m.Forgotten)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	return &m, nil
+}
+
+func scanMemberships(rows *sql.Rows, err error) ([]Membership, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Membership
+	for rows.Next() {
+		var m Membership
+		if err := rows.Scan(&m.RoomNID, &m.UserID, &m.Membership, &m.EventNID, &m.Forgotten); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// SelectRoomsForUser lists the user's current memberships among the given
+// kinds.
+func SelectRoomsForUser(ctx context.Context, q sqlutil.Querier, userID string, memberships []string) ([]Membership, error) {
+	return scanMemberships(q.QueryContext(ctx, `SELECT room_nid, user_id, membership, event_nid, forgotten FROM rs_membership
+		WHERE user_id = ? AND membership IN (`+sqlutil.InList(len(memberships))+`) ORDER BY room_nid`, args(memberships, userID)...))
+}
+
+// SelectMembers lists the current memberships of a room among the given
+// kinds.
+func SelectMembers(ctx context.Context, q sqlutil.Querier, roomNID int64, memberships []string) ([]Membership, error) {
+	return scanMemberships(q.QueryContext(ctx, `SELECT room_nid, user_id, membership, event_nid, forgotten FROM rs_membership
+		WHERE room_nid = ? AND membership IN (`+sqlutil.InList(len(memberships))+`) ORDER BY user_id`, args(memberships, roomNID)...))
+}
+
+// SetForgotten marks a room as forgotten by a user.
+func SetForgotten(ctx context.Context, q sqlutil.Querier, roomNID int64, userID string) error {
+	_, err := q.ExecContext(ctx, `UPDATE rs_membership SET forgotten = TRUE WHERE room_nid = ? AND user_id = ?`, roomNID, userID)
+	return err
+}
+
+// JoinedSince reports whether the user has joined the room with an event
+// stored after afterNID.
+func JoinedSince(ctx context.Context, q sqlutil.Querier, roomNID int64, userID string, afterNID int64) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM rs_member_events WHERE room_nid = ? AND user_id = ? AND membership = 'join' AND event_nid > ?`,
+		roomNID, userID, afterNID).Scan(&n)
+	return n > 0, err
+}
+
+// CountJoined counts the joined members of a room.
+func CountJoined(ctx context.Context, q sqlutil.Querier, roomNID int64) (int64, error) {
+	var n int64
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM rs_membership WHERE room_nid = ? AND membership = 'join'`, roomNID).Scan(&n)
+	return n, err
+}

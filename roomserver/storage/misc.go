@@ -1,0 +1,193 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+// SelectTxn returns the event a device's transaction produced, or "".
+func SelectTxn(ctx context.Context, q sqlutil.Querier, userID, deviceID, key string) (string, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT event_id FROM rs_txns WHERE user_id = ? AND device_id = ? AND txn_key = ?`, userID, deviceID, key).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}
+
+// InsertTxn records the event a device's transaction produced.
+func InsertTxn(ctx context.Context, tx *sqlutil.Tx, userID, deviceID, key, eventID string, ts int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO rs_txns (user_id, device_id, txn_key, event_id, created_ts) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`, userID, deviceID, key, eventID, ts)
+	return err
+}
+
+// InsertRedaction records a redaction of target.
+func InsertRedaction(ctx context.Context, tx *sqlutil.Tx, redactionID, targetID string, applied bool) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO rs_redactions (redaction_event_id, redacts_event_id, applied) VALUES (?, ?, ?)
+		ON CONFLICT (redaction_event_id) DO UPDATE SET applied = excluded.applied`, redactionID, targetID, applied)
+	return err
+}
+
+// SelectPendingRedactions returns the unapplied redactions of target.
+func SelectPendingRedactions(ctx context.Context, q sqlutil.Querier, targetID string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT redaction_event_id FROM rs_redactions WHERE redacts_event_id = ? AND NOT applied`, targetID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// InsertAlias maps an alias to a room; ErrExists if it is taken.
+func InsertAlias(ctx context.Context, q sqlutil.Querier, alias, roomID, creator string) error {
+	_, err := q.ExecContext(ctx, `INSERT INTO rs_aliases (alias, room_id, creator) VALUES (?, ?, ?)`, alias, roomID, creator)
+	if sqlutil.IsUniqueViolation(err) {
+		return ErrExists
+	}
+	return err
+}
+
+// SelectAlias returns an alias's room and creator, or ErrNotFound.
+func SelectAlias(ctx context.Context, q sqlutil.Querier, alias string) (roomID, creator string, err error) {
+	err = q.QueryRowContext(ctx, `SELECT room_id, creator FROM rs_aliases WHERE alias = ?`, alias).Scan(&roomID, &creator)
+	return roomID, creator, notFound(err)
+}
+
+// DeleteAlias removes an alias and returns its room and creator.
+func DeleteAlias(ctx context.Context, tx *sqlutil.Tx, alias string) (roomID, creator string, err error) {
+	err = tx.QueryRowContext(ctx, `DELETE FROM rs_aliases WHERE alias = ? RETURNING room_id, creator`, alias).Scan(&roomID, &creator)
+	return roomID, creator, notFound(err)
+}
+
+// SelectAliasesForRoom lists a room's aliases.
+func SelectAliasesForRoom(ctx context.Context, q sqlutil.Querier, roomID string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT alias FROM rs_aliases WHERE room_id = ? ORDER BY alias`, roomID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// SetPublished adds a room to the published directory or removes it.
+func SetPublished(ctx context.Context, q sqlutil.Querier, roomID string, published bool, ts int64) error {
+	if !published {
+		_, err := q.ExecContext(ctx, `DELETE FROM rs_published_rooms WHERE room_id = ?`, roomID)
+		return err
+	}
+	_, err := q.ExecContext(ctx, `INSERT INTO rs_published_rooms (room_id, published_ts) VALUES (?, ?) ON CONFLICT (room_id) DO NOTHING`, roomID, ts)
+	return err
+}
+
+// SelectPublished reports whether a room is in the directory.
+func SelectPublished(ctx context.Context, q sqlutil.Querier, roomID string) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM rs_published_rooms WHERE room_id = ?`, roomID).Scan(&n)
+	return n > 0, err
+}
+
+// PublishedRoom is a directory entry with its member count.
+type PublishedRoom struct {
+	RoomNID       int64
+	RoomID        string
+	JoinedMembers int64
+}
+
+// SelectPublishedRooms lists the published rooms, most joined first.
+func SelectPublishedRooms(ctx context.Context, q sqlutil.Querier) ([]PublishedRoom, error) {
+	rows, err := q.QueryContext(ctx, `SELECT r.room_nid, r.room_id, r.joined_members FROM rs_published_rooms p
+		JOIN rs_rooms r ON r.room_id = p.room_id ORDER BY r.joined_members DESC, r.room_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []PublishedRoom
+	for rows.Next() {
+		var p PublishedRoom
+		if err := rows.Scan(&p.RoomNID, &p.RoomID, &p.JoinedMembers); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// SelectInputPosition returns the last RoomInput sequence a partition applied.
+func SelectInputPosition(ctx context.Context, q sqlutil.Querier, partition int) (uint64, error) {
+	var seq int64
+	err := q.QueryRowContext(ctx, `SELECT last_seq FROM rs_input_positions WHERE partition_id = ?`, partition).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return uint64(seq), err
+}
+
+// UpdateInputPosition records the last RoomInput sequence a partition applied.
+func UpdateInputPosition(ctx context.Context, tx *sqlutil.Tx, partition int, seq uint64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO rs_input_positions (partition_id, last_seq) VALUES (?, ?)
+		ON CONFLICT (partition_id) DO UPDATE SET last_seq = excluded.last_seq`, partition, int64(seq))
+	return err
+}
+
+// OutboxMessage is a RoomOutput message waiting to be published.
+type OutboxMessage struct {
+	ID      int64
+	Subject string
+	MsgID   string
+	Payload []byte
+}
+
+// InsertOutbox queues a message in the transaction that produced it.
+func InsertOutbox(ctx context.Context, tx *sqlutil.Tx, subject, msgID string, payload []byte) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO rs_outbox (subject, msg_id, payload) VALUES (?, ?, ?)`, subject, msgID, string(payload))
+	return err
+}
+
+// SelectOutbox returns queued messages in commit order.
+func SelectOutbox(ctx context.Context, q sqlutil.Querier, limit int) ([]OutboxMessage, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, subject, msg_id, payload FROM rs_outbox ORDER BY id LIMIT ?`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OutboxMessage
+	for rows.Next() {
+		var m OutboxMessage
+		var p string
+		if err := rows.Scan(&m.ID, &m.Subject, &m.MsgID, &p); err != nil {
+			return nil, err
+		}
+		m.Payload = []byte(p)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// DeleteOutbox removes published messages.
+func DeleteOutbox(ctx context.Context, q sqlutil.Querier, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := q.ExecContext(ctx, `DELETE FROM rs_outbox WHERE id IN (`+sqlutil.InList(len(ids))+`)`, args(ids)...)
+	return err
+}

@@ -1,0 +1,108 @@
+package storage
+
+import (
+	"context"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/roomserver/state"
+)
+
+// InsertBlocks stores state blocks (deduplicated by content) and returns
+// their numeric IDs in order.
+func InsertBlocks(ctx context.Context, tx *sqlutil.Tx, blocks []state.Snapshot) ([]int64, error) {
+	encoded := make([][]byte, len(blocks))
+	hashes := make([]any, len(blocks))
+	for i, b := range blocks {
+		encoded[i] = b.Encode()
+		hashes[i] = state.Hash(encoded[i])
+	}
+	known := map[string]int64{}
+	for start := 0; start < len(hashes); start += 500 {
+		batch := hashes[start:min(len(hashes), start+500)]
+		rows, err := tx.QueryContext(ctx, `SELECT hash, block_nid FROM rs_state_blocks WHERE hash IN (`+sqlutil.InList(len(batch))+`)`, batch...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var h []byte
+			var nid int64
+			if err := rows.Scan(&h, &nid); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			known[string(h)] = nid
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]int64, len(blocks))
+	for i := range blocks {
+		h := hashes[i].([]byte)
+		nid, ok := known[string(h)]
+		if !ok {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO rs_state_blocks (hash, entries) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, h, encoded[i]); err != nil {
+				return nil, err
+			}
+			if err := tx.QueryRowContext(ctx, `SELECT block_nid FROM rs_state_blocks WHERE hash = ?`, h).Scan(&nid); err != nil {
+				return nil, err
+			}
+			known[string(h)] = nid
+		}
+		out[i] = nid
+	}
+	return out, nil
+}
+
+// InsertSnapshot stores a snapshot as its list of blocks (deduplicated) and
+// returns its numeric ID.
+func InsertSnapshot(ctx context.Context, tx *sqlutil.Tx, blockNIDs []int64) (int64, error) {
+	enc := state.EncodeNIDs(blockNIDs)
+	h := state.Hash(enc)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO rs_state_snapshots (hash, blocks) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, h, enc); err != nil {
+		return 0, err
+	}
+	var nid int64
+	err := tx.QueryRowContext(ctx, `SELECT snapshot_nid FROM rs_state_snapshots WHERE hash = ?`, h).Scan(&nid)
+	return nid, err
+}
+
+// SelectSnapshotBlocks returns the block IDs of a snapshot.
+func SelectSnapshotBlocks(ctx context.Context, q sqlutil.Querier, snapshotNID int64) ([]int64, error) {
+	var enc []byte
+	if err := q.QueryRowContext(ctx, `SELECT blocks FROM rs_state_snapshots WHERE snapshot_nid = ?`, snapshotNID).Scan(&enc); err != nil {
+		return nil, notFound(err)
+	}
+	return state.DecodeNIDs(enc)
+}
+
+// SelectBlocks returns decoded blocks by numeric ID.
+func SelectBlocks(ctx context.Context, q sqlutil.Querier, nids []int64) (map[int64]state.Snapshot, error) {
+	out := make(map[int64]state.Snapshot, len(nids))
+	for len(nids) > 0 {
+		batch := nids[:min(len(nids), 500)]
+		nids = nids[len(batch):]
+		rows, err := q.QueryContext(ctx, `SELECT block_nid, entries FROM rs_state_blocks WHERE block_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var nid int64
+			var enc []byte
+			if err := rows.Scan(&nid, &enc); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if out[nid], err = state.Decode(enc); err != nil {
+				rows.Close()
+				return nil, err
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
