@@ -14,6 +14,7 @@ import (
 	"github.com/myelin-chat/myelin/clientapi/storage"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/userapi/api"
 )
 
@@ -31,6 +32,17 @@ type Config struct {
 	WellKnownServer   string
 }
 
+// RoomsAPI is what the client API reads rooms through.
+type RoomsAPI interface {
+	rsapi.QueryAPI
+	rsapi.AliasAPI
+}
+
+// Inputer submits events to the roomserver and waits for the result.
+type Inputer interface {
+	Input(ctx context.Context, msg *rsapi.InputMessage) (*rsapi.InputResult, error)
+}
+
 // UserAPI is what the client API uses of the user API.
 type UserAPI interface {
 	api.AccountsAPI
@@ -43,6 +55,8 @@ type UserAPI interface {
 type ClientAPI struct {
 	cfg     Config
 	users   UserAPI
+	rooms   RoomsAPI
+	input   Inputer
 	store   *storage.Storage
 	limiter *httputil.RateLimiter
 	log     *slog.Logger
@@ -50,7 +64,7 @@ type ClientAPI struct {
 
 // New migrates the client API's tables and returns the component. limiter
 // may be nil (rate limiting off).
-func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, limiter *httputil.RateLimiter, log *slog.Logger) (*ClientAPI, error) {
+func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, rooms RoomsAPI, input Inputer, limiter *httputil.RateLimiter, log *slog.Logger) (*ClientAPI, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -58,7 +72,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, limiter
 	if err != nil {
 		return nil, fmt.Errorf("clientapi: %w", err)
 	}
-	return &ClientAPI{cfg: cfg, users: users, store: st, limiter: limiter, log: log.With("component", "clientapi")}, nil
+	return &ClientAPI{cfg: cfg, users: users, rooms: rooms, input: input, store: st, limiter: limiter, log: log.With("component", "clientapi")}, nil
 }
 
 // Rate limit classes used by the client API's routes.
@@ -66,6 +80,7 @@ const (
 	RateLogin        = "login"
 	RateFailedLogin  = "failed_login"
 	RateRegistration = "registration"
+	RateMessage      = "message"
 )
 
 // Register mounts the client API's routes.
@@ -113,6 +128,8 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/user/{userId}/account_data/{type}", c.putAccountData, auth, guests)
 	srv.HandleClient(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.getAccountData, auth, guests)
 	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.putAccountData, auth, guests)
+
+	c.registerRooms(srv)
 
 	// Synapse-compatible admin APIs.
 	srv.Handle(http.MethodGet, "/_synapse/admin/v1/register", c.getAdminRegisterNonce)

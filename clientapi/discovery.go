@@ -3,6 +3,8 @@ package clientapi
 import (
 	"net/http"
 
+	"github.com/matrix-org/gomatrixserverlib"
+
 	"github.com/myelin-chat/myelin/internal/mxerr"
 )
 
@@ -25,7 +27,14 @@ func (c *ClientAPI) getVersions(r *http.Request) (any, error) {
 func (c *ClientAPI) getCapabilities(r *http.Request) (any, error) {
 	enabled := map[string]bool{"enabled": true}
 	disabled := map[string]bool{"enabled": false}
+	available := map[string]string{}
+	for v, impl := range gomatrixserverlib.RoomVersions() {
+		if impl.Stable() {
+			available[string(v)] = "stable"
+		}
+	}
 	return map[string]any{"capabilities": map[string]any{
+		"m.room_versions":   map[string]any{"default": string(DefaultRoomVersion), "available": available},
 		"m.change_password": enabled,
 		"m.set_displayname": enabled,
 		"m.set_avatar_url":  enabled,

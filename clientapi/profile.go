@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/userapi/api"
 )
 
@@ -133,14 +135,58 @@ func (c *ClientAPI) putProfileField(r *http.Request) (any, error) {
 		}
 		if s == "" && key != "m.tz" {
 			// Clients clear their name or avatar by setting it empty.
-			return struct{}{}, c.users.DeleteProfileField(r.Context(), userID, key)
+			if err := c.users.DeleteProfileField(r.Context(), userID, key); err != nil {
+				return nil, err
+			}
+			c.propagateProfile(r.Context(), userID, key)
+			return struct{}{}, nil
 		}
 	}
 	err = c.users.SetProfileField(r.Context(), userID, key, value)
 	if errors.Is(err, api.ErrProfileTooLarge) {
 		return nil, mxerr.New(profileCodeTooLarge, "The profile would exceed %d bytes", api.MaxProfileBytes)
 	}
-	return struct{}{}, err
+	if err != nil {
+		return nil, err
+	}
+	c.propagateProfile(r.Context(), userID, key)
+	return struct{}{}, nil
+}
+
+// propagateProfile updates the user's member events in the rooms they are
+// in after a change of display name or avatar, as Synapse does. A room
+// that refuses the update is logged and skipped.
+func (c *ClientAPI) propagateProfile(ctx context.Context, userID, key string) {
+	if key != "displayname" && key != "avatar_url" {
+		return
+	}
+	rooms, err := c.rooms.QueryRoomsForUser(ctx, userID, rsapi.Join)
+	if err != nil {
+		c.log.Warn("profile propagation: listing rooms failed", "user_id", userID, "error", err.Error())
+		return
+	}
+	fresh, err := c.memberContent(ctx, userID, rsapi.Join, "")
+	if err != nil {
+		return
+	}
+	for _, m := range rooms {
+		cur, err := c.currentEvent(ctx, m.RoomID, spec.MRoomMember, userID)
+		if err != nil || cur == nil {
+			continue
+		}
+		var content map[string]any
+		if json.Unmarshal(cur.Content(), &content) != nil {
+			continue
+		}
+		delete(content, key)
+		if v, ok := fresh[key]; ok {
+			content[key] = v
+		}
+		if _, err := c.send(ctx, m.RoomID, rsapi.ProtoEvent{Sender: userID, Type: spec.MRoomMember, StateKey: strPtr(userID), Content: jsonObject(content)},
+			rsapi.LocalInput{SkipUnchangedState: true}); err != nil {
+			c.log.Info("profile propagation: room refused the update", "room_id", m.RoomID, "user_id", userID, "error", err.Error())
+		}
+	}
 }
 
 // DELETE /_matrix/client/v3/profile/{userId}/{keyName}
@@ -149,5 +195,9 @@ func (c *ClientAPI) deleteProfileField(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct{}{}, c.users.DeleteProfileField(r.Context(), userID, key)
+	if err := c.users.DeleteProfileField(r.Context(), userID, key); err != nil {
+		return nil, err
+	}
+	c.propagateProfile(r.Context(), userID, key)
+	return struct{}{}, nil
 }

@@ -75,7 +75,7 @@ func (r *Roomserver) ForgetRoom(ctx context.Context, userID, roomID string) erro
 	}
 	m, err := storage.SelectMembership(ctx, d.q, h.nid, userID)
 	if errors.Is(err, storage.ErrNotFound) {
-		return api.ErrNotAllowed
+		return nil // never a member: nothing to forget
 	}
 	if err != nil {
 		return err
@@ -94,13 +94,13 @@ var summaryTuples = []gomatrixserverlib.StateKeyTuple{
 }
 
 // QueryPublicRooms implements api.AliasAPI.
-func (r *Roomserver) QueryPublicRooms(ctx context.Context, req api.PublicRoomsRequest) (*api.PublicRoomsResponse, error) {
+func (r *Roomserver) QueryPublicRooms(ctx context.Context, searchTerm string) ([]api.PublicRoom, error) {
 	published, err := storage.SelectPublishedRooms(ctx, r.store.DB())
 	if err != nil {
 		return nil, err
 	}
-	term := strings.ToLower(strings.TrimSpace(req.SearchTerm))
-	var all []api.PublicRoom
+	term := strings.ToLower(strings.TrimSpace(searchTerm))
+	out := []api.PublicRoom{}
 	for _, p := range published {
 		pr, err := r.publicRoom(ctx, p.RoomID)
 		if err != nil {
@@ -110,22 +110,9 @@ func (r *Roomserver) QueryPublicRooms(ctx context.Context, req api.PublicRoomsRe
 		if term != "" && !strings.Contains(strings.ToLower(pr.Name+"\x00"+pr.Topic+"\x00"+pr.CanonicalAlias+"\x00"+pr.RoomID), term) {
 			continue
 		}
-		all = append(all, pr)
+		out = append(out, pr)
 	}
-	res := &api.PublicRoomsResponse{Total: len(all), NextSince: -1, PrevSince: -1}
-	start := min(max(req.Since, 0), len(all))
-	end := len(all)
-	if req.Limit > 0 {
-		end = min(start+req.Limit, len(all))
-	}
-	res.Rooms = all[start:end]
-	if end < len(all) {
-		res.NextSince = end
-	}
-	if start > 0 {
-		res.PrevSince = max(start-max(req.Limit, 1), 0)
-	}
-	return res, nil
+	return out, nil
 }
 
 // publicRoom summarises a room for the directory from its current state.

@@ -15,6 +15,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -25,6 +27,8 @@ import (
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/signingkey"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/roomserver"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/syncapi"
 	"github.com/myelin-chat/myelin/userapi"
 	userapiapi "github.com/myelin-chat/myelin/userapi/api"
@@ -52,6 +56,7 @@ type Server struct {
 	DB    *sqlutil.DB
 	Bus   *bus.Bus
 	Users *userapi.UserAPI
+	Rooms *roomserver.Roomserver
 
 	ln       net.Listener
 	servers  []*http.Server
@@ -94,7 +99,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, err
 	}
 	s.closers = append(s.closers, s.Bus.Close)
-	if err := s.Bus.EnsureStreams(ctx, userapiapi.Streams()...); err != nil {
+	if err := s.Bus.EnsureStreams(ctx, append(userapiapi.Streams(), rsapi.Streams()...)...); err != nil {
 		return nil, err
 	}
 
@@ -105,6 +110,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 			clientapi.RateLogin:        rate(rl.Login),
 			clientapi.RateFailedLogin:  rate(rl.FailedLogin),
 			clientapi.RateRegistration: rate(rl.Registration),
+			clientapi.RateMessage:      rate(rl.Message),
 		}, rl.ExemptUserIDs)
 	}
 
@@ -116,6 +122,24 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err != nil {
 		return nil, err
 	}
+	rooms, err := roomserver.New(ctx, roomserver.Config{
+		ServerName: spec.ServerName(cfg.ServerName),
+		KeyID:      gomatrixserverlib.KeyID(s.Key.ID),
+		PrivateKey: s.Key.Private,
+	}, s.DB, s.Bus, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	if err := rooms.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, rooms.Close)
+	s.Rooms = rooms
+	inputer, err := rsapi.NewInputer(s.Bus)
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, inputer.Close)
 	sync, err := syncapi.New(ctx, s.DB, s.Log)
 	if err != nil {
 		return nil, err
@@ -129,7 +153,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
-	}, s.DB, s.Users, limiter, s.Log)
+	}, s.DB, s.Users, rooms, inputer, limiter, s.Log)
 	if err != nil {
 		return nil, err
 	}

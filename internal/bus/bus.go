@@ -68,7 +68,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 			NoSigs:             true,
 			NoLog:              true,
 			JetStreamMaxMemory: cfg.MaxMemory,
-			JetStreamMaxStore:  cfg.MaxStore,
+			// Room output carries state deltas, which can be large.
+			MaxPayload:        8 << 20,
+			JetStreamMaxStore: cfg.MaxStore,
 		}
 		if sopts.JetStreamMaxMemory == 0 {
 			sopts.JetStreamMaxMemory = 64 << 20

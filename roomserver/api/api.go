@@ -88,17 +88,11 @@ type AliasAPI interface {
 	QueryAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
 	SetPublished(ctx context.Context, roomID string, published bool) error
 	QueryPublished(ctx context.Context, roomID string) (bool, error)
-	// QueryPublicRooms lists published rooms, most joined first.
-	QueryPublicRooms(ctx context.Context, req PublicRoomsRequest) (*PublicRoomsResponse, error)
+	// QueryPublicRooms lists the published rooms matching a search term
+	// (in name, topic, alias or ID), most joined first.
+	QueryPublicRooms(ctx context.Context, searchTerm string) ([]PublicRoom, error)
 	// ForgetRoom marks a room the user has left as forgotten.
 	ForgetRoom(ctx context.Context, userID, roomID string) error
-}
-
-// PublicRoomsRequest pages through the published room directory.
-type PublicRoomsRequest struct {
-	Limit      int
-	Since      int // offset
-	SearchTerm string
 }
 
 // PublicRoom is an entry of the directory.
@@ -113,14 +107,6 @@ type PublicRoom struct {
 	GuestCanJoin     bool   `json:"guest_can_join"`
 	JoinRule         string `json:"join_rule,omitempty"`
 	RoomType         string `json:"room_type,omitempty"`
-}
-
-// PublicRoomsResponse is a page of the directory.
-type PublicRoomsResponse struct {
-	Rooms     []PublicRoom
-	Total     int
-	NextSince int // -1: no next page
-	PrevSince int // -1: no previous page
 }
 
 // ProtoEvent is an event a local user sends, before the roomserver adds

@@ -1,0 +1,318 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
+	userapi "github.com/myelin-chat/myelin/userapi/api"
+)
+
+// resolveRoom turns a {roomIdOrAlias} (or {roomId}) into a known room ID.
+func (c *ClientAPI) resolveRoom(ctx context.Context, r *http.Request) (string, error) {
+	vars := httputil.Vars(r)
+	target := vars["roomIdOrAlias"]
+	if target == "" {
+		target = vars["roomId"]
+	}
+	roomID := target
+	if strings.HasPrefix(target, "#") {
+		if err := validAlias(target); err != nil {
+			return "", err
+		}
+		id, err := c.rooms.QueryAlias(ctx, target)
+		if errors.Is(err, rsapi.ErrAliasNotFound) {
+			return "", mxerr.NotFound("Room alias %s not found", target)
+		}
+		if err != nil {
+			return "", err
+		}
+		roomID = id
+	} else if _, err := spec.NewRoomID(target); err != nil {
+		return "", mxerr.InvalidParam("%q is neither a room ID nor a room alias", target)
+	}
+	if _, err := c.roomInfo(ctx, roomID); err != nil {
+		return "", err
+	}
+	return roomID, nil
+}
+
+type membershipRequest struct {
+	UserID string `json:"user_id"`
+	Reason string `json:"reason"`
+}
+
+// target reads the body of invite, kick, ban and unban.
+func targetRequest(r *http.Request) (*membershipRequest, error) {
+	var req membershipRequest
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.UserID == "" {
+		return nil, mxerr.MissingParam("Missing user_id")
+	}
+	if _, err := spec.NewUserID(req.UserID, true); err != nil {
+		return nil, mxerr.InvalidParam("%q is not a valid user ID", req.UserID)
+	}
+	return &req, nil
+}
+
+// setMembership sends target's new membership as sender.
+func (c *ClientAPI) setMembership(ctx context.Context, roomID, sender, target, membership, reason string, extra map[string]any) (string, error) {
+	content, err := c.memberContent(ctx, target, membership, reason)
+	if err != nil {
+		return "", err
+	}
+	for k, v := range extra {
+		content[k] = v
+	}
+	return c.send(ctx, roomID, rsapi.ProtoEvent{Sender: sender, Type: spec.MRoomMember, StateKey: strPtr(target), Content: jsonObject(content)},
+		rsapi.LocalInput{SkipUnchangedState: membership == rsapi.Join})
+}
+
+// POST /_matrix/client/v3/join/{roomIdOrAlias} and /rooms/{roomId}/join
+func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
+	ctx := r.Context()
+	dev := httputil.DeviceFrom(ctx)
+	var body struct {
+		Reason           string          `json:"reason"`
+		ThirdPartySigned json.RawMessage `json:"third_party_signed"`
+	}
+	if err := decodeOptionalJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if len(body.ThirdPartySigned) > 0 {
+		return nil, mxerr.InvalidParam("Third-party invites are not supported")
+	}
+	roomID, err := c.resolveRoom(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if dev.IsGuest {
+		ga, err := c.currentEvent(ctx, roomID, spec.MRoomGuestAccess, "")
+		if err != nil {
+			return nil, err
+		}
+		var content struct {
+			GuestAccess string `json:"guest_access"`
+		}
+		if ga != nil {
+			_ = json.Unmarshal(ga.Content(), &content)
+		}
+		if content.GuestAccess != "can_join" {
+			return nil, mxerr.GuestAccessForbidden("Guests may not join this room")
+		}
+	}
+	extra, err := c.restrictedJoin(ctx, roomID, dev.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.setMembership(ctx, roomID, dev.UserID, dev.UserID, rsapi.Join, body.Reason, extra); err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": roomID}, nil
+}
+
+// restrictedJoin checks a join to a room with a restricted join rule: the
+// user must be in one of the allowed rooms, and a local member who may
+// invite vouches for the join (join_authorised_via_users_server). Users
+// already invited or joined need neither.
+func (c *ClientAPI) restrictedJoin(ctx context.Context, roomID, userID string) (map[string]any, error) {
+	jr, err := c.currentEvent(ctx, roomID, spec.MRoomJoinRules, "")
+	if err != nil || jr == nil {
+		return nil, err
+	}
+	var rule struct {
+		JoinRule string `json:"join_rule"`
+		Allow    []struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		} `json:"allow"`
+	}
+	_ = json.Unmarshal(jr.Content(), &rule)
+	if rule.JoinRule != "restricted" && rule.JoinRule != "knock_restricted" {
+		return nil, nil
+	}
+	m, err := c.rooms.QueryMembership(ctx, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if m.Membership == rsapi.Join || m.Membership == rsapi.Invite {
+		return nil, nil
+	}
+	allowed := false
+	for _, a := range rule.Allow {
+		if a.Type != "m.room_membership" || a.RoomID == "" {
+			continue
+		}
+		am, err := c.rooms.QueryMembership(ctx, a.RoomID, userID)
+		if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
+			return nil, err
+		}
+		if am != nil && am.Membership == rsapi.Join {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		if rule.JoinRule == "knock_restricted" {
+			return nil, mxerr.Forbidden("You are not in a room that grants access: knock instead")
+		}
+		return nil, mxerr.Forbidden("You are not a member of any room that grants access to this one")
+	}
+	pl, err := c.powerLevels(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	members, err := c.rooms.QueryCurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range members {
+		if p.Type() != spec.MRoomMember {
+			continue
+		}
+		uid, err := spec.NewUserID(*p.StateKey(), true)
+		if err != nil || string(uid.Domain()) != c.cfg.ServerName {
+			continue
+		}
+		if ms, _ := p.Membership(); ms == rsapi.Join && pl.UserLevel(uid.String()) >= pl.Invite {
+			return map[string]any{"join_authorised_via_users_server": uid.String()}, nil
+		}
+	}
+	return nil, mxerr.Forbidden("No member of this server can authorise the join")
+}
+
+// POST /_matrix/client/v3/knock/{roomIdOrAlias}
+func (c *ClientAPI) postKnock(r *http.Request) (any, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeOptionalJSON(r, &body); err != nil {
+		return nil, err
+	}
+	roomID, err := c.resolveRoom(r.Context(), r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, rsapi.Knock, body.Reason, nil); err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": roomID}, nil
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/leave
+func (c *ClientAPI) postLeave(r *http.Request) (any, error) {
+	dev := httputil.DeviceFrom(r.Context())
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := decodeOptionalJSON(r, &body); err != nil {
+		return nil, err
+	}
+	roomID, err := c.resolveRoom(r.Context(), r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, rsapi.Leave, body.Reason, nil); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/forget
+func (c *ClientAPI) postForget(r *http.Request) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	err = c.rooms.ForgetRoom(r.Context(), httputil.DeviceFrom(r.Context()).UserID, roomID)
+	switch {
+	case errors.Is(err, rsapi.ErrRoomNotFound):
+		return nil, mxerr.NotFound("Unknown room %s", roomID)
+	case errors.Is(err, rsapi.ErrNotAllowed):
+		return nil, mxerr.Unknown("You have not left the room").WithStatus(http.StatusBadRequest)
+	}
+	return struct{}{}, err
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/invite
+func (c *ClientAPI) postInvite(r *http.Request) (any, error) {
+	ctx := r.Context()
+	dev := httputil.DeviceFrom(ctx)
+	req, err := targetRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	roomID, err := c.resolveRoom(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.checkLocalTarget(req.UserID); err != nil {
+		return nil, err
+	}
+	if _, err := c.users.QueryAccount(ctx, req.UserID); errors.Is(err, userapi.ErrNotFound) {
+		return nil, mxerr.NotFound("Unknown user %s", req.UserID)
+	} else if err != nil {
+		return nil, err
+	}
+	if _, err := c.setMembership(ctx, roomID, dev.UserID, req.UserID, rsapi.Invite, req.Reason, nil); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/kick
+func (c *ClientAPI) postKick(r *http.Request) (any, error) {
+	return c.moderate(r, rsapi.Leave, []string{rsapi.Join, rsapi.Invite, rsapi.Knock}, mxerr.CodeForbidden, "The user is not in the room")
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/ban
+func (c *ClientAPI) postBan(r *http.Request) (any, error) {
+	return c.moderate(r, rsapi.Ban, nil, "", "")
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/unban
+func (c *ClientAPI) postUnban(r *http.Request) (any, error) {
+	return c.moderate(r, rsapi.Leave, []string{rsapi.Ban}, mxerr.CodeBadState, "The user is not banned")
+}
+
+// moderate sets another user's membership, when their current membership
+// is one of from (any, when from is empty).
+func (c *ClientAPI) moderate(r *http.Request, membership string, from []string, code, msg string) (any, error) {
+	ctx := r.Context()
+	dev := httputil.DeviceFrom(ctx)
+	req, err := targetRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	roomID, err := c.resolveRoom(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if len(from) > 0 {
+		m, err := c.rooms.QueryMembership(ctx, roomID, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		ok := false
+		for _, f := range from {
+			ok = ok || m.Membership == f
+		}
+		if !ok {
+			return nil, mxerr.New(code, "%s", msg).WithStatus(http.StatusForbidden)
+		}
+	}
+	if _, err := c.setMembership(ctx, roomID, dev.UserID, req.UserID, membership, req.Reason, nil); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}

@@ -1,0 +1,202 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/clientevent"
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
+)
+
+// readableState decides which state of a room a user may read: the current
+// state while joined, or when the history is world readable; the state at
+// their departure after leaving or being banned (as Synapse does). It
+// returns the event to read the state after ("" for the current state).
+func (c *ClientAPI) readableState(ctx context.Context, roomID, userID string) (string, error) {
+	if _, err := c.roomInfo(ctx, roomID); err != nil {
+		return "", err
+	}
+	m, err := c.rooms.QueryMembership(ctx, roomID, userID)
+	if err != nil {
+		return "", err
+	}
+	if m.Membership == rsapi.Join {
+		return "", nil
+	}
+	hv, err := c.currentEvent(ctx, roomID, spec.MRoomHistoryVisibility, "")
+	if err != nil {
+		return "", err
+	}
+	if hv != nil {
+		if v, err := hv.HistoryVisibility(); err == nil && v == gomatrixserverlib.HistoryVisibilityWorldReadable {
+			return "", nil
+		}
+	}
+	if (m.Membership == rsapi.Leave || m.Membership == rsapi.Ban) && m.EventID != "" {
+		return m.EventID, nil
+	}
+	return "", mxerr.Forbidden("You aren't a member of the room")
+}
+
+// readState returns state the user may read (the given tuples, or all).
+func (c *ClientAPI) readState(ctx context.Context, roomID, userID string, tuples ...rsapi.StateKeyTuple) ([]gomatrixserverlib.PDU, error) {
+	at, err := c.readableState(ctx, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if at == "" {
+		return c.rooms.QueryCurrentState(ctx, roomID, tuples...)
+	}
+	return c.rooms.QueryStateAfterEvent(ctx, roomID, at, tuples...)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/state
+func (c *ClientAPI) getState(r *http.Request) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	pdus, err := c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID)
+	if err != nil {
+		return nil, err
+	}
+	return clientevent.List(pdus, clientevent.WithRoomID), nil
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
+func (c *ClientAPI) getStateEvent(r *http.Request) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	vars := httputil.Vars(r)
+	pdus, err := c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID,
+		rsapi.StateKeyTuple{EventType: vars["eventType"], StateKey: vars["stateKey"]})
+	if err != nil {
+		return nil, err
+	}
+	if len(pdus) == 0 {
+		return nil, mxerr.NotFound("The room has no state event of type %s with state key %q", vars["eventType"], vars["stateKey"])
+	}
+	switch r.URL.Query().Get("format") {
+	case "event":
+		return clientevent.New(pdus[0], clientevent.WithRoomID), nil
+	case "", "content":
+		return json.RawMessage(pdus[0].Content()), nil
+	default:
+		return nil, mxerr.InvalidParam("format must be content or event")
+	}
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/members
+func (c *ClientAPI) getMembers(r *http.Request) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	if q.Get("at") != "" {
+		// at takes a sync token; none exists until /sync does.
+		return nil, mxerr.InvalidParam("Unknown token in at")
+	}
+	valid := map[string]bool{rsapi.Join: true, rsapi.Invite: true, rsapi.Leave: true, rsapi.Ban: true, rsapi.Knock: true}
+	for _, k := range []string{"membership", "not_membership"} {
+		if v := q.Get(k); v != "" && !valid[v] {
+			return nil, mxerr.InvalidParam("%s must be one of join, invite, leave, ban, knock", k)
+		}
+	}
+	pdus, err := c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID)
+	if err != nil {
+		return nil, err
+	}
+	chunk := []clientevent.Event{}
+	for _, p := range pdus {
+		if p.Type() != spec.MRoomMember {
+			continue
+		}
+		m, _ := p.Membership()
+		if want := q.Get("membership"); want != "" && m != want {
+			continue
+		}
+		if not := q.Get("not_membership"); not != "" && m == not {
+			continue
+		}
+		chunk = append(chunk, clientevent.New(p, clientevent.WithRoomID))
+	}
+	return map[string]any{"chunk": chunk}, nil
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/joined_members
+func (c *ClientAPI) getJoinedMembers(r *http.Request) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	pdus, err := c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID)
+	if err != nil {
+		return nil, err
+	}
+	type member struct {
+		DisplayName *string `json:"display_name,omitempty"`
+		AvatarURL   *string `json:"avatar_url,omitempty"`
+	}
+	joined := map[string]member{}
+	for _, p := range pdus {
+		if m, _ := p.Membership(); p.Type() != spec.MRoomMember || m != rsapi.Join {
+			continue
+		}
+		var content struct {
+			DisplayName *string `json:"displayname"`
+			AvatarURL   *string `json:"avatar_url"`
+		}
+		_ = json.Unmarshal(p.Content(), &content)
+		joined[*p.StateKey()] = member{DisplayName: content.DisplayName, AvatarURL: content.AvatarURL}
+	}
+	return map[string]any{"joined": joined}, nil
+}
+
+// GET /_matrix/client/v3/joined_rooms
+func (c *ClientAPI) getJoinedRooms(r *http.Request) (any, error) {
+	rooms, err := c.rooms.QueryRoomsForUser(r.Context(), httputil.DeviceFrom(r.Context()).UserID, rsapi.Join)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(rooms))
+	for i, m := range rooms {
+		ids[i] = m.RoomID
+	}
+	return map[string]any{"joined_rooms": ids}, nil
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}: an event the user
+// may see under the room's history visibility; any other is "not found".
+func (c *ClientAPI) getEvent(r *http.Request) (any, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	eventID := httputil.Vars(r)["eventId"]
+	notFound := mxerr.NotFound("Event not found")
+	pdus, err := c.rooms.QueryEvents(r.Context(), []string{eventID})
+	if err != nil {
+		return nil, err
+	}
+	if len(pdus) == 0 || pdus[0].RoomID().String() != roomID {
+		return nil, notFound
+	}
+	ok, err := c.rooms.QueryEventVisible(r.Context(), httputil.DeviceFrom(r.Context()).UserID, eventID)
+	if errors.Is(err, rsapi.ErrEventNotFound) || (err == nil && !ok) {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return clientevent.New(pdus[0], clientevent.WithRoomID), nil
+}

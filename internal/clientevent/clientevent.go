@@ -1,0 +1,101 @@
+// Package clientevent turns room events into the client format of the
+// client-server API ("ClientEvent"): the federation fields (auth_events,
+// prev_events, hashes, signatures, depth, origin) are dropped.
+package clientevent
+
+import (
+	"encoding/json"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+)
+
+// Event is a ClientEvent.
+type Event struct {
+	Content        json.RawMessage `json:"content"`
+	EventID        string          `json:"event_id"`
+	OriginServerTS int64           `json:"origin_server_ts"`
+	RoomID         string          `json:"room_id,omitempty"`
+	Sender         string          `json:"sender"`
+	StateKey       *string         `json:"state_key,omitempty"`
+	Type           string          `json:"type"`
+	Unsigned       json.RawMessage `json:"unsigned,omitempty"`
+	// Redacts is the redaction target, also at the top level in room
+	// versions that moved it into the content, for older clients.
+	Redacts string `json:"redacts,omitempty"`
+}
+
+// Format selects the fields of the client format.
+type Format int
+
+const (
+	// WithRoomID is the format of most endpoints.
+	WithRoomID Format = iota
+	// WithoutRoomID is the format of /sync, where the room is implied.
+	WithoutRoomID
+)
+
+// New converts an event.
+func New(p gomatrixserverlib.PDU, f Format) Event {
+	e := Event{
+		Content:        json.RawMessage(p.Content()),
+		EventID:        p.EventID(),
+		OriginServerTS: int64(p.OriginServerTS()),
+		Sender:         string(p.SenderID()),
+		StateKey:       p.StateKey(),
+		Type:           p.Type(),
+	}
+	if len(e.Content) == 0 {
+		e.Content = json.RawMessage("{}")
+	}
+	if u := p.Unsigned(); len(u) > 0 && string(u) != "{}" {
+		e.Unsigned = clientUnsigned(u)
+	}
+	if f == WithRoomID {
+		e.RoomID = p.RoomID().String()
+	}
+	if p.Type() == spec.MRoomRedaction {
+		e.Redacts = p.Redacts()
+		if e.Redacts == "" {
+			e.Redacts = gjson.GetBytes(p.Content(), "redacts").Str
+		}
+	}
+	return e
+}
+
+// List converts events.
+func List(ps []gomatrixserverlib.PDU, f Format) []Event {
+	out := make([]Event, len(ps))
+	for i, p := range ps {
+		out[i] = New(p, f)
+	}
+	return out
+}
+
+// federationKeys are the fields of a federation event that clients never
+// see.
+var federationKeys = []string{"auth_events", "prev_events", "hashes", "signatures", "depth", "origin", "prev_state"}
+
+// clientUnsigned returns unsigned data with the redaction that redacted
+// the event (redacted_because) in client format.
+func clientUnsigned(u []byte) json.RawMessage {
+	rb := gjson.GetBytes(u, "redacted_because")
+	if !rb.IsObject() {
+		return json.RawMessage(u)
+	}
+	var because map[string]json.RawMessage
+	if json.Unmarshal([]byte(rb.Raw), &because) != nil {
+		return json.RawMessage(u)
+	}
+	for _, k := range federationKeys {
+		delete(because, k)
+	}
+	var unsigned map[string]json.RawMessage
+	if json.Unmarshal(u, &unsigned) != nil {
+		return json.RawMessage(u)
+	}
+	unsigned["redacted_because"], _ = json.Marshal(because)
+	out, _ := json.Marshal(unsigned)
+	return out
+}
