@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -166,7 +167,9 @@ func (c *ClientAPI) creationEvents(ctx context.Context, creator string, verImpl 
 	if verImpl.PrivilegedCreators() && pre.invitees100 && len(req.Invite) > 0 {
 		extra, _ := create["additional_creators"].([]any)
 		for _, u := range req.Invite {
-			extra = append(extra, u)
+			if u != creator && !slices.Contains(extra, any(u)) {
+				extra = append(extra, u)
+			}
 		}
 		create["additional_creators"] = extra
 	}

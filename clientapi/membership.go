@@ -222,6 +222,15 @@ func (c *ClientAPI) postLeave(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The auth rules tolerate leave after leave (Synapse once sent such
+	// events); a client that is not in the room gets a refusal instead.
+	m, err := c.rooms.QueryMembership(r.Context(), roomID, dev.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if m.Membership != rsapi.Join && m.Membership != rsapi.Invite && m.Membership != rsapi.Knock {
+		return nil, mxerr.Forbidden("You are not in the room")
+	}
 	if _, err := c.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, rsapi.Leave, body.Reason, nil); err != nil {
 		return nil, err
 	}

@@ -165,23 +165,13 @@ func (c *ClientAPI) propagateProfile(ctx context.Context, userID, key string) {
 		c.log.Warn("profile propagation: listing rooms failed", "user_id", userID, "error", err.Error())
 		return
 	}
-	fresh, err := c.memberContent(ctx, userID, rsapi.Join, "")
+	// The new member content is the join with the profile, as Synapse
+	// rebuilds it.
+	content, err := c.memberContent(ctx, userID, rsapi.Join, "")
 	if err != nil {
 		return
 	}
 	for _, m := range rooms {
-		cur, err := c.currentEvent(ctx, m.RoomID, spec.MRoomMember, userID)
-		if err != nil || cur == nil {
-			continue
-		}
-		var content map[string]any
-		if json.Unmarshal(cur.Content(), &content) != nil {
-			continue
-		}
-		delete(content, key)
-		if v, ok := fresh[key]; ok {
-			content[key] = v
-		}
 		if _, err := c.send(ctx, m.RoomID, rsapi.ProtoEvent{Sender: userID, Type: spec.MRoomMember, StateKey: strPtr(userID), Content: jsonObject(content)},
 			rsapi.LocalInput{SkipUnchangedState: true}); err != nil {
 			c.log.Info("profile propagation: room refused the update", "room_id", m.RoomID, "user_id", userID, "error", err.Error())

@@ -168,7 +168,7 @@ func (c *ClientAPI) upgradeEvents(ctx context.Context, upgrader, oldID string, l
 	final := jsonObject(plContent)
 	temporary := false
 	if !creators[upgrader] {
-		needed := float64(100)
+		needed := neededPower(plContent)
 		if lvl, ok := users[upgrader].(float64); !ok || lvl < needed {
 			boosted := map[string]any{}
 			for k, v := range users {
@@ -201,6 +201,23 @@ func (c *ClientAPI) upgradeEvents(ctx context.Context, upgrader, oldID string, l
 		events = append(events, ev(spec.MRoomPowerLevels, "", final))
 	}
 	return events, nil
+}
+
+// neededPower is the level that lets the upgrader send everything an
+// upgrade copies: the power levels, the copied state and the bans.
+func neededPower(pl map[string]any) float64 {
+	level := func(v any, def float64) float64 {
+		if f, ok := v.(float64); ok {
+			return f
+		}
+		return def
+	}
+	needed := max(100, level(pl["state_default"], 50), level(pl["ban"], 50))
+	events, _ := pl["events"].(map[string]any)
+	for _, typ := range append([]string{spec.MRoomPowerLevels}, upgradeCopiedState...) {
+		needed = max(needed, level(events[typ], 0))
+	}
+	return needed
 }
 
 // moveAliases points the old room's local aliases at the new room and

@@ -107,7 +107,12 @@ func (r *Roomserver) QueryPublicRooms(ctx context.Context, searchTerm string) ([
 			return nil, err
 		}
 		pr.NumJoinedMembers = int(p.JoinedMembers)
-		if term != "" && !strings.Contains(strings.ToLower(pr.Name+"\x00"+pr.Topic+"\x00"+pr.CanonicalAlias+"\x00"+pr.RoomID), term) {
+		// As Synapse: a published room nobody can join or read is not
+		// listed.
+		if !pr.WorldReadable && pr.JoinRule != "public" && pr.JoinRule != "knock" && pr.JoinRule != "knock_restricted" {
+			continue
+		}
+		if term != "" && !strings.Contains(strings.ToLower(pr.Name+"\x00"+pr.Topic+"\x00"+pr.CanonicalAlias), term) {
 			continue
 		}
 		out = append(out, pr)

@@ -93,7 +93,7 @@ func (h *harness) events(ids ...string) []gomatrixserverlib.PDU {
 
 // forkedRoom creates a room (alice local, carol remote and joined) and
 // returns it with the events carol's server needs to build on.
-func forkedRoom(t *testing.T, h *harness, version string) (roomID string, rm *remote, base gomatrixserverlib.PDU, auth []gomatrixserverlib.PDU, carol string) {
+func forkedRoom(t testing.TB, h *harness, version string) (roomID string, rm *remote, base gomatrixserverlib.PDU, auth []gomatrixserverlib.PDU, carol string) {
 	alice := "@alice:" + testServer
 	carol = "@carol:remote.test"
 	roomID = h.createRoom(version, alice, "public")

@@ -301,7 +301,13 @@ func (d *dbctx) applyRedaction(ctx context.Context, h *roomHead, red *event, bef
 	if err != nil {
 		return err
 	}
-	if redacted, err = sjson.SetRawBytes(redacted, "unsigned.redacted_because", red.pdu.JSON()); err != nil {
+	// Room versions 3 and later leave the event ID out of the JSON:
+	// clients need it in redacted_because.
+	because, err := sjson.SetBytes(red.pdu.JSON(), "event_id", red.EventID)
+	if err != nil {
+		return err
+	}
+	if redacted, err = sjson.SetRawBytes(redacted, "unsigned.redacted_because", because); err != nil {
 		return err
 	}
 	pdu, err := verImpl.NewEventFromTrustedJSONWithEventID(target.EventID, redacted, true)

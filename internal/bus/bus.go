@@ -113,13 +113,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	return b, nil
 }
 
-// Close drains the connection and stops the embedded server.
+// Close flushes what was published and closes the connection, then stops
+// the embedded server. Consumers must have been stopped first.
 func (b *Bus) Close() {
 	if b.NC != nil {
-		_ = b.NC.Drain()
-		for i := 0; i < 100 && !b.NC.IsClosed(); i++ {
-			time.Sleep(10 * time.Millisecond)
-		}
+		_ = b.NC.FlushTimeout(5 * time.Second)
 		b.NC.Close()
 	}
 	b.shutdownServer()

@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 )
 
 // Event is a ClientEvent.
@@ -56,9 +57,16 @@ func New(p gomatrixserverlib.PDU, f Format) Event {
 		e.RoomID = p.RoomID().String()
 	}
 	if p.Type() == spec.MRoomRedaction {
+		// Room version 11 moved redacts into the content: clients get it
+		// in both places, whatever the version (rooms/v11, "Moving the
+		// redacts property").
 		e.Redacts = p.Redacts()
 		if e.Redacts == "" {
 			e.Redacts = gjson.GetBytes(p.Content(), "redacts").Str
+		} else if !gjson.GetBytes(p.Content(), "redacts").Exists() {
+			if c, err := sjson.SetBytes(e.Content, "redacts", e.Redacts); err == nil {
+				e.Content = c
+			}
 		}
 	}
 	return e

@@ -88,8 +88,8 @@ type AliasAPI interface {
 	QueryAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
 	SetPublished(ctx context.Context, roomID string, published bool) error
 	QueryPublished(ctx context.Context, roomID string) (bool, error)
-	// QueryPublicRooms lists the published rooms matching a search term
-	// (in name, topic, alias or ID), most joined first.
+	// QueryPublicRooms lists the published rooms anyone can join or read
+	// that match a search term (in name, topic or alias), most joined first.
 	QueryPublicRooms(ctx context.Context, searchTerm string) ([]PublicRoom, error)
 	// ForgetRoom marks a room the user has left as forgotten.
 	ForgetRoom(ctx context.Context, userID, roomID string) error
