@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,8 @@ import (
 	"github.com/myelin-chat/myelin/roomserver/state"
 )
 
-// Benchmarks run on SQLite:
+// Benchmarks run on SQLite (on PostgreSQL with MYELIN_BENCH_POSTGRES=1 and
+// MYELIN_TEST_POSTGRES set):
 //
 //	go test -run XXX -bench . -benchtime 1x ./roomserver/
 //
@@ -27,6 +29,9 @@ import (
 
 func benchHarness(b *testing.B) *harness {
 	b.Helper()
+	if os.Getenv("MYELIN_BENCH_POSTGRES") != "" {
+		return newHarness(b, sqlutil.OpenTestDB(b, sqlutil.Postgres))
+	}
 	return newHarness(b, sqlutil.OpenTestDB(b, sqlutil.SQLite))
 }
 

@@ -21,18 +21,21 @@ type dbctx struct {
 	tx *sqlutil.Tx
 
 	snapshots map[int64]state.Snapshot
+	blockNIDs map[string]int64 // block hash -> numeric ID
 	events    map[int64]*event
 	typeNIDs  map[string]int64
 	keyNIDs   map[string]int64
 	heads     map[string]*roomHead
 	// uncache lists events whose cached form is stale after commit.
 	uncache []int64
+	// outputs counts the RoomOutput messages queued.
+	outputs int
 }
 
 func (r *Roomserver) reader() *dbctx { return &dbctx{r: r, q: r.store.DB()} }
 
 func (r *Roomserver) inTx(tx *sqlutil.Tx) *dbctx {
-	return &dbctx{r: r, q: tx, tx: tx, snapshots: map[int64]state.Snapshot{}, events: map[int64]*event{},
+	return &dbctx{r: r, q: tx, tx: tx, snapshots: map[int64]state.Snapshot{}, blockNIDs: map[string]int64{}, events: map[int64]*event{},
 		typeNIDs: map[string]int64{}, keyNIDs: map[string]int64{}, heads: map[string]*roomHead{}}
 }
 
@@ -41,6 +44,9 @@ func (d *dbctx) commit() {
 	r := d.r
 	for nid, s := range d.snapshots {
 		r.snapshots.Put(nid, s)
+	}
+	for h, nid := range d.blockNIDs {
+		r.blockNIDs.Put(h, nid)
 	}
 	for _, nid := range d.uncache {
 		r.events.Remove(nid)
@@ -151,9 +157,17 @@ func (d *dbctx) storeSnapshot(ctx context.Context, s state.Snapshot) (int64, err
 		return 0, nil
 	}
 	blocks := s.Chunk()
-	blockNIDs, err := storage.InsertBlocks(ctx, d.tx, blocks)
+	blockNIDs, hashes, err := storage.InsertBlocks(ctx, d.tx, blocks, func(h []byte) (int64, bool) {
+		if nid, ok := d.blockNIDs[string(h)]; ok {
+			return nid, true
+		}
+		return d.r.blockNIDs.Get(string(h))
+	})
 	if err != nil {
 		return 0, err
+	}
+	for i, h := range hashes {
+		d.blockNIDs[string(h)] = blockNIDs[i]
 	}
 	nid, err := storage.InsertSnapshot(ctx, d.tx, blockNIDs)
 	if err != nil {

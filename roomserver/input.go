@@ -108,6 +108,9 @@ func (r *Roomserver) process(ctx context.Context, partition int, seq uint64, msg
 		return nil, err
 	}
 	d.commit()
+	if d.outputs == 0 {
+		return res, nil
+	}
 	if err := r.flushOutbox(ctx); err != nil {
 		// Committed: the output goes out with the next flush.
 		r.log.Warn("publishing room output failed", slog.String("error", err.Error()))
@@ -395,7 +398,7 @@ func (r *Roomserver) flushOutbox(ctx context.Context) error {
 	r.outboxMu.Lock()
 	defer r.outboxMu.Unlock()
 	for {
-		msgs, err := storage.SelectOutbox(ctx, r.store.DB(), 200)
+		msgs, err := storage.SelectOutbox(ctx, r.store.DB(), outboxBatch)
 		if err != nil || len(msgs) == 0 {
 			return err
 		}
@@ -407,8 +410,11 @@ func (r *Roomserver) flushOutbox(ctx context.Context) error {
 			}
 			ids = append(ids, m.ID)
 		}
-		if err := storage.DeleteOutbox(ctx, r.store.DB(), ids); err != nil {
+		if err := storage.DeleteOutbox(ctx, r.store.DB(), ids); err != nil || len(msgs) < outboxBatch {
 			return err
 		}
 	}
 }
+
+// outboxBatch is how many output messages a flush reads at a time.
+const outboxBatch = 200

@@ -45,6 +45,7 @@ type Roomserver struct {
 
 	snapshots     *lru.Cache[int64, state.Snapshot]
 	blocks        *lru.Cache[int64, state.Snapshot]
+	blockNIDs     *lru.Cache[string, int64] // block content hash -> numeric ID
 	events        *lru.Cache[int64, *event]
 	typeNIDs      sync.Map // event type -> int64
 	typeNames     sync.Map // int64 -> event type
@@ -101,6 +102,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		log:           log.With("component", "roomserver"),
 		snapshots:     lru.New[int64, state.Snapshot](1<<20, entries),
 		blocks:        lru.New[int64, state.Snapshot](1<<19, entries),
+		blockNIDs:     lru.New[string, int64](100000, nil),
 		events:        lru.New[int64, *event](20000, nil),
 		stateKeyNIDs:  lru.New[string, int64](100000, nil),
 		stateKeyNames: lru.New[int64, string](100000, nil),

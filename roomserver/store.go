@@ -206,12 +206,18 @@ func (d *dbctx) applyMembership(ctx context.Context, h *roomHead, added []state.
 		if err != nil || ev.pdu.StateKey() == nil {
 			continue
 		}
-		if err := storage.UpsertMembership(ctx, d.tx, h.nid, *ev.pdu.StateKey(), membership, n); err != nil {
+		prev, err := storage.UpsertMembership(ctx, d.tx, h.nid, *ev.pdu.StateKey(), membership, n)
+		if err != nil {
 			return err
 		}
+		if prev == spec.Join {
+			h.joined--
+		}
+		if membership == spec.Join {
+			h.joined++
+		}
 	}
-	h.joined, err = storage.CountJoined(ctx, d.tx, h.nid)
-	return err
+	return nil
 }
 
 // queueNewEvent queues the RoomOutput message of a stored event, with the
@@ -266,6 +272,7 @@ func (d *dbctx) queueOutput(ctx context.Context, roomID, msgID string, msg *api.
 	if err != nil {
 		return err
 	}
+	d.outputs++
 	return storage.InsertOutbox(ctx, d.tx, api.OutputSubject(roomID), msgID, payload)
 }
 

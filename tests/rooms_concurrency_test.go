@@ -65,6 +65,47 @@ func concTCheckEvent(t *testing.T, c *testutil.Client, roomID, eventID, sender, 
 	}
 }
 
+// concTMessageBodies walks a room's DAG back from its forward extremities
+// (through the roomserver's queries) and counts the m.room.message events
+// of each body.
+func concTMessageBodies(t *testing.T, srv *testserver.Server, roomID string) map[string]int {
+	t.Helper()
+	frontier, err := srv.Rooms.QueryLatestEvents(t.Context(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, id := range frontier {
+		seen[id] = true
+	}
+	bodies := map[string]int{}
+	for len(frontier) > 0 {
+		evs, err := srv.Rooms.QueryEvents(t.Context(), frontier)
+		if err != nil || len(evs) != len(frontier) {
+			t.Fatalf("loading %d events of the DAG: got %d, %v", len(frontier), len(evs), err)
+		}
+		frontier = nil
+		for _, ev := range evs {
+			if ev.Type() == "m.room.message" {
+				var c struct {
+					Body string `json:"body"`
+				}
+				if err := json.Unmarshal(ev.Content(), &c); err != nil {
+					t.Fatal(err)
+				}
+				bodies[c.Body]++
+			}
+			for _, p := range ev.PrevEventIDs() {
+				if !seen[p] {
+					seen[p] = true
+					frontier = append(frontier, p)
+				}
+			}
+		}
+	}
+	return bodies
+}
+
 // A restart in the middle of a send burst loses no acknowledged event:
 // every send that returned 200 with an event ID is served after the
 // restart, its transaction ID still maps to it, and the room goes on
@@ -187,6 +228,18 @@ func TestRoomsRestartDuringSendBurst(t *testing.T) {
 		if again["event_id"] != id {
 			t.Fatalf("second retry of %s returned %v, want %s", s.txn, again["event_id"], id)
 		}
+	}
+
+	// The room's DAG holds every message exactly once: neither the restart
+	// nor the retries duplicated a send.
+	bodies := concTMessageBodies(t, srv, roomID)
+	for _, s := range append(append([]send(nil), acked...), failed...) {
+		if n := bodies[s.body]; n != 1 {
+			t.Fatalf("message %q (transaction %s) is in the room %d times, want once", s.body, s.txn, n)
+		}
+	}
+	if len(bodies) != len(acked)+len(failed) {
+		t.Fatalf("the room holds %d distinct messages, %d were sent", len(bodies), len(acked)+len(failed))
 	}
 
 	// The room still takes new events, and its state is intact.

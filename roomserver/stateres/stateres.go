@@ -56,7 +56,7 @@ func Resolve(in Input) ([]gomatrixserverlib.PDU, error) {
 		return gomatrixserverlib.ResolveConflictsNew(in.Version, in.StateSets, all, userIDForSender, in.Rejected)
 	case gomatrixserverlib.StateResV2, gomatrixserverlib.StateResV2_1:
 		r := &resolver{in: in, v21: verImpl.StateResAlgorithm() == gomatrixserverlib.StateResV2_1,
-			privileged: verImpl.PrivilegedCreators(), power: map[string]int64{}}
+			privileged: verImpl.PrivilegedCreators(), power: map[string]int64{}, allowed: map[string]bool{}}
 		return r.run()
 	}
 	return nil, fmt.Errorf("stateres: room version %s has no known algorithm", in.Version)
@@ -69,6 +69,8 @@ type resolver struct {
 	create     gomatrixserverlib.PDU
 	creators   map[string]bool
 	power      map[string]int64 // sender power of events, by event ID
+	// allowed memoises auth checks of ordinary events (see authKey).
+	allowed map[string]bool
 }
 
 func (r *resolver) run() ([]gomatrixserverlib.PDU, error) {
@@ -450,14 +452,55 @@ func (r *resolver) iterativeAuth(partial map[tuple]gomatrixserverlib.PDU, events
 		if e.Type() == spec.MRoomCreate {
 			authEvents = append(authEvents, e)
 		}
-		provider, err := gomatrixserverlib.NewAuthEvents(authEvents)
-		if err != nil {
-			continue
+		key := authKey(e, authEvents)
+		ok, known := r.allowed[key]
+		if !known || key == "" {
+			provider, err := gomatrixserverlib.NewAuthEvents(authEvents)
+			ok = err == nil && gomatrixserverlib.Allowed(e, provider, userIDForSender) == nil
+			if key != "" {
+				r.allowed[key] = ok
+			}
 		}
-		if gomatrixserverlib.Allowed(e, provider, userIDForSender) == nil {
+		if ok {
 			partial[keyOf(e)] = e
 		}
 	}
+}
+
+// authKey identifies the auth check of an ordinary event: for types whose
+// content the auth rules ignore, the outcome depends only on the sender,
+// the type, whether the state key names another user, and the auth events.
+// Resolving forks of many such events then checks them once. Events whose
+// content matters get "" (not memoised).
+func authKey(e gomatrixserverlib.PDU, authEvents []gomatrixserverlib.PDU) string {
+	switch e.Type() {
+	case spec.MRoomCreate, spec.MRoomMember, spec.MRoomPowerLevels, spec.MRoomJoinRules,
+		spec.MRoomThirdPartyInvite, spec.MRoomRedaction, spec.MRoomAliases:
+		return ""
+	}
+	// The one rule on the state key: one starting with @ must be the
+	// sender's.
+	sk := *e.StateKey()
+	ownKey := sk == "" || sk[0] != '@' || sk == string(e.SenderID())
+	ids := make([]string, len(authEvents))
+	for i, a := range authEvents {
+		ids[i] = a.EventID()
+	}
+	slices.Sort(ids)
+	b := make([]byte, 0, 64+len(ids)*45)
+	b = append(b, e.Type()...)
+	b = append(b, 0)
+	b = append(b, e.SenderID()...)
+	if ownKey {
+		b = append(b, 0, 'o')
+	} else {
+		b = append(b, 0, 'x')
+	}
+	for _, id := range ids {
+		b = append(b, 0)
+		b = append(b, id...)
+	}
+	return string(b)
 }
 
 type eventHeap struct {

@@ -17,18 +17,24 @@ type Membership struct {
 }
 
 // UpsertMembership records a user's current membership, logs the
-// membership event, and clears "forgotten" once the user comes back.
-func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID, membership string, eventNID int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO rs_membership (room_nid, user_id, membership, event_nid) VALUES (?, ?, ?, ?)
+// membership event, and clears "forgotten" once the user comes back. It
+// returns the previous membership ("" for none).
+func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID, membership string, eventNID int64) (string, error) {
+	var prev string
+	err := tx.QueryRowContext(ctx, `SELECT membership FROM rs_membership WHERE room_nid = ? AND user_id = ?`, roomNID, userID).Scan(&prev)
+	if err != nil && notFound(err) != ErrNotFound {
+		return "", err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO rs_membership (room_nid, user_id, membership, event_nid) VALUES (?, ?, ?, ?)
 		ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid,
 		forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN FALSE ELSE rs_membership.forgotten END`,
 		roomNID, userID, membership, eventNID)
 	if err != nil {
-		return err
+		return "", err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO rs_member_events (room_nid, user_id, event_nid, membership) VALUES (?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`, roomNID, userID, eventNID, membership)
-	return err
+	return prev, err
 }
 
 // SelectMembership returns the user's current membership, or ErrNotFound.

@@ -8,51 +8,57 @@ import (
 )
 
 // InsertBlocks stores state blocks (deduplicated by content) and returns
-// their numeric IDs in order.
-func InsertBlocks(ctx context.Context, tx *sqlutil.Tx, blocks []state.Snapshot) ([]int64, error) {
+// their numeric IDs in order. cached answers for hashes the caller already
+// knows the numeric ID of, so that only new blocks reach the database.
+func InsertBlocks(ctx context.Context, tx *sqlutil.Tx, blocks []state.Snapshot, cached func(hash []byte) (int64, bool)) (nids []int64, hashes [][]byte, err error) {
 	encoded := make([][]byte, len(blocks))
-	hashes := make([]any, len(blocks))
+	hashes = make([][]byte, len(blocks))
+	known := map[string]int64{}
+	var unknown []any
 	for i, b := range blocks {
 		encoded[i] = b.Encode()
 		hashes[i] = state.Hash(encoded[i])
+		if nid, ok := cached(hashes[i]); ok {
+			known[string(hashes[i])] = nid
+		} else {
+			unknown = append(unknown, hashes[i])
+		}
 	}
-	known := map[string]int64{}
-	for start := 0; start < len(hashes); start += 500 {
-		batch := hashes[start:min(len(hashes), start+500)]
+	for start := 0; start < len(unknown); start += 500 {
+		batch := unknown[start:min(len(unknown), start+500)]
 		rows, err := tx.QueryContext(ctx, `SELECT hash, block_nid FROM rs_state_blocks WHERE hash IN (`+sqlutil.InList(len(batch))+`)`, batch...)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for rows.Next() {
 			var h []byte
 			var nid int64
 			if err := rows.Scan(&h, &nid); err != nil {
 				rows.Close()
-				return nil, err
+				return nil, nil, err
 			}
 			known[string(h)] = nid
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	out := make([]int64, len(blocks))
-	for i := range blocks {
-		h := hashes[i].([]byte)
+	nids = make([]int64, len(blocks))
+	for i, h := range hashes {
 		nid, ok := known[string(h)]
 		if !ok {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO rs_state_blocks (hash, entries) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, h, encoded[i]); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if err := tx.QueryRowContext(ctx, `SELECT block_nid FROM rs_state_blocks WHERE hash = ?`, h).Scan(&nid); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			known[string(h)] = nid
 		}
-		out[i] = nid
+		nids[i] = nid
 	}
-	return out, nil
+	return nids, hashes, nil
 }
 
 // InsertSnapshot stores a snapshot as its list of blocks (deduplicated) and
