@@ -57,13 +57,19 @@ func (c *ClientAPI) readState(ctx context.Context, roomID, userID string, tuples
 	return c.rooms.QueryStateAfterEvent(ctx, roomID, at, tuples...)
 }
 
-// GET /_matrix/client/v3/rooms/{roomId}/state
-func (c *ClientAPI) getState(r *http.Request) (any, error) {
+// requestedState is the whole state of the request's {roomId} that the
+// caller may read.
+func (c *ClientAPI) requestedState(r *http.Request) ([]gomatrixserverlib.PDU, error) {
 	roomID, err := roomIDVar(r)
 	if err != nil {
 		return nil, err
 	}
-	pdus, err := c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID)
+	return c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/state
+func (c *ClientAPI) getState(r *http.Request) (any, error) {
+	pdus, err := c.requestedState(r)
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +103,6 @@ func (c *ClientAPI) getStateEvent(r *http.Request) (any, error) {
 
 // GET /_matrix/client/v3/rooms/{roomId}/members
 func (c *ClientAPI) getMembers(r *http.Request) (any, error) {
-	roomID, err := roomIDVar(r)
-	if err != nil {
-		return nil, err
-	}
 	q := r.URL.Query()
 	if q.Get("at") != "" {
 		// at takes a sync token; none exists until /sync does.
@@ -112,7 +114,7 @@ func (c *ClientAPI) getMembers(r *http.Request) (any, error) {
 			return nil, mxerr.InvalidParam("%s must be one of join, invite, leave, ban, knock", k)
 		}
 	}
-	pdus, err := c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID)
+	pdus, err := c.requestedState(r)
 	if err != nil {
 		return nil, err
 	}
@@ -135,11 +137,7 @@ func (c *ClientAPI) getMembers(r *http.Request) (any, error) {
 
 // GET /_matrix/client/v3/rooms/{roomId}/joined_members
 func (c *ClientAPI) getJoinedMembers(r *http.Request) (any, error) {
-	roomID, err := roomIDVar(r)
-	if err != nil {
-		return nil, err
-	}
-	pdus, err := c.readState(r.Context(), roomID, httputil.DeviceFrom(r.Context()).UserID)
+	pdus, err := c.requestedState(r)
 	if err != nil {
 		return nil, err
 	}

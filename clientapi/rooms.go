@@ -245,16 +245,9 @@ func (c *ClientAPI) powerLevels(ctx context.Context, roomID string) (*rsapi.Powe
 	if err != nil {
 		return nil, err
 	}
-	var create, pl gomatrixserverlib.PDU
-	for _, p := range pdus {
-		if p.Type() == spec.MRoomCreate {
-			create = p
-		} else {
-			pl = p
-		}
+	pl, err := rsapi.PowerLevelsFromState(pdus)
+	if err == nil && pl == nil {
+		err = mxerr.NotFound("Unknown room %s", roomID)
 	}
-	if create == nil {
-		return nil, mxerr.NotFound("Unknown room %s", roomID)
-	}
-	return rsapi.NewPowerLevels(create, pl)
+	return pl, err
 }

@@ -364,14 +364,7 @@ func (d *dbctx) authAgainstAuthEvents(ctx context.Context, head *roomHead, pdu g
 		}
 		pdus = append(pdus, e.pdu)
 	}
-	if pdu.Type() == spec.MRoomCreate {
-		pdus = append(pdus, pdu)
-	}
-	ae, err := gomatrixserverlib.NewAuthEvents(pdus)
-	if err != nil {
-		return err
-	}
-	return gomatrixserverlib.Allowed(pdu, ae, userIDForSender)
+	return allowed(pdu, pdus)
 }
 
 // authAgainstState checks an event against the auth events a state holds.
@@ -381,10 +374,16 @@ func (d *dbctx) authAgainstState(ctx context.Context, pdu gomatrixserverlib.PDU,
 	if err != nil {
 		return err
 	}
+	return allowed(pdu, pdus)
+}
+
+// allowed applies the auth rules to an event with the given auth events (a
+// create event is its own).
+func allowed(pdu gomatrixserverlib.PDU, authEvents []gomatrixserverlib.PDU) error {
 	if pdu.Type() == spec.MRoomCreate {
-		pdus = append(pdus, pdu)
+		authEvents = append(authEvents, pdu)
 	}
-	ae, err := gomatrixserverlib.NewAuthEvents(pdus)
+	ae, err := gomatrixserverlib.NewAuthEvents(authEvents)
 	if err != nil {
 		return err
 	}

@@ -363,16 +363,5 @@ func (d *dbctx) powerLevels(ctx context.Context, s state.Snapshot) (*api.PowerLe
 	if err != nil {
 		return nil, err
 	}
-	var create, pl gomatrixserverlib.PDU
-	for _, p := range pdus {
-		if p.Type() == spec.MRoomCreate {
-			create = p
-		} else {
-			pl = p
-		}
-	}
-	if create == nil {
-		return nil, nil
-	}
-	return api.NewPowerLevels(create, pl)
+	return api.PowerLevelsFromState(pdus)
 }

@@ -39,6 +39,25 @@ func NewPowerLevels(create, powerLevels gomatrixserverlib.PDU) (*PowerLevels, er
 	return p, nil
 }
 
+// PowerLevelsFromState reads the power levels from state events that
+// include the create event (and the power levels event, if the room has
+// one); nil when the create event is missing.
+func PowerLevelsFromState(state []gomatrixserverlib.PDU) (*PowerLevels, error) {
+	var create, pl gomatrixserverlib.PDU
+	for _, p := range state {
+		switch {
+		case p.Type() == spec.MRoomCreate && p.StateKeyEquals(""):
+			create = p
+		case p.Type() == spec.MRoomPowerLevels && p.StateKeyEquals(""):
+			pl = p
+		}
+	}
+	if create == nil {
+		return nil, nil
+	}
+	return NewPowerLevels(create, pl)
+}
+
 // UserLevel is the power level of a user.
 func (p *PowerLevels) UserLevel(userID string) int64 {
 	if p.Creators[userID] {
