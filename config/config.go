@@ -26,6 +26,7 @@ type Config struct {
 	Auth           Auth            `yaml:"auth" doc:"Passwords and access tokens."`
 	RateLimiting   RateLimiting    `yaml:"rate_limiting" doc:"Request rate limits (token buckets)."`
 	Media          Media           `yaml:"media" doc:"The media repository."`
+	Presence       Presence        `yaml:"presence" doc:"Online/offline status of users."`
 	Logging        Logging         `yaml:"logging" doc:"Log output."`
 	Metrics        Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
 	WellKnown      WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
@@ -105,6 +106,13 @@ type Rate struct {
 type Media struct {
 	StorePath     string   `yaml:"store_path" doc:"Directory for uploaded and cached remote media."`
 	MaxUploadSize ByteSize `yaml:"max_upload_size" doc:"Largest upload accepted (such as 50M)."`
+}
+
+// Presence configures presence.
+type Presence struct {
+	Enabled      bool     `yaml:"enabled" doc:"Track and share whether users are online (as Synapse's presence.enabled). Off: clients see everyone offline."`
+	IdleAfter    Duration `yaml:"idle_after" doc:"An online user without activity for this long becomes unavailable."`
+	OfflineAfter Duration `yaml:"offline_after" doc:"A user whose clients stopped syncing for this long becomes offline."`
 }
 
 // Logging configures log output.

@@ -28,9 +28,10 @@ func Defaults(serverName string) *Config {
 			Registration:  Rate{PerSecond: 0.17, Burst: 3},
 			Message:       Rate{PerSecond: 0.2, Burst: 10},
 		},
-		Media:   Media{StorePath: "data/media", MaxUploadSize: 50 << 20},
-		Logging: Logging{Level: "info", Format: "text"},
-		Metrics: Metrics{Address: "127.0.0.1:9092"},
+		Media:    Media{StorePath: "data/media", MaxUploadSize: 50 << 20},
+		Presence: Presence{Enabled: true, IdleAfter: Duration(5 * time.Minute), OfflineAfter: Duration(30 * time.Second)},
+		Logging:  Logging{Level: "info", Format: "text"},
+		Metrics:  Metrics{Address: "127.0.0.1:9092"},
 	}
 }
 

@@ -123,6 +123,12 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if c.Presence.IdleAfter <= 0 {
+		bad("presence.idle_after", "must be positive")
+	}
+	if c.Presence.OfflineAfter <= 0 {
+		bad("presence.offline_after", "must be positive")
+	}
 	if c.Media.StorePath == "" {
 		bad("media.store_path", "must be set")
 	}

@@ -140,10 +140,18 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, err
 	}
 	s.closers = append(s.closers, inputer.Close)
-	sync, err := syncapi.New(ctx, s.DB, s.Log)
+	sync, err := syncapi.New(ctx, syncapi.Config{
+		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
+		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
+	},
+		s.DB, s.Bus, rooms, s.Users, s.Log)
 	if err != nil {
 		return nil, err
 	}
+	if err := sync.Start(ctx); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, sync.Close)
 	client, err := clientapi.New(ctx, clientapi.Config{
 		ServerName:               cfg.ServerName,
 		RegistrationEnabled:      cfg.Registration.Enabled,

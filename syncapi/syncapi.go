@@ -1,92 +1,216 @@
 // Package syncapi serves what clients read the world through: /sync,
-// /messages, /context, typing, receipts and presence, from a read model fed
-// by streams. It also owns filters, which shape those reads.
+// /messages, /context, typing, receipts, read markers and presence, from a
+// read model built from the roomserver's and the user API's output streams.
+// It also owns filters, which shape those reads.
 package syncapi
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
 
-	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/myelin-chat/myelin/internal/filter"
+	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
-	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/syncapi/storage"
+	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
+
+// Config is what the sync API needs from the configuration.
+type Config struct {
+	ServerName      string
+	PresenceEnabled bool
+	// IdleAfter and OfflineAfter are the presence timeouts (Synapse's
+	// 5 minutes and 30 seconds when zero).
+	IdleAfter, OfflineAfter time.Duration
+}
 
 // SyncAPI is the sync component.
 type SyncAPI struct {
-	store *storage.Storage
-	log   *slog.Logger
+	cfg      Config
+	store    *storage.Storage
+	bus      *bus.Bus
+	rooms    rsapi.QueryAPI
+	users    userapi.AccountDataAPI
+	log      *slog.Logger
+	notifier *notifier
+	typing   *typingStore
+	presence *presenceTracker
+	lazy     *lazyCache
+
+	// pos holds the highest committed position of each stream.
+	pos struct {
+		pdu, receipt, accountData, presence atomic.Int64
+	}
+	receiptMu sync.Mutex // orders receipt positions with their commits
+
+	// applied holds the last stream sequence each consumer applied;
+	// waitCond is broadcast whenever it moves (read-your-writes).
+	applied struct {
+		roomOutput, userOutput atomic.Uint64
+	}
+	waitMu   sync.Mutex
+	waitCond *sync.Cond
+	streams  struct {
+		roomOutput, userOutput jetstream.Stream
+	}
+
+	stopMu sync.Mutex
+	stops  []func()
 }
 
 // New migrates the sync API's tables and returns the component.
-func New(ctx context.Context, db *sqlutil.DB, log *slog.Logger) (*SyncAPI, error) {
+func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsapi.QueryAPI, users userapi.AccountDataAPI, log *slog.Logger) (*SyncAPI, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	if cfg.IdleAfter <= 0 {
+		cfg.IdleAfter = 5 * time.Minute
+	}
+	if cfg.OfflineAfter <= 0 {
+		cfg.OfflineAfter = 30 * time.Second
 	}
 	st, err := storage.New(ctx, db)
 	if err != nil {
 		return nil, fmt.Errorf("syncapi: %w", err)
 	}
-	return &SyncAPI{store: st, log: log.With("component", "syncapi")}, nil
+	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
+		notifier: newNotifier(), lazy: newLazyCache(10000)}
+	s.waitCond = sync.NewCond(&s.waitMu)
+	s.typing = newTypingStore(func(roomID string) { s.notifier.wakeRoom(roomID) })
+	s.presence = newPresenceTracker(s)
+	return s, nil
+}
+
+// Start loads positions and memberships, and starts the stream consumers.
+func (s *SyncAPI) Start(ctx context.Context) error {
+	ev, rc, ad, pr, err := storage.MaxPositions(ctx, s.store.DB())
+	if err != nil {
+		return fmt.Errorf("syncapi: positions: %w", err)
+	}
+	s.pos.pdu.Store(ev)
+	s.pos.receipt.Store(rc)
+	s.pos.accountData.Store(ad)
+	s.pos.presence.Store(pr)
+	members, err := storage.CurrentMembers(ctx, s.store.DB(), nil)
+	if err != nil {
+		return fmt.Errorf("syncapi: members: %w", err)
+	}
+	for _, m := range members {
+		if s.isLocal(m.UserID) {
+			s.notifier.setMember(m.RoomID, m.UserID, true)
+		}
+	}
+	for _, c := range []struct {
+		name, stream string
+		applied      *atomic.Uint64
+		handle       bus.Handler
+		into         *jetstream.Stream
+	}{
+		{roomOutputConsumer, rsapi.RoomOutputStream.Name, &s.applied.roomOutput, s.onRoomOutput, &s.streams.roomOutput},
+		{userOutputConsumer, userapi.UserOutputStream.Name, &s.applied.userOutput, s.onUserOutput, &s.streams.userOutput},
+	} {
+		seq, err := storage.ConsumerPosition(ctx, s.store.DB(), c.name)
+		if err != nil {
+			return err
+		}
+		c.applied.Store(seq)
+		if *c.into, err = s.bus.JS.Stream(ctx, s.bus.Name(c.stream)); err != nil {
+			return fmt.Errorf("syncapi: stream %s: %w", c.stream, err)
+		}
+		stop, err := s.bus.Consume(ctx, bus.ConsumerSpec{
+			Stream: c.stream, Durable: c.name, MaxAckPending: 1,
+			LastApplied: func(ctx context.Context) (uint64, error) { return storage.ConsumerPosition(ctx, s.store.DB(), c.name) },
+		}, c.handle)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s.addStop(stop)
+	}
+	s.addStop(s.presence.start())
+	s.addStop(s.typing.stop)
+	return nil
+}
+
+func (s *SyncAPI) addStop(f func()) {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	s.stops = append(s.stops, f)
+}
+
+// Close stops the consumers and timers.
+func (s *SyncAPI) Close() {
+	s.stopMu.Lock()
+	defer s.stopMu.Unlock()
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+	s.stops = nil
 }
 
 // Register mounts the sync API's client routes.
 func (s *SyncAPI) Register(srv *httputil.Server) {
-	srv.HandleClient(http.MethodPost, "/user/{userId}/filter", s.postFilter, httputil.Auth(), httputil.Guests())
-	srv.HandleClient(http.MethodGet, "/user/{userId}/filter/{filterId}", s.getFilter, httputil.Auth(), httputil.Guests())
+	auth, guests := httputil.Auth(), httputil.Guests()
+	srv.HandleClient(http.MethodPost, "/user/{userId}/filter", s.postFilter, auth, guests)
+	srv.HandleClient(http.MethodGet, "/user/{userId}/filter/{filterId}", s.getFilter, auth, guests)
+	srv.HandleClient(http.MethodGet, "/sync", s.getSync, auth, guests)
+	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/messages", s.getMessages, auth, guests)
+	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/context/{eventId}", s.getContext, auth, guests)
+	srv.Handle(http.MethodGet, "/_matrix/client/v1/rooms/{roomId}/timestamp_to_event", s.getTimestampToEvent, auth, guests)
+	srv.HandleClient(http.MethodPut, "/rooms/{roomId}/typing/{userId}", s.putTyping, auth, guests)
+	srv.HandleClient(http.MethodPost, "/rooms/{roomId}/receipt/{receiptType}/{eventId}", s.postReceipt, auth, guests)
+	srv.HandleClient(http.MethodPost, "/rooms/{roomId}/read_markers", s.postReadMarkers, auth, guests)
+	srv.HandleClient(http.MethodPut, "/presence/{userId}/status", s.putPresence, auth, guests)
+	srv.HandleClient(http.MethodGet, "/presence/{userId}/status", s.getPresence, auth, guests)
 }
 
-// POST /user/{userId}/filter
-func (s *SyncAPI) postFilter(r *http.Request) (any, error) {
-	dev := httputil.DeviceFrom(r.Context())
-	if httputil.Vars(r)["userId"] != dev.UserID {
-		return nil, mxerr.Forbidden("Cannot create filters for other users")
-	}
-	body, err := httputil.ReadBody(r)
+// catchUp waits (at most catchUpLimit) until the consumers have applied
+// everything the output streams held when the request arrived, so that a
+// client reads its own writes: an event it sent or account data it set
+// before this request. After the limit it serves what it has.
+func (s *SyncAPI) catchUp(ctx context.Context) error {
+	wantRoom, err := lastSeq(ctx, s.streams.roomOutput)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var raw map[string]any
-	if err := httputil.UnmarshalObject(body, &raw); err != nil {
-		return nil, err
-	}
-	if _, err := filter.Parse(body); err != nil {
-		return nil, mxerr.BadJSON("%v", err)
-	}
-	// Stored canonical, so that the same filter written differently gets
-	// the same ID.
-	canonical, err := gomatrixserverlib.CanonicalJSON(body)
+	wantUser, err := lastSeq(ctx, s.streams.userOutput)
 	if err != nil {
-		return nil, mxerr.BadJSON("%v", err)
+		return err
 	}
-	id, err := s.store.PutFilter(r.Context(), dev.UserID, canonical)
-	if err != nil {
-		return nil, err
+	caughtUp := func() bool { return s.applied.roomOutput.Load() >= wantRoom && s.applied.userOutput.Load() >= wantUser }
+	if caughtUp() {
+		return nil
 	}
-	return map[string]string{"filter_id": id}, nil
+	deadline := time.Now().Add(catchUpLimit)
+	wake := time.AfterFunc(catchUpLimit, func() {
+		s.waitMu.Lock()
+		s.waitCond.Broadcast()
+		s.waitMu.Unlock()
+	})
+	defer wake.Stop()
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	for !caughtUp() && time.Now().Before(deadline) && ctx.Err() == nil {
+		s.waitCond.Wait()
+	}
+	return nil
 }
 
-// GET /user/{userId}/filter/{filterId}
-func (s *SyncAPI) getFilter(r *http.Request) (any, error) {
-	dev := httputil.DeviceFrom(r.Context())
-	vars := httputil.Vars(r)
-	if vars["userId"] != dev.UserID {
-		return nil, mxerr.Forbidden("Cannot get filters of other users")
-	}
-	f, err := s.store.GetFilter(r.Context(), dev.UserID, vars["filterId"])
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, mxerr.NotFound("No such filter")
-	}
+// catchUpLimit bounds how long a read waits for the consumers.
+const catchUpLimit = 2 * time.Second
+
+func lastSeq(ctx context.Context, st jetstream.Stream) (uint64, error) {
+	info, err := st.Info(ctx)
 	if err != nil {
-		return nil, err
+		return 0, fmt.Errorf("stream info: %w", err)
 	}
-	return json.RawMessage(f), nil
+	return info.State.LastSeq, nil
 }

@@ -107,3 +107,44 @@ func clientUnsigned(u []byte) json.RawMessage {
 	out, _ := json.Marshal(unsigned)
 	return out
 }
+
+// FromJSON converts an event from its stored JSON (federation format, whose
+// event_id may be implied, as in room versions 3 and later).
+func FromJSON(eventID string, js []byte, withRoomID bool) Event {
+	e := Event{
+		Content:        json.RawMessage(gjson.GetBytes(js, "content").Raw),
+		EventID:        eventID,
+		OriginServerTS: gjson.GetBytes(js, "origin_server_ts").Int(),
+		Sender:         gjson.GetBytes(js, "sender").Str,
+		Type:           gjson.GetBytes(js, "type").Str,
+	}
+	if len(e.Content) == 0 {
+		e.Content = json.RawMessage("{}")
+	}
+	if sk := gjson.GetBytes(js, "state_key"); sk.Exists() {
+		s := sk.Str
+		e.StateKey = &s
+	}
+	if withRoomID {
+		e.RoomID = gjson.GetBytes(js, "room_id").Str
+	}
+	if u := gjson.GetBytes(js, "unsigned"); u.IsObject() && u.Raw != "{}" {
+		e.Unsigned = clientUnsigned([]byte(u.Raw))
+	}
+	if e.Type == spec.MRoomRedaction {
+		top := gjson.GetBytes(js, "redacts").Str
+		inContent := gjson.GetBytes(e.Content, "redacts")
+		switch {
+		case top != "" && !inContent.Exists():
+			e.Redacts = top
+			if c, err := sjson.SetBytes(e.Content, "redacts", top); err == nil {
+				e.Content = c
+			}
+		case top != "":
+			e.Redacts = top
+		default:
+			e.Redacts = inContent.Str
+		}
+	}
+	return e
+}

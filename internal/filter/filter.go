@@ -155,3 +155,13 @@ func roomIDs(name string, list *[]string) error {
 	}
 	return nil
 }
+
+// ParseRoomEventFilter decodes and validates a room event filter (the
+// filter parameter of /messages and /context).
+func ParseRoomEventFilter(data []byte) (*RoomEventFilter, error) {
+	f, err := Parse([]byte(`{"room":{"timeline":` + string(data) + `}}`))
+	if err != nil {
+		return nil, err
+	}
+	return f.Room.Timeline, nil
+}

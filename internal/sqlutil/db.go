@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lib/pq"
 	"github.com/mattn/go-sqlite3"
@@ -57,7 +58,11 @@ type DB struct {
 	writer  *sql.DB
 	reader  *sql.DB
 	rebound sync.Map // query text -> rebound text
+	queries atomic.Uint64
 }
+
+// Queries counts the statements run so far (for tests that bound them).
+func (db *DB) Queries() uint64 { return db.queries.Load() }
 
 // Open connects to url: "sqlite:<path>" (or "file:<path>") for SQLite,
 // "postgres://..." or "postgresql://..." for PostgreSQL. SQLite creates the
@@ -146,6 +151,7 @@ func (db *DB) Close() error {
 // Rebind turns ? placeholders into the dialect's form ($1, $2... for
 // PostgreSQL). Question marks inside single-quoted literals are left alone.
 func (db *DB) Rebind(query string) string {
+	db.queries.Add(1)
 	if db.Dialect != Postgres {
 		return query
 	}

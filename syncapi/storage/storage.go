@@ -23,6 +23,17 @@ type Storage struct {
 	db *sqlutil.DB
 }
 
+// DB is the handle for reads outside a transaction.
+func (s *Storage) DB() sqlutil.Querier { return s.db }
+
+// WithTx runs fn in a write transaction.
+func (s *Storage) WithTx(ctx context.Context, fn func(tx *sqlutil.Tx) error) error {
+	return s.db.WithTx(ctx, fn)
+}
+
+// Dialect is the database engine.
+func (s *Storage) Dialect() sqlutil.Dialect { return s.db.Dialect }
+
 // New migrates the sync API's tables.
 func New(ctx context.Context, db *sqlutil.DB) (*Storage, error) {
 	if err := db.Migrate(ctx, "sync", schema); err != nil {

@@ -1,0 +1,216 @@
+package syncapi
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"github.com/myelin-chat/myelin/internal/clientevent"
+	"github.com/myelin-chat/myelin/internal/filter"
+	"github.com/myelin-chat/myelin/syncapi/storage"
+)
+
+// formatter turns stored events into what a request asked for: client
+// format (with or without room_id) or federation format, with the sender
+// device's transaction ID, the replaced state's content, and only the
+// filter's event_fields.
+type formatter struct {
+	userID, deviceID string
+	federation       bool
+	withRoomID       bool
+	fields           []string
+}
+
+func newFormatter(userID, deviceID string, f *filter.Filter, withRoomID bool) *formatter {
+	fm := &formatter{userID: userID, deviceID: deviceID, withRoomID: withRoomID}
+	if f != nil {
+		fm.federation = f.EventFormat == "federation"
+		fm.fields = f.EventFields
+	}
+	return fm
+}
+
+// event formats a timeline event.
+func (fm *formatter) event(e *storage.Event) json.RawMessage {
+	var out []byte
+	if fm.federation {
+		out = e.JSON
+	} else {
+		ce := clientevent.FromJSON(e.EventID, e.JSON, fm.withRoomID)
+		out, _ = json.Marshal(ce)
+	}
+	if e.TxnID != "" && e.Sender == fm.userID && e.DeviceID == fm.deviceID {
+		out, _ = sjson.SetBytes(out, "unsigned.transaction_id", e.TxnID)
+	}
+	if e.ReplacesState != "" {
+		out, _ = sjson.SetBytes(out, "unsigned.replaces_state", e.ReplacesState)
+		if len(e.PrevContent) > 0 {
+			out, _ = sjson.SetRawBytes(out, "unsigned.prev_content", e.PrevContent)
+		}
+	}
+	return fm.project(out)
+}
+
+// state formats a state event from the state table.
+func (fm *formatter) state(eventID string, js []byte) json.RawMessage {
+	if fm.federation {
+		return fm.project(js)
+	}
+	out, _ := json.Marshal(clientevent.FromJSON(eventID, js, fm.withRoomID))
+	return fm.project(out)
+}
+
+// project keeps only the filter's event_fields.
+func (fm *formatter) project(js []byte) json.RawMessage {
+	if len(fm.fields) == 0 {
+		return js
+	}
+	out := []byte(`{}`)
+	for _, path := range fm.fields {
+		if v := gjson.GetBytes(js, path); v.Exists() {
+			out, _ = sjson.SetRawBytes(out, path, []byte(v.Raw))
+		}
+	}
+	return out
+}
+
+// matchType reports whether an event type matches a filter pattern ("*"
+// is a wildcard).
+func matchType(pattern, typ string) bool {
+	if !strings.Contains(pattern, "*") {
+		return pattern == typ
+	}
+	parts := strings.Split(pattern, "*")
+	if !strings.HasPrefix(typ, parts[0]) {
+		return false
+	}
+	rest := typ[len(parts[0]):]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(rest, p)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(p):]
+	}
+	return strings.HasSuffix(rest, parts[len(parts)-1])
+}
+
+// eventAllowed applies an event filter's type and sender lists.
+func eventAllowed(f *filter.EventFilter, typ, sender string) bool {
+	if f == nil {
+		return true
+	}
+	any := func(list *[]string, match func(string) bool) bool {
+		for _, v := range *list {
+			if match(v) {
+				return true
+			}
+		}
+		return false
+	}
+	if f.NotTypes != nil && any(f.NotTypes, func(p string) bool { return matchType(p, typ) }) {
+		return false
+	}
+	if f.Types != nil && !any(f.Types, func(p string) bool { return matchType(p, typ) }) {
+		return false
+	}
+	if f.NotSenders != nil && any(f.NotSenders, func(s string) bool { return s == sender }) {
+		return false
+	}
+	if f.Senders != nil && !any(f.Senders, func(s string) bool { return s == sender }) {
+		return false
+	}
+	return true
+}
+
+// roomAllowed applies room and not_rooms lists.
+func roomAllowed(rooms, notRooms *[]string, roomID string) bool {
+	if notRooms != nil {
+		for _, r := range *notRooms {
+			if r == roomID {
+				return false
+			}
+		}
+	}
+	if rooms != nil {
+		for _, r := range *rooms {
+			if r == roomID {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// timelineCond turns a room event filter into SQL on sync_events "e": the
+// limit then counts only matching events.
+func timelineCond(f *filter.RoomEventFilter) (string, []any) {
+	if f == nil {
+		return "", nil
+	}
+	var conds []string
+	var args []any
+	likes := func(list []string, negate bool) {
+		if len(list) == 0 {
+			if !negate {
+				conds = append(conds, "FALSE")
+			}
+			return
+		}
+		var ors []string
+		for _, p := range list {
+			if strings.Contains(p, "*") {
+				esc := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(p)
+				ors = append(ors, `e.type LIKE ? ESCAPE '\'`)
+				args = append(args, strings.ReplaceAll(esc, "*", "%"))
+			} else {
+				ors = append(ors, "e.type = ?")
+				args = append(args, p)
+			}
+		}
+		c := "(" + strings.Join(ors, " OR ") + ")"
+		if negate {
+			c = "NOT " + c
+		}
+		conds = append(conds, c)
+	}
+	if f.Types != nil {
+		likes(*f.Types, false)
+	}
+	if f.NotTypes != nil {
+		likes(*f.NotTypes, true)
+	}
+	senders := func(list []string, negate bool) {
+		if len(list) == 0 {
+			if !negate {
+				conds = append(conds, "FALSE")
+			}
+			return
+		}
+		op := "IN"
+		if negate {
+			op = "NOT IN"
+		}
+		conds = append(conds, "e.sender "+op+" ("+strings.Repeat("?,", len(list)-1)+"?)")
+		for _, s := range list {
+			args = append(args, s)
+		}
+	}
+	if f.Senders != nil {
+		senders(*f.Senders, false)
+	}
+	if f.NotSenders != nil {
+		senders(*f.NotSenders, true)
+	}
+	if f.ContainsURL != nil {
+		if *f.ContainsURL {
+			conds = append(conds, "e.contains_url")
+		} else {
+			conds = append(conds, "NOT e.contains_url")
+		}
+	}
+	return strings.Join(conds, " AND "), args
+}

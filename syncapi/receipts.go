@@ -1,0 +1,173 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/syncapi/storage"
+)
+
+// requireJoined checks (after catching up with the room streams) that the
+// user is joined to the room.
+func (s *SyncAPI) requireJoined(ctx context.Context, roomID, userID string) error {
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return mxerr.InvalidParam("%q is not a valid room ID", roomID)
+	}
+	if err := s.catchUp(ctx); err != nil {
+		return err
+	}
+	_, js, err := storage.CurrentStateEvent(ctx, s.store.DB(), roomID, spec.MRoomMember, userID)
+	if err != nil {
+		return err
+	}
+	var content struct {
+		Content struct {
+			Membership string `json:"membership"`
+		} `json:"content"`
+	}
+	if js != nil {
+		_ = json.Unmarshal(js, &content)
+	}
+	if content.Content.Membership != spec.Join {
+		return mxerr.Forbidden("You are not in the room")
+	}
+	return nil
+}
+
+// storeReceipt records a receipt at the next position and wakes the room.
+func (s *SyncAPI) storeReceipt(ctx context.Context, r *storage.Receipt) error {
+	s.receiptMu.Lock()
+	r.Pos = s.pos.receipt.Load() + 1
+	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error { return storage.UpsertReceipt(ctx, tx, r) })
+	if err == nil {
+		s.pos.receipt.Store(r.Pos)
+	}
+	s.receiptMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if r.Type == "m.read.private" {
+		s.notifier.wakeUsers(r.UserID)
+	} else {
+		s.notifier.wakeRoom(r.RoomID)
+	}
+	return nil
+}
+
+// checkEventInRoom refuses receipts for events the server does not know in
+// this room.
+func (s *SyncAPI) checkEventInRoom(ctx context.Context, roomID, eventID string) error {
+	evs, err := storage.EventsByID(ctx, s.store.DB(), []string{eventID})
+	if err != nil {
+		return err
+	}
+	if e, ok := evs[eventID]; !ok || e.RoomID != roomID {
+		return mxerr.NotFound("Event %s not found in this room", eventID)
+	}
+	return nil
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
+func (s *SyncAPI) postReceipt(r *http.Request) (any, error) {
+	ctx := r.Context()
+	dev := httputil.DeviceFrom(ctx)
+	vars := httputil.Vars(r)
+	var body struct {
+		ThreadID *string `json:"thread_id"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return nil, err
+	}
+	roomID, eventID, typ := vars["roomId"], vars["eventId"], vars["receiptType"]
+	switch typ {
+	case "m.read", "m.read.private":
+	case "m.fully_read":
+		if body.ThreadID != nil {
+			return nil, mxerr.InvalidParam("m.fully_read receipts cannot be threaded")
+		}
+	default:
+		return nil, mxerr.InvalidParam("Unknown receipt type %s", typ)
+	}
+	threadID := ""
+	if body.ThreadID != nil {
+		if *body.ThreadID != "main" && !strings.HasPrefix(*body.ThreadID, "$") {
+			return nil, mxerr.InvalidParam("thread_id must be \"main\" or an event ID")
+		}
+		threadID = *body.ThreadID
+	}
+	if err := s.requireJoined(ctx, roomID, dev.UserID); err != nil {
+		return nil, err
+	}
+	if err := s.checkEventInRoom(ctx, roomID, eventID); err != nil {
+		return nil, err
+	}
+	if typ == "m.fully_read" {
+		return struct{}{}, s.setFullyRead(ctx, dev.UserID, roomID, eventID)
+	}
+	s.presence.active(dev.UserID)
+	return struct{}{}, s.storeReceipt(ctx, &storage.Receipt{RoomID: roomID, Type: typ, UserID: dev.UserID, ThreadID: threadID,
+		EventID: eventID, TS: time.Now().UnixMilli()})
+}
+
+// setFullyRead moves the read marker (room account data m.fully_read).
+func (s *SyncAPI) setFullyRead(ctx context.Context, userID, roomID, eventID string) error {
+	content, _ := json.Marshal(map[string]string{"event_id": eventID})
+	return s.users.PutAccountData(ctx, userID, roomID, "m.fully_read", content)
+}
+
+// POST /_matrix/client/v3/rooms/{roomId}/read_markers
+func (s *SyncAPI) postReadMarkers(r *http.Request) (any, error) {
+	ctx := r.Context()
+	dev := httputil.DeviceFrom(ctx)
+	roomID := httputil.Vars(r)["roomId"]
+	var body struct {
+		FullyRead   string `json:"m.fully_read"`
+		Read        string `json:"m.read"`
+		ReadPrivate string `json:"m.read.private"`
+	}
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if err := s.requireJoined(ctx, roomID, dev.UserID); err != nil {
+		return nil, err
+	}
+	for _, id := range []string{body.FullyRead, body.Read, body.ReadPrivate} {
+		if id != "" {
+			if err := s.checkEventInRoom(ctx, roomID, id); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if body.FullyRead != "" {
+		if err := s.setFullyRead(ctx, dev.UserID, roomID, body.FullyRead); err != nil {
+			return nil, err
+		}
+	}
+	now := time.Now().UnixMilli()
+	for _, rc := range []struct{ typ, id string }{{"m.read", body.Read}, {"m.read.private", body.ReadPrivate}} {
+		if rc.id == "" {
+			continue
+		}
+		if err := s.storeReceipt(ctx, &storage.Receipt{RoomID: roomID, Type: rc.typ, UserID: dev.UserID, EventID: rc.id, TS: now}); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, nil
+}
+
+// decodeOptional decodes a JSON object body that may be empty.
+func decodeOptional(r *http.Request, v any) error {
+	body, err := httputil.ReadBody(r)
+	if err != nil || len(body) == 0 {
+		return err
+	}
+	return httputil.UnmarshalObject(body, v)
+}

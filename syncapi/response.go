@@ -1,0 +1,591 @@
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/filter"
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/syncapi/storage"
+)
+
+// Response types of /sync.
+type (
+	eventList struct {
+		Events []json.RawMessage `json:"events"`
+	}
+	timeline struct {
+		Events    []json.RawMessage `json:"events"`
+		Limited   bool              `json:"limited"`
+		PrevBatch string            `json:"prev_batch,omitempty"`
+	}
+	summary struct {
+		Heroes  []string `json:"m.heroes,omitempty"`
+		Joined  *int     `json:"m.joined_member_count,omitempty"`
+		Invited *int     `json:"m.invited_member_count,omitempty"`
+	}
+	joinedRoom struct {
+		Summary     *summary   `json:"summary,omitempty"`
+		State       *eventList `json:"state,omitempty"`
+		StateAfter  *eventList `json:"state_after,omitempty"`
+		Timeline    *timeline  `json:"timeline"`
+		Ephemeral   *eventList `json:"ephemeral"`
+		AccountData *eventList `json:"account_data"`
+	}
+	leftRoom struct {
+		State       *eventList `json:"state,omitempty"`
+		StateAfter  *eventList `json:"state_after,omitempty"`
+		Timeline    *timeline  `json:"timeline"`
+		AccountData *eventList `json:"account_data"`
+	}
+	invitedRoom struct {
+		InviteState eventList `json:"invite_state"`
+	}
+	knockedRoom struct {
+		KnockState eventList `json:"knock_state"`
+	}
+	roomsResponse struct {
+		Join   map[string]*joinedRoom  `json:"join,omitempty"`
+		Invite map[string]*invitedRoom `json:"invite,omitempty"`
+		Leave  map[string]*leftRoom    `json:"leave,omitempty"`
+		Knock  map[string]*knockedRoom `json:"knock,omitempty"`
+	}
+	syncResponse struct {
+		NextBatch   string         `json:"next_batch"`
+		AccountData *eventList     `json:"account_data,omitempty"`
+		Presence    *eventList     `json:"presence,omitempty"`
+		Rooms       *roomsResponse `json:"rooms,omitempty"`
+	}
+)
+
+// Defaults and caps of the timeline limit.
+const (
+	defaultTimelineLimit = 10
+	maxTimelineLimit     = 500
+)
+
+// roomPlan is what a sync sends for one room.
+type roomPlan struct {
+	roomID  string
+	section string // join or leave
+	full    bool   // send the whole state (initial, newly joined, full_state)
+	from    int64  // timeline after this position
+	to      int64  // up to this one
+	// history is true when the user was not joined all along the
+	// timeline range, so events are checked against history visibility.
+	history bool
+}
+
+// buildSync computes a sync response; empty reports that nothing changed
+// since the request's token.
+func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *syncRequest) (*syncResponse, bool, error) {
+	db := s.store.DB()
+	now := s.currentPos()
+	initial := req.since == nil
+	var since StreamPos
+	if !initial {
+		since = *req.since
+	}
+	flt := req.filter
+	if flt == nil {
+		flt = &filter.Filter{}
+	}
+	roomFilter := flt.Room
+	if roomFilter == nil {
+		roomFilter = &filter.RoomFilter{}
+	}
+	includeLeave := roomFilter.IncludeLeave
+	fm := newFormatter(dev.UserID, dev.DeviceID, flt, false)
+	if initial {
+		s.lazy.reset(dev.UserID, dev.DeviceID)
+	}
+
+	memberships, err := storage.CurrentMemberships(ctx, db, dev.UserID)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, m := range memberships {
+		now.PDU = max(now.PDU, m.Pos) // all positions up to a committed row are committed
+	}
+	var changes []storage.MembershipChange
+	if !initial {
+		if changes, err = storage.MembershipChanges(ctx, db, dev.UserID, since.PDU, now.PDU, nil); err != nil {
+			return nil, false, err
+		}
+	}
+	changedIn := map[string][]storage.MembershipChange{}
+	for _, c := range changes {
+		changedIn[c.RoomID] = append(changedIn[c.RoomID], c)
+	}
+
+	resp := &syncResponse{NextBatch: now.String(), Rooms: &roomsResponse{}}
+	var plans []*roomPlan
+	var invites, knocks []string
+	for _, m := range memberships {
+		if !roomAllowed(roomFilter.Rooms, roomFilter.NotRooms, m.RoomID) || m.Pos > now.PDU {
+			continue
+		}
+		recent := len(changedIn[m.RoomID]) > 0
+		switch m.Membership {
+		case spec.Join:
+			p := &roomPlan{roomID: m.RoomID, section: "join", from: since.PDU, to: now.PDU}
+			if initial || req.fullState || joinedDuring(changedIn[m.RoomID]) {
+				p.full, p.from = true, math.MinInt64/2
+				p.history = true
+			}
+			plans = append(plans, p)
+		case spec.Invite:
+			if initial || recent {
+				invites = append(invites, m.RoomID)
+			}
+		case spec.Knock:
+			if initial || recent {
+				knocks = append(knocks, m.RoomID)
+			}
+		case spec.Leave, spec.Ban:
+			// Rooms left during this sync always show, so that clients
+			// learn of it; older ones only when the filter asks.
+			if (!initial && recent) || includeLeave {
+				if !recent && !initial && !req.fullState {
+					continue
+				}
+				p := &roomPlan{roomID: m.RoomID, section: "leave", from: since.PDU, to: m.Pos, history: true}
+				if initial || req.fullState || joinedDuring(changedIn[m.RoomID]) {
+					p.full, p.from = true, math.MinInt64/2
+				}
+				plans = append(plans, p)
+			}
+		}
+	}
+
+	var ad map[string][]storage.AccountData
+	if initial || now.AccountData > since.AccountData {
+		if ad, err = s.accountData(ctx, dev.UserID, since, now, initial); err != nil {
+			return nil, false, err
+		}
+	}
+	if err := s.fillRooms(ctx, dev, req, flt, fm, plans, since, now, ad, resp); err != nil {
+		return nil, false, err
+	}
+	stripped, err := storage.StrippedStates(ctx, db, dev.UserID, append(append([]string(nil), invites...), knocks...))
+	if err != nil {
+		return nil, false, err
+	}
+	for _, r := range invites {
+		if resp.Rooms.Invite == nil {
+			resp.Rooms.Invite = map[string]*invitedRoom{}
+		}
+		resp.Rooms.Invite[r] = &invitedRoom{InviteState: rawList(stripped[r])}
+	}
+	for _, r := range knocks {
+		if resp.Rooms.Knock == nil {
+			resp.Rooms.Knock = map[string]*knockedRoom{}
+		}
+		resp.Rooms.Knock[r] = &knockedRoom{KnockState: rawList(stripped[r])}
+	}
+
+	// Global account data.
+	if len(ad[""]) > 0 {
+		var global []json.RawMessage
+		for _, d := range ad[""] {
+			if eventAllowed(flt.AccountData, d.Type, "") {
+				global = append(global, accountDataEvent(d))
+			}
+		}
+		if len(global) > 0 {
+			resp.AccountData = &eventList{Events: global}
+		}
+	}
+	// Presence of those sharing a room.
+	if s.cfg.PresenceEnabled && (initial || now.Presence > since.Presence) {
+		if err := s.fillPresence(ctx, dev.UserID, flt, since, now, initial, resp); err != nil {
+			return nil, false, err
+		}
+	}
+	r := resp.Rooms
+	empty := len(r.Join) == 0 && len(r.Invite) == 0 && len(r.Leave) == 0 && len(r.Knock) == 0 &&
+		resp.AccountData == nil && resp.Presence == nil
+	if len(r.Join) == 0 && len(r.Invite) == 0 && len(r.Leave) == 0 && len(r.Knock) == 0 {
+		resp.Rooms = nil
+	}
+	return resp, empty, nil
+}
+
+// joinedDuring reports whether a user joined in these membership changes
+// (then the room is new to the client: it gets the whole state).
+func joinedDuring(changes []storage.MembershipChange) bool {
+	for _, c := range changes {
+		if c.Membership == spec.Join {
+			return true
+		}
+	}
+	return false
+}
+
+func rawList(js json.RawMessage) eventList {
+	var evs []json.RawMessage
+	_ = json.Unmarshal(js, &evs)
+	if evs == nil {
+		evs = []json.RawMessage{}
+	}
+	return eventList{Events: evs}
+}
+
+func accountDataEvent(d storage.AccountData) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{"type": d.Type, "content": d.Content})
+	return b
+}
+
+// accountData returns the user's account data changed since the token,
+// grouped by room ("" for global).
+func (s *SyncAPI) accountData(ctx context.Context, userID string, since, now StreamPos, initial bool) (map[string][]storage.AccountData, error) {
+	from := since.AccountData
+	if initial {
+		from = -1
+	}
+	rows, err := storage.AccountDataSince(ctx, s.store.DB(), userID, from, now.AccountData)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]storage.AccountData{}
+	for _, d := range rows {
+		out[d.RoomID] = append(out[d.RoomID], d)
+	}
+	return out, nil
+}
+
+// fillPresence adds the presence of the users sharing a room with the user.
+func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.Filter, since, now StreamPos, initial bool, resp *syncResponse) error {
+	users := s.notifier.sharers(userID)
+	list := make([]string, 0, len(users))
+	for u := range users {
+		list = append(list, u)
+	}
+	from := since.Presence
+	if initial {
+		from = -1
+	}
+	rows, err := storage.PresenceSince(ctx, s.store.DB(), list, from, now.Presence)
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	var evs []json.RawMessage
+	for i := range rows {
+		if !eventAllowed(flt.Presence, "m.presence", rows[i].UserID) {
+			continue
+		}
+		b, _ := json.Marshal(map[string]any{"type": "m.presence", "sender": rows[i].UserID, "content": presenceContent(&rows[i], t)})
+		evs = append(evs, b)
+	}
+	if len(evs) > 0 {
+		resp.Presence = &eventList{Events: evs}
+	}
+	return nil
+}
+
+// fillRooms builds the join and leave sections: timelines, state,
+// ephemeral events, account data and summaries, each in one query for all
+// rooms.
+func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *syncRequest, flt *filter.Filter, fm *formatter,
+	plans []*roomPlan, since, now StreamPos, roomAD map[string][]storage.AccountData, resp *syncResponse) error {
+	if len(plans) == 0 {
+		return nil
+	}
+	db := s.store.DB()
+	initial := req.since == nil
+	roomFilter := flt.Room
+	if roomFilter == nil {
+		roomFilter = &filter.RoomFilter{}
+	}
+	tf := roomFilter.Timeline
+	limit := defaultTimelineLimit
+	if tf != nil && tf.Limit != nil {
+		limit = min(*tf.Limit, maxTimelineLimit)
+	}
+	lazy := roomFilter.State != nil && roomFilter.State.LazyLoadMembers
+	redundant := lazy && roomFilter.State.IncludeRedundantMembers
+
+	// Timelines.
+	var ranges []storage.Range
+	for _, p := range plans {
+		if tf != nil && !roomAllowed(tf.Rooms, tf.NotRooms, p.roomID) {
+			continue
+		}
+		ranges = append(ranges, storage.Range{RoomID: p.roomID, From: p.from, To: p.to})
+	}
+	cond, condArgs := timelineCond(tf)
+	events, limited, err := storage.Timelines(ctx, db, ranges, limit, cond, condArgs)
+	if err != nil {
+		return err
+	}
+	// History visibility, where the user was not joined throughout.
+	var historyRooms []string
+	for _, p := range plans {
+		if p.history && len(events[p.roomID]) > 0 {
+			historyRooms = append(historyRooms, p.roomID)
+		}
+	}
+	if len(historyRooms) > 0 {
+		hist, err := storage.MembershipChanges(ctx, db, dev.UserID, math.MinInt64/2, now.PDU, historyRooms)
+		if err != nil {
+			return err
+		}
+		byRoom := map[string][]storage.MembershipChange{}
+		for _, c := range hist {
+			byRoom[c.RoomID] = append(byRoom[c.RoomID], c)
+		}
+		for _, r := range historyRooms {
+			events[r] = visibleEvents(events[r], dev.UserID, byRoom[r])
+		}
+	}
+
+	// State: the whole state for new rooms, what changed for gappy
+	// timelines; with lazy loading, only the members the client lacks.
+	var queries []storage.StateQuery
+	lazyMembers := map[string][]string{}
+	for _, p := range plans {
+		evs := events[p.roomID]
+		at := p.to
+		if len(evs) > 0 && !req.useStateAfter {
+			at = evs[0].Pos - 1
+		}
+		sq := storage.StateQuery{RoomID: p.roomID, At: at, Since: p.from, Lazy: lazy}
+		if p.full {
+			sq.Since = math.MinInt64 / 2
+		} else if !limited[p.roomID] && !req.useStateAfter {
+			sq.Since = at // nothing but lazily loaded members
+		}
+		if lazy {
+			seen := map[string]bool{dev.UserID: true}
+			sq.Members = append(sq.Members, dev.UserID)
+			for _, e := range evs {
+				if !seen[e.Sender] {
+					seen[e.Sender] = true
+					sq.Members = append(sq.Members, e.Sender)
+				}
+			}
+			lazyMembers[p.roomID] = sq.Members
+			if !p.full && !limited[p.roomID] && !req.useStateAfter {
+				// Members only: query them at the timeline start.
+				queries = append(queries, storage.StateQuery{RoomID: p.roomID, At: at, Since: math.MinInt64 / 2, Lazy: true, Members: sq.Members})
+				continue
+			}
+		}
+		queries = append(queries, sq)
+	}
+	states, err := storage.States(ctx, db, queries)
+	if err != nil {
+		return err
+	}
+
+	// Ephemeral data and room account data.
+	joined := make([]string, 0, len(plans))
+	for _, p := range plans {
+		if p.section == "join" {
+			joined = append(joined, p.roomID)
+		}
+	}
+	var receipts []storage.Receipt
+	if initial || now.Receipt > since.Receipt {
+		from := since.Receipt
+		if initial {
+			from = -1
+		}
+		if receipts, err = storage.ReceiptsSince(ctx, db, joined, from, now.Receipt); err != nil {
+			return err
+		}
+	}
+	typing := s.typing.since(joined, since.Typing, initial)
+
+	// Summaries for rooms whose membership the client must (re)learn.
+	var summaryRooms []string
+	for _, p := range plans {
+		if p.section == "join" && (p.full || hasMemberEvent(events[p.roomID]) || len(states[p.roomID]) > 0) {
+			summaryRooms = append(summaryRooms, p.roomID)
+		}
+	}
+	summaries, err := s.summaries(ctx, dev.UserID, summaryRooms)
+	if err != nil {
+		return err
+	}
+
+	for _, p := range plans {
+		evs := events[p.roomID]
+		tl := &timeline{Events: make([]json.RawMessage, 0, len(evs)), Limited: limited[p.roomID]}
+		if len(evs) > 0 {
+			tl.PrevBatch = formatBoundary(evs[0].Pos)
+		} else {
+			tl.PrevBatch = formatBoundary(p.to + 1)
+		}
+		for i := range evs {
+			tl.Events = append(tl.Events, fm.event(&evs[i]))
+		}
+		stateEvents := []json.RawMessage{}
+		sent := map[string]string{}
+		for _, row := range states[p.roomID] {
+			if row.Type == spec.MRoomMember && lazy {
+				if !redundant && s.lazy.sent(dev.UserID, dev.DeviceID, p.roomID, row.StateKey, row.EventID) {
+					continue
+				}
+				sent[row.StateKey] = row.EventID
+			}
+			if roomFilter.State != nil && !eventAllowed(&roomFilter.State.EventFilter, row.Type, "") {
+				continue
+			}
+			stateEvents = append(stateEvents, fm.state(row.EventID, row.JSON))
+		}
+		if lazy {
+			for _, e := range evs {
+				if e.Type == spec.MRoomMember && e.StateKey != nil {
+					sent[*e.StateKey] = e.EventID
+				}
+			}
+			s.lazy.record(dev.UserID, dev.DeviceID, p.roomID, sent)
+		}
+		var stateList, stateAfter *eventList
+		if req.useStateAfter {
+			stateAfter = &eventList{Events: stateEvents}
+		} else {
+			stateList = &eventList{Events: stateEvents}
+		}
+		adList := &eventList{Events: []json.RawMessage{}}
+		for _, d := range roomAD[p.roomID] {
+			if roomFilter.AccountData == nil || eventAllowed(&roomFilter.AccountData.EventFilter, d.Type, "") {
+				adList.Events = append(adList.Events, accountDataEvent(d))
+			}
+		}
+		if p.section == "leave" {
+			if resp.Rooms.Leave == nil {
+				resp.Rooms.Leave = map[string]*leftRoom{}
+			}
+			resp.Rooms.Leave[p.roomID] = &leftRoom{State: stateList, StateAfter: stateAfter, Timeline: tl, AccountData: adList}
+			continue
+		}
+		eph := ephemeral(p.roomID, dev.UserID, receipts, typing, roomFilter.Ephemeral)
+		if !p.full && len(tl.Events) == 0 && len(stateEvents) == 0 && len(eph.Events) == 0 && len(adList.Events) == 0 {
+			continue
+		}
+		if resp.Rooms.Join == nil {
+			resp.Rooms.Join = map[string]*joinedRoom{}
+		}
+		resp.Rooms.Join[p.roomID] = &joinedRoom{Summary: summaries[p.roomID], State: stateList, StateAfter: stateAfter,
+			Timeline: tl, Ephemeral: eph, AccountData: adList}
+	}
+	return nil
+}
+
+func hasMemberEvent(evs []storage.Event) bool {
+	for _, e := range evs {
+		if e.Type == spec.MRoomMember {
+			return true
+		}
+	}
+	return false
+}
+
+// visibleEvents keeps the events the user may see under history
+// visibility, given their membership history in the room.
+func visibleEvents(evs []storage.Event, userID string, history []storage.MembershipChange) []storage.Event {
+	out := evs[:0]
+	for _, e := range evs {
+		membership := ""
+		joinedLater := false
+		for _, c := range history {
+			if c.Pos < e.Pos {
+				membership = c.Membership
+			} else if c.Membership == spec.Join {
+				joinedLater = true
+			}
+		}
+		if e.Type == spec.MRoomMember && e.StateKey != nil && *e.StateKey == userID && e.Membership == spec.Join {
+			membership = spec.Join
+		}
+		switch {
+		case e.Visibility == "world_readable", membership == spec.Join,
+			e.Visibility == "shared" && joinedLater,
+			e.Visibility == "invited" && membership == spec.Invite:
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ephemeral builds a room's typing and receipt events.
+func ephemeral(roomID, userID string, receipts []storage.Receipt, typing map[string][]string, f *filter.RoomEventFilter) *eventList {
+	out := &eventList{Events: []json.RawMessage{}}
+	var ef *filter.EventFilter
+	if f != nil {
+		ef = &f.EventFilter
+	}
+	if users, ok := typing[roomID]; ok && eventAllowed(ef, "m.typing", "") {
+		b, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		out.Events = append(out.Events, b)
+	}
+	content := map[string]map[string]map[string]map[string]any{}
+	for _, r := range receipts {
+		if r.RoomID != roomID || (r.Type == "m.read.private" && r.UserID != userID) {
+			continue
+		}
+		if content[r.EventID] == nil {
+			content[r.EventID] = map[string]map[string]map[string]any{}
+		}
+		if content[r.EventID][r.Type] == nil {
+			content[r.EventID][r.Type] = map[string]map[string]any{}
+		}
+		entry := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			entry["thread_id"] = r.ThreadID
+		}
+		content[r.EventID][r.Type][r.UserID] = entry
+	}
+	if len(content) > 0 && eventAllowed(ef, "m.receipt", "") {
+		b, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+		out.Events = append(out.Events, b)
+	}
+	return out
+}
+
+// summaries computes m.heroes and the member counts of rooms.
+func (s *SyncAPI) summaries(ctx context.Context, userID string, rooms []string) (map[string]*summary, error) {
+	out := map[string]*summary{}
+	if len(rooms) == 0 {
+		return out, nil
+	}
+	members, err := storage.CurrentMembers(ctx, s.store.DB(), rooms)
+	if err != nil {
+		return nil, err
+	}
+	type counts struct {
+		joined, invited int
+		others          []string
+	}
+	byRoom := map[string]*counts{}
+	for _, r := range rooms {
+		byRoom[r] = &counts{}
+	}
+	for _, m := range members {
+		c := byRoom[m.RoomID]
+		if m.Membership == spec.Join {
+			c.joined++
+		} else {
+			c.invited++
+		}
+		if m.UserID != userID {
+			c.others = append(c.others, m.UserID)
+		}
+	}
+	for r, c := range byRoom {
+		sort.Strings(c.others)
+		heroes := c.others[:min(len(c.others), 5)]
+		joined, invited := c.joined, c.invited
+		out[r] = &summary{Heroes: slices.Clone(heroes), Joined: &joined, Invited: &invited}
+	}
+	return out, nil
+}

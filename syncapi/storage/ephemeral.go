@@ -1,0 +1,211 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+// Receipt is a read receipt.
+type Receipt struct {
+	RoomID, Type, UserID, ThreadID, EventID string
+	TS, Pos                                 int64
+}
+
+// UpsertReceipt stores a user's latest receipt of a type and thread.
+func UpsertReceipt(ctx context.Context, tx *sqlutil.Tx, r *Receipt) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, pos)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET
+		event_id = excluded.event_id, ts = excluded.ts, pos = excluded.pos`, r.RoomID, r.Type, r.UserID, r.ThreadID, r.EventID, r.TS, r.Pos)
+	return err
+}
+
+// ReceiptsSince returns the receipts of rooms that changed in (from, to].
+func ReceiptsSince(ctx context.Context, q sqlutil.Querier, rooms []string, from, to int64) ([]Receipt, error) {
+	var out []Receipt
+	for len(rooms) > 0 {
+		batch := rooms[:min(len(rooms), 500)]
+		rooms = rooms[len(batch):]
+		rows, err := q.QueryContext(ctx, `SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, pos FROM sync_receipts
+			WHERE pos > ? AND pos <= ? AND room_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch, from, to)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var r Receipt
+			if err := rows.Scan(&r.RoomID, &r.Type, &r.UserID, &r.ThreadID, &r.EventID, &r.TS, &r.Pos); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// AccountData is an account data item with its position.
+type AccountData struct {
+	RoomID, Type string
+	Content      json.RawMessage
+	Pos          int64
+}
+
+// UpsertAccountData stores an account data item at pos.
+func UpsertAccountData(ctx context.Context, tx *sqlutil.Tx, userID string, d *AccountData) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_account_data (user_id, room_id, type, content, pos) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,
+		userID, d.RoomID, d.Type, string(d.Content), d.Pos)
+	return err
+}
+
+// AccountDataSince returns a user's account data changed in (from, to].
+func AccountDataSince(ctx context.Context, q sqlutil.Querier, userID string, from, to int64) ([]AccountData, error) {
+	rows, err := q.QueryContext(ctx, `SELECT room_id, type, content, pos FROM sync_account_data WHERE user_id = ? AND pos > ? AND pos <= ? ORDER BY pos`,
+		userID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []AccountData
+	for rows.Next() {
+		var d AccountData
+		var c string
+		if err := rows.Scan(&d.RoomID, &d.Type, &c, &d.Pos); err != nil {
+			return nil, err
+		}
+		d.Content = json.RawMessage(c)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Presence is a user's presence.
+type Presence struct {
+	UserID          string
+	Presence        string
+	StatusMsg       *string
+	LastActiveTS    int64
+	CurrentlyActive bool
+	Pos             int64
+}
+
+// UpsertPresence stores a user's presence at its position.
+func UpsertPresence(ctx context.Context, tx *sqlutil.Tx, p *Presence) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_presence (user_id, presence, status_msg, last_active_ts, currently_active, pos)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg,
+		last_active_ts = excluded.last_active_ts, currently_active = excluded.currently_active, pos = excluded.pos`,
+		p.UserID, p.Presence, p.StatusMsg, p.LastActiveTS, p.CurrentlyActive, p.Pos)
+	return err
+}
+
+func scanPresence(sc interface{ Scan(...any) error }) (*Presence, error) {
+	var p Presence
+	var msg sql.NullString
+	if err := sc.Scan(&p.UserID, &p.Presence, &msg, &p.LastActiveTS, &p.CurrentlyActive, &p.Pos); err != nil {
+		return nil, err
+	}
+	if msg.Valid {
+		p.StatusMsg = &msg.String
+	}
+	return &p, nil
+}
+
+const presenceColumns = `user_id, presence, status_msg, last_active_ts, currently_active, pos`
+
+// SelectPresence returns a user's presence, or ErrNotFound.
+func SelectPresence(ctx context.Context, q sqlutil.Querier, userID string) (*Presence, error) {
+	p, err := scanPresence(q.QueryRowContext(ctx, `SELECT `+presenceColumns+` FROM sync_presence WHERE user_id = ?`, userID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return p, err
+}
+
+// PresenceSince returns the presence of users that changed in (from, to].
+func PresenceSince(ctx context.Context, q sqlutil.Querier, users []string, from, to int64) ([]Presence, error) {
+	var out []Presence
+	for len(users) > 0 {
+		batch := users[:min(len(users), 500)]
+		users = users[len(batch):]
+		rows, err := q.QueryContext(ctx, `SELECT `+presenceColumns+` FROM sync_presence WHERE pos > ? AND pos <= ? AND user_id IN (`+
+			sqlutil.InList(len(batch))+`)`, anyArgs(batch, from, to)...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			p, err := scanPresence(rows)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, *p)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// InsertStrippedState stores what an invited or knocking user may see of a
+// room.
+func InsertStrippedState(ctx context.Context, tx *sqlutil.Tx, userID, roomID string, pos int64, state json.RawMessage) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_stripped_state (user_id, room_id, pos, state) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		userID, roomID, pos, string(state))
+	return err
+}
+
+// StrippedStates returns the latest stripped state of each room for a user.
+func StrippedStates(ctx context.Context, q sqlutil.Querier, userID string, rooms []string) (map[string]json.RawMessage, error) {
+	out := map[string]json.RawMessage{}
+	if len(rooms) == 0 {
+		return out, nil
+	}
+	rows, err := q.QueryContext(ctx, `SELECT room_id, state FROM sync_stripped_state s WHERE user_id = ? AND room_id IN (`+sqlutil.InList(len(rooms))+`)
+		AND pos = (SELECT MAX(pos) FROM sync_stripped_state t WHERE t.user_id = s.user_id AND t.room_id = s.room_id)`, anyArgs(rooms, userID)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, st string
+		if err := rows.Scan(&room, &st); err != nil {
+			return nil, err
+		}
+		out[room] = json.RawMessage(st)
+	}
+	return out, rows.Err()
+}
+
+// MaxPositions returns the highest position of each stream table.
+func MaxPositions(ctx context.Context, q sqlutil.Querier) (events, receipts, accountData, presence int64, err error) {
+	var e, r, a, p sql.NullInt64
+	err = q.QueryRowContext(ctx, `SELECT (SELECT MAX(pos) FROM sync_events), (SELECT MAX(pos) FROM sync_receipts),
+		(SELECT MAX(pos) FROM sync_account_data), (SELECT MAX(pos) FROM sync_presence)`).Scan(&e, &r, &a, &p)
+	return e.Int64, r.Int64, a.Int64, p.Int64, err
+}
+
+// ConsumerPosition returns the last stream sequence a consumer applied.
+func ConsumerPosition(ctx context.Context, q sqlutil.Querier, name string) (uint64, error) {
+	var n int64
+	err := q.QueryRowContext(ctx, `SELECT last_seq FROM sync_consumers WHERE name = ?`, name).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return uint64(n), err
+}
+
+// SetConsumerPosition records the last stream sequence a consumer applied.
+func SetConsumerPosition(ctx context.Context, tx *sqlutil.Tx, name string, seq uint64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_consumers (name, last_seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq`,
+		name, int64(seq))
+	return err
+}

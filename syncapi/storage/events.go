@@ -1,0 +1,222 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+// Event is a row of sync_events.
+type Event struct {
+	Pos           int64
+	RoomID        string
+	EventID       string
+	Type          string
+	Sender        string
+	StateKey      *string
+	Membership    string
+	ContainsURL   bool
+	OriginTS      int64
+	JSON          []byte
+	TxnID         string
+	DeviceID      string
+	Visibility    string // history visibility at the event
+	ReplacesState string
+	PrevContent   []byte
+	Redacted      bool
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// InsertEvent stores a timeline event; ErrExists if the event ID is known.
+func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
+	var prev any
+	if e.PrevContent != nil {
+		prev = string(e.PrevContent)
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_events (pos, room_id, event_id, type, sender, state_key, membership, contains_url,
+		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, redacted)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.Pos, e.RoomID, e.EventID, e.Type, e.Sender, e.StateKey, nullable(e.Membership), e.ContainsURL, e.OriginTS,
+		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, e.Redacted)
+	if sqlutil.IsUniqueViolation(err) {
+		return ErrExists
+	}
+	return err
+}
+
+// ErrExists is returned for rows already stored.
+var ErrExists = errors.New("already exists")
+
+const eventColumns = `pos, room_id, event_id, type, sender, state_key, membership, contains_url, origin_ts, event_json,
+	txn_id, device_id, visibility, replaces_state, prev_content, redacted`
+
+func scanEvent(sc interface{ Scan(...any) error }, extra ...any) (*Event, error) {
+	var e Event
+	var sk, membership, txn, dev, replaces, prev sql.NullString
+	var js string
+	dest := []any{&e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
+		&txn, &dev, &e.Visibility, &replaces, &prev, &e.Redacted}
+	if err := sc.Scan(append(dest, extra...)...); err != nil {
+		return nil, err
+	}
+	if sk.Valid {
+		e.StateKey = &sk.String
+	}
+	e.Membership, e.TxnID, e.DeviceID, e.ReplacesState = membership.String, txn.String, dev.String, replaces.String
+	e.JSON = []byte(js)
+	if prev.Valid {
+		e.PrevContent = []byte(prev.String)
+	}
+	return &e, nil
+}
+
+func scanEvents(rows *sql.Rows, err error) ([]Event, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *e)
+	}
+	return out, rows.Err()
+}
+
+// MaxEventPos is the highest timeline position (0 when empty).
+func MaxEventPos(ctx context.Context, q sqlutil.Querier) (int64, error) {
+	var n sql.NullInt64
+	err := q.QueryRowContext(ctx, `SELECT MAX(pos) FROM sync_events`).Scan(&n)
+	return n.Int64, err
+}
+
+// EventsByID returns events by ID (unknown ones are absent).
+func EventsByID(ctx context.Context, q sqlutil.Querier, ids []string) (map[string]*Event, error) {
+	out := map[string]*Event{}
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 500)]
+		ids = ids[len(batch):]
+		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM sync_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch)...))
+		if err != nil {
+			return nil, err
+		}
+		for i := range evs {
+			out[evs[i].EventID] = &evs[i]
+		}
+	}
+	return out, nil
+}
+
+// Range asks for the events of a room after From (exclusive) up to To
+// (inclusive).
+type Range struct {
+	RoomID   string
+	From, To int64
+}
+
+// Timelines returns, for each range, its latest limit events in order, and
+// whether more matched (the timeline is limited). cond is an extra filter
+// on the sync_events row "e" with its arguments.
+func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int, cond string, condArgs []any) (map[string][]Event, map[string]bool, error) {
+	events := map[string][]Event{}
+	limited := map[string]bool{}
+	if cond == "" {
+		cond = "TRUE"
+	}
+	for len(ranges) > 0 {
+		batch := ranges[:min(len(ranges), 300)]
+		ranges = ranges[len(batch):]
+		values := make([]string, len(batch))
+		args := make([]any, 0, len(batch)*3+len(condArgs)+1)
+		for i, r := range batch {
+			values[i] = "(?, CAST(? AS BIGINT), CAST(? AS BIGINT))"
+			args = append(args, r.RoomID, r.From, r.To)
+		}
+		args = append(args, condArgs...)
+		args = append(args, limit+1)
+		rows, err := q.QueryContext(ctx, `WITH ranges (room_id, lo, hi) AS (VALUES `+strings.Join(values, ", ")+`)
+			SELECT `+eventColumns+`, rn FROM (
+				SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.room_id ORDER BY e.pos DESC) AS rn
+				FROM sync_events e JOIN ranges r ON e.room_id = r.room_id
+				WHERE e.pos > r.lo AND e.pos <= r.hi AND (`+cond+`)
+			) t WHERE rn <= ? ORDER BY room_id, pos`, args...)
+		if err != nil {
+			return nil, nil, err
+		}
+		for rows.Next() {
+			var rn int
+			e, err := scanEvent(rows, &rn)
+			if err != nil {
+				rows.Close()
+				return nil, nil, err
+			}
+			if rn > limit {
+				limited[e.RoomID] = true
+				continue
+			}
+			events[e.RoomID] = append(events[e.RoomID], *e)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return events, limited, nil
+}
+
+// RoomEvents pages through a room: backwards from before (exclusive) down
+// to after (exclusive), or forwards when forward is set, at most limit
+// events, nearest first.
+func RoomEvents(ctx context.Context, q sqlutil.Querier, roomID string, after, before int64, forward bool, limit int, cond string, condArgs []any) ([]Event, error) {
+	if cond == "" {
+		cond = "TRUE"
+	}
+	order := "DESC"
+	if forward {
+		order = "ASC"
+	}
+	args := append([]any{roomID, after, before}, condArgs...)
+	args = append(args, limit)
+	return scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM sync_events e
+		WHERE room_id = ? AND pos > ? AND pos < ? AND (`+cond+`) ORDER BY pos `+order+` LIMIT ?`, args...))
+}
+
+// EventAtTimestamp returns the first event of a room at or after ts
+// (forward) or at or before it, within positions up to maxPos.
+func EventAtTimestamp(ctx context.Context, q sqlutil.Querier, roomID string, ts int64, forward bool, maxPos int64, limit int) ([]Event, error) {
+	query := `SELECT ` + eventColumns + ` FROM sync_events WHERE room_id = ? AND origin_ts <= ? AND pos <= ? ORDER BY origin_ts DESC, pos DESC LIMIT ?`
+	if forward {
+		query = `SELECT ` + eventColumns + ` FROM sync_events WHERE room_id = ? AND origin_ts >= ? AND pos <= ? ORDER BY origin_ts ASC, pos ASC LIMIT ?`
+	}
+	return scanEvents(q.QueryContext(ctx, query, roomID, ts, maxPos, limit))
+}
+
+// RedactEvent replaces the JSON of a timeline event and of its state rows.
+func RedactEvent(ctx context.Context, tx *sqlutil.Tx, eventID string, redacted []byte) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE sync_events SET event_json = ?, redacted = TRUE WHERE event_id = ?`, string(redacted), eventID); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE sync_state SET event_json = ? WHERE event_id = ?`, string(redacted), eventID)
+	return err
+}
+
+func anyArgs[T any](list []T, prefix ...any) []any {
+	out := make([]any, 0, len(prefix)+len(list))
+	out = append(out, prefix...)
+	for _, v := range list {
+		out = append(out, v)
+	}
+	return out
+}

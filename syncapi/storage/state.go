@@ -1,0 +1,231 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
+)
+
+// StateRow is a piece of room state over an interval of positions.
+type StateRow struct {
+	RoomID     string
+	Type       string
+	StateKey   string
+	EventID    string
+	Membership string
+	JSON       []byte
+	FromPos    int64
+}
+
+// CurrentStateEvent returns the current event of a state key ("" if none).
+func CurrentStateEvent(ctx context.Context, q sqlutil.Querier, roomID, typ, stateKey string) (eventID string, js []byte, err error) {
+	var s string
+	err = q.QueryRowContext(ctx, `SELECT event_id, event_json FROM sync_state WHERE room_id = ? AND type = ? AND state_key = ? AND to_pos IS NULL`,
+		roomID, typ, stateKey).Scan(&eventID, &s)
+	if err == sql.ErrNoRows {
+		return "", nil, nil
+	}
+	return eventID, []byte(s), err
+}
+
+// CloseState ends the current rows of the given events at pos.
+func CloseState(ctx context.Context, tx *sqlutil.Tx, roomID string, eventIDs []string, pos int64) error {
+	if len(eventIDs) == 0 {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE sync_state SET to_pos = ? WHERE room_id = ? AND to_pos IS NULL AND event_id IN (`+sqlutil.InList(len(eventIDs))+`)`,
+		anyArgs(eventIDs, pos, roomID)...)
+	return err
+}
+
+// CloseStateKey ends the current row of a state key at pos.
+func CloseStateKey(ctx context.Context, tx *sqlutil.Tx, roomID, typ, stateKey string, pos int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE sync_state SET to_pos = ? WHERE room_id = ? AND type = ? AND state_key = ? AND to_pos IS NULL`,
+		pos, roomID, typ, stateKey)
+	return err
+}
+
+// InsertState adds a current state row.
+func InsertState(ctx context.Context, tx *sqlutil.Tx, r *StateRow) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_state (room_id, type, state_key, event_id, membership, event_json, from_pos)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, type, state_key, from_pos) DO UPDATE SET event_id = excluded.event_id,
+		membership = excluded.membership, event_json = excluded.event_json, to_pos = NULL`,
+		r.RoomID, r.Type, r.StateKey, r.EventID, nullable(r.Membership), string(r.JSON), r.FromPos)
+	return err
+}
+
+// StateQuery asks for the state of a room valid at position At (after the
+// event at At), only rows that started after Since, and, when Lazy is set,
+// only the member events of the users in Members.
+type StateQuery struct {
+	RoomID  string
+	At      int64
+	Since   int64
+	Lazy    bool
+	Members []string
+}
+
+// States answers state queries in one statement per batch of rooms.
+func States(ctx context.Context, q sqlutil.Querier, queries []StateQuery) (map[string][]StateRow, error) {
+	out := map[string][]StateRow{}
+	for len(queries) > 0 {
+		batch := queries[:min(len(queries), 200)]
+		queries = queries[len(batch):]
+		var values, lazy []string
+		var args []any
+		for _, sq := range batch {
+			values = append(values, "(?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS INTEGER))")
+			l := 0
+			if sq.Lazy {
+				l = 1
+			}
+			args = append(args, sq.RoomID, sq.At, sq.Since, l)
+		}
+		for _, sq := range batch {
+			for _, m := range sq.Members {
+				lazy = append(lazy, "(?, ?)")
+				args = append(args, sq.RoomID, m)
+			}
+		}
+		if len(lazy) == 0 {
+			lazy = append(lazy, "('', '')")
+		}
+		rows, err := q.QueryContext(ctx, `WITH qs (room_id, at_pos, since_pos, lazy) AS (VALUES `+strings.Join(values, ", ")+`),
+			members (room_id, user_id) AS (VALUES `+strings.Join(lazy, ", ")+`)
+			SELECT s.room_id, s.type, s.state_key, s.event_id, s.membership, s.event_json, s.from_pos
+			FROM sync_state s JOIN qs ON s.room_id = qs.room_id
+			WHERE s.from_pos <= qs.at_pos AND (s.to_pos IS NULL OR s.to_pos > qs.at_pos) AND s.from_pos > qs.since_pos
+			AND (qs.lazy = 0 OR s.type <> 'm.room.member'
+				OR EXISTS (SELECT 1 FROM members m WHERE m.room_id = s.room_id AND m.user_id = s.state_key))
+			ORDER BY s.room_id, s.from_pos`, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var r StateRow
+			var membership sql.NullString
+			var js string
+			if err := rows.Scan(&r.RoomID, &r.Type, &r.StateKey, &r.EventID, &membership, &js, &r.FromPos); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			r.Membership, r.JSON = membership.String, []byte(js)
+			out[r.RoomID] = append(out[r.RoomID], r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Membership is a user's current membership of a room.
+type Membership struct {
+	RoomID     string
+	Membership string
+	EventID    string
+	Pos        int64 // when it took effect
+}
+
+// CurrentMemberships lists a user's current memberships.
+func CurrentMemberships(ctx context.Context, q sqlutil.Querier, userID string) ([]Membership, error) {
+	rows, err := q.QueryContext(ctx, `SELECT room_id, membership, event_id, from_pos FROM sync_state
+		WHERE state_key = ? AND type = 'm.room.member' AND to_pos IS NULL ORDER BY room_id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Membership
+	for rows.Next() {
+		var m Membership
+		var ms sql.NullString
+		if err := rows.Scan(&m.RoomID, &ms, &m.EventID, &m.Pos); err != nil {
+			return nil, err
+		}
+		m.Membership = ms.String
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// RoomMember is one current member of a room.
+type RoomMember struct {
+	RoomID, UserID, Membership string
+}
+
+// CurrentMembers lists the joined and invited members of rooms (of every
+// room when rooms is nil).
+func CurrentMembers(ctx context.Context, q sqlutil.Querier, rooms []string) ([]RoomMember, error) {
+	query := `SELECT room_id, state_key, membership FROM sync_state WHERE type = 'm.room.member' AND to_pos IS NULL AND membership IN ('join', 'invite')`
+	var out []RoomMember
+	run := func(query string, args []any) error {
+		rows, err := q.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var m RoomMember
+			if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership); err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return rows.Err()
+	}
+	if rooms == nil {
+		return out, run(query, nil)
+	}
+	for len(rooms) > 0 {
+		batch := rooms[:min(len(rooms), 500)]
+		rooms = rooms[len(batch):]
+		if err := run(query+` AND room_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// MembershipChange is a row of sync_memberships.
+type MembershipChange struct {
+	UserID, RoomID, Membership, EventID, Sender string
+	Pos                                         int64
+}
+
+// InsertMembershipChange logs a membership event.
+func InsertMembershipChange(ctx context.Context, tx *sqlutil.Tx, m *MembershipChange) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_memberships (user_id, room_id, pos, membership, event_id, sender) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`, m.UserID, m.RoomID, m.Pos, m.Membership, m.EventID, m.Sender)
+	return err
+}
+
+// MembershipChanges returns a user's membership events in (from, to], or
+// all of them in the given rooms when rooms is set, in order.
+func MembershipChanges(ctx context.Context, q sqlutil.Querier, userID string, from, to int64, rooms []string) ([]MembershipChange, error) {
+	query := `SELECT user_id, room_id, pos, membership, event_id, sender FROM sync_memberships WHERE user_id = ? AND pos > ? AND pos <= ?`
+	args := []any{userID, from, to}
+	if rooms != nil {
+		if len(rooms) == 0 {
+			return nil, nil
+		}
+		query += ` AND room_id IN (` + sqlutil.InList(len(rooms)) + `)`
+		args = anyArgs(rooms, args...)
+	}
+	rows, err := q.QueryContext(ctx, query+` ORDER BY pos`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []MembershipChange
+	for rows.Next() {
+		var m MembershipChange
+		if err := rows.Scan(&m.UserID, &m.RoomID, &m.Pos, &m.Membership, &m.EventID, &m.Sender); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
