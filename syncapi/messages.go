@@ -130,7 +130,7 @@ func (s *SyncAPI) lazyMembers(ctx context.Context, roomID string, at int64, evs 
 			members = append(members, e.Sender)
 		}
 	}
-	states, err := storage.States(ctx, s.store.DB(), []storage.StateQuery{{RoomID: roomID, At: at, Since: math.MinInt64 / 2, Lazy: true, Members: members}})
+	states, err := storage.States(ctx, s.store.DB(), []storage.StateQuery{{RoomID: roomID, At: at, Since: math.MinInt64 / 2, Lazy: true, MembersOnly: true, Members: members}})
 	if err != nil {
 		return nil, err
 	}

@@ -349,7 +349,6 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 	// State: the whole state for new rooms, what changed for gappy
 	// timelines; with lazy loading, only the members the client lacks.
 	var queries []storage.StateQuery
-	lazyMembers := map[string][]string{}
 	for _, p := range plans {
 		evs := events[p.roomID]
 		at := p.to
@@ -357,10 +356,16 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 			at = evs[0].Pos - 1
 		}
 		sq := storage.StateQuery{RoomID: p.roomID, At: at, Since: p.from, Lazy: lazy}
-		if p.full {
+		switch {
+		case p.full:
 			sq.Since = math.MinInt64 / 2
-		} else if !limited[p.roomID] && !req.useStateAfter {
-			sq.Since = at // nothing but lazily loaded members
+		case !limited[p.roomID] && !req.useStateAfter:
+			// The timeline holds every change: nothing but the members
+			// lazy loading still owes the client.
+			sq.MembersOnly = true
+			if !lazy {
+				continue
+			}
 		}
 		if lazy {
 			seen := map[string]bool{dev.UserID: true}
@@ -370,12 +375,6 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 					seen[e.Sender] = true
 					sq.Members = append(sq.Members, e.Sender)
 				}
-			}
-			lazyMembers[p.roomID] = sq.Members
-			if !p.full && !limited[p.roomID] && !req.useStateAfter {
-				// Members only: query them at the timeline start.
-				queries = append(queries, storage.StateQuery{RoomID: p.roomID, At: at, Since: math.MinInt64 / 2, Lazy: true, Members: sq.Members})
-				continue
 			}
 		}
 		queries = append(queries, sq)

@@ -57,14 +57,16 @@ func InsertState(ctx context.Context, tx *sqlutil.Tx, r *StateRow) error {
 }
 
 // StateQuery asks for the state of a room valid at position At (after the
-// event at At), only rows that started after Since, and, when Lazy is set,
-// only the member events of the users in Members.
+// event at At): the rows that started after Since; with Lazy, of the member
+// events only those of the users in Members (whenever they started); with
+// MembersOnly, no other state.
 type StateQuery struct {
-	RoomID  string
-	At      int64
-	Since   int64
-	Lazy    bool
-	Members []string
+	RoomID      string
+	At          int64
+	Since       int64
+	Lazy        bool
+	MembersOnly bool
+	Members     []string
 }
 
 // States answers state queries in one statement per batch of rooms.
@@ -76,12 +78,8 @@ func States(ctx context.Context, q sqlutil.Querier, queries []StateQuery) (map[s
 		var values, lazy []string
 		var args []any
 		for _, sq := range batch {
-			values = append(values, "(?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS INTEGER))")
-			l := 0
-			if sq.Lazy {
-				l = 1
-			}
-			args = append(args, sq.RoomID, sq.At, sq.Since, l)
+			values = append(values, "(?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER))")
+			args = append(args, sq.RoomID, sq.At, sq.Since, boolInt(sq.Lazy), boolInt(sq.MembersOnly))
 		}
 		for _, sq := range batch {
 			for _, m := range sq.Members {
@@ -92,13 +90,15 @@ func States(ctx context.Context, q sqlutil.Querier, queries []StateQuery) (map[s
 		if len(lazy) == 0 {
 			lazy = append(lazy, "('', '')")
 		}
-		rows, err := q.QueryContext(ctx, `WITH qs (room_id, at_pos, since_pos, lazy) AS (VALUES `+strings.Join(values, ", ")+`),
+		rows, err := q.QueryContext(ctx, `WITH qs (room_id, at_pos, since_pos, lazy, members_only) AS (VALUES `+strings.Join(values, ", ")+`),
 			members (room_id, user_id) AS (VALUES `+strings.Join(lazy, ", ")+`)
 			SELECT s.room_id, s.type, s.state_key, s.event_id, s.membership, s.event_json, s.from_pos
 			FROM sync_state s JOIN qs ON s.room_id = qs.room_id
-			WHERE s.from_pos <= qs.at_pos AND (s.to_pos IS NULL OR s.to_pos > qs.at_pos) AND s.from_pos > qs.since_pos
-			AND (qs.lazy = 0 OR s.type <> 'm.room.member'
-				OR EXISTS (SELECT 1 FROM members m WHERE m.room_id = s.room_id AND m.user_id = s.state_key))
+			WHERE s.from_pos <= qs.at_pos AND (s.to_pos IS NULL OR s.to_pos > qs.at_pos)
+			AND ((s.type <> 'm.room.member' AND qs.members_only = 0 AND s.from_pos > qs.since_pos)
+				OR (s.type = 'm.room.member' AND (
+					(qs.lazy = 0 AND s.from_pos > qs.since_pos)
+					OR (qs.lazy = 1 AND EXISTS (SELECT 1 FROM members m WHERE m.room_id = s.room_id AND m.user_id = s.state_key)))))
 			ORDER BY s.room_id, s.from_pos`, args...)
 		if err != nil {
 			return nil, err
@@ -228,4 +228,11 @@ func MembershipChanges(ctx context.Context, q sqlutil.Querier, userID string, fr
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
