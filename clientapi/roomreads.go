@@ -101,40 +101,6 @@ func (c *ClientAPI) getStateEvent(r *http.Request) (any, error) {
 	}
 }
 
-// GET /_matrix/client/v3/rooms/{roomId}/members
-func (c *ClientAPI) getMembers(r *http.Request) (any, error) {
-	q := r.URL.Query()
-	if q.Get("at") != "" {
-		// at takes a sync token; none exists until /sync does.
-		return nil, mxerr.InvalidParam("Unknown token in at")
-	}
-	valid := map[string]bool{rsapi.Join: true, rsapi.Invite: true, rsapi.Leave: true, rsapi.Ban: true, rsapi.Knock: true}
-	for _, k := range []string{"membership", "not_membership"} {
-		if v := q.Get(k); v != "" && !valid[v] {
-			return nil, mxerr.InvalidParam("%s must be one of join, invite, leave, ban, knock", k)
-		}
-	}
-	pdus, err := c.requestedState(r)
-	if err != nil {
-		return nil, err
-	}
-	chunk := []clientevent.Event{}
-	for _, p := range pdus {
-		if p.Type() != spec.MRoomMember {
-			continue
-		}
-		m, _ := p.Membership()
-		if want := q.Get("membership"); want != "" && m != want {
-			continue
-		}
-		if not := q.Get("not_membership"); not != "" && m == not {
-			continue
-		}
-		chunk = append(chunk, clientevent.New(p, clientevent.WithRoomID))
-	}
-	return map[string]any{"chunk": chunk}, nil
-}
-
 // GET /_matrix/client/v3/rooms/{roomId}/joined_members
 func (c *ClientAPI) getJoinedMembers(r *http.Request) (any, error) {
 	pdus, err := c.requestedState(r)

@@ -29,7 +29,6 @@ func (c *ClientAPI) registerRooms(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", c.putRedact, auth, guests, msg)
 
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/state", c.getState, auth, guests)
-	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/members", c.getMembers, auth, guests)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/joined_members", c.getJoinedMembers, auth, guests)
 	srv.HandleClient(http.MethodGet, "/joined_rooms", c.getJoinedRooms, auth, guests)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/event/{eventId}", c.getEvent, auth, guests)

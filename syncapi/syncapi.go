@@ -163,6 +163,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/user/{userId}/filter/{filterId}", s.getFilter, auth, guests)
 	srv.HandleClient(http.MethodGet, "/sync", s.getSync, auth, guests)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/messages", s.getMessages, auth, guests)
+	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/members", s.getMembers, auth, guests)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/context/{eventId}", s.getContext, auth, guests)
 	srv.Handle(http.MethodGet, "/_matrix/client/v1/rooms/{roomId}/timestamp_to_event", s.getTimestampToEvent, auth, guests)
 	srv.HandleClient(http.MethodPut, "/rooms/{roomId}/typing/{userId}", s.putTyping, auth, guests)
