@@ -36,7 +36,7 @@ func newFormatter(userID, deviceID string, f *filter.Filter, withRoomID bool) *f
 func (fm *formatter) event(e *storage.Event) json.RawMessage {
 	var out []byte
 	if fm.federation {
-		out = e.JSON
+		out = withEventID(e.JSON, e.EventID)
 	} else {
 		ce := clientevent.FromJSON(e.EventID, e.JSON, fm.withRoomID)
 		out, _ = json.Marshal(ce)
@@ -56,10 +56,20 @@ func (fm *formatter) event(e *storage.Event) json.RawMessage {
 // state formats a state event from the state table.
 func (fm *formatter) state(eventID string, js []byte) json.RawMessage {
 	if fm.federation {
-		return fm.project(js)
+		return fm.project(withEventID(js, eventID))
 	}
 	out, _ := json.Marshal(clientevent.FromJSON(eventID, js, fm.withRoomID))
 	return fm.project(out)
+}
+
+// withEventID adds the event ID to a federation-format event: from room
+// version 3 on it is not part of the event, but clients need it.
+func withEventID(js []byte, eventID string) []byte {
+	out, err := sjson.SetBytes(append([]byte(nil), js...), "event_id", eventID)
+	if err != nil {
+		return js
+	}
+	return out
 }
 
 // project keeps only the filter's event_fields.

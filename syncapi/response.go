@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/myelin-chat/myelin/internal/filter"
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -135,9 +136,13 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 		switch m.Membership {
 		case spec.Join:
 			p := &roomPlan{roomID: m.RoomID, section: "join", from: since.PDU, to: now.PDU}
-			if initial || req.fullState || joinedDuring(changedIn[m.RoomID]) {
+			switch {
+			case initial || joinedDuring(changedIn[m.RoomID]):
 				p.full, p.from = true, math.MinInt64/2
 				p.history = true
+			case req.fullState:
+				// The whole state, but the timeline still starts at since.
+				p.full = true
 			}
 			plans = append(plans, p)
 		case spec.Invite:
@@ -156,8 +161,11 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 					continue
 				}
 				p := &roomPlan{roomID: m.RoomID, section: "leave", from: since.PDU, to: m.Pos, history: true}
-				if initial || req.fullState || joinedDuring(changedIn[m.RoomID]) {
+				switch {
+				case initial || joinedDuring(changedIn[m.RoomID]):
 					p.full, p.from = true, math.MinInt64/2
+				case req.fullState:
+					p.full = true
 				}
 				plans = append(plans, p)
 			}
@@ -435,7 +443,7 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 				}
 				sent[row.StateKey] = row.EventID
 			}
-			if roomFilter.State != nil && !eventAllowed(&roomFilter.State.EventFilter, row.Type, "") {
+			if roomFilter.State != nil && !eventAllowed(&roomFilter.State.EventFilter, row.Type, gjson.GetBytes(row.JSON, "sender").Str) {
 				continue
 			}
 			stateEvents = append(stateEvents, fm.state(row.EventID, row.JSON))
@@ -503,11 +511,16 @@ func visibleEvents(evs []storage.Event, userID string, history []storage.Members
 				joinedLater = true
 			}
 		}
-		if e.Type == spec.MRoomMember && e.StateKey != nil && *e.StateKey == userID && e.Membership == spec.Join {
+		own := e.Type == spec.MRoomMember && e.StateKey != nil && *e.StateKey == userID
+		// Users see their own leave (a rejected invite or knock
+		// included), or they would never see the room go.
+		ownDeparture := own && (e.Membership == spec.Leave || e.Membership == spec.Ban) &&
+			(membership == spec.Join || membership == spec.Invite || membership == spec.Knock)
+		if own && e.Membership == spec.Join {
 			membership = spec.Join
 		}
 		switch {
-		case e.Visibility == "world_readable", membership == spec.Join,
+		case e.Visibility == "world_readable", membership == spec.Join, ownDeparture,
 			e.Visibility == "shared" && joinedLater,
 			e.Visibility == "invited" && membership == spec.Invite:
 			out = append(out, e)
@@ -551,19 +564,21 @@ func ephemeral(roomID, userID string, receipts []storage.Receipt, typing map[str
 	return out
 }
 
-// summaries computes m.heroes and the member counts of rooms.
+// summaries computes m.heroes and the member counts of rooms. Heroes are
+// the first five other joined or invited members in stream order, or,
+// when there are none, the first five who left or were banned.
 func (s *SyncAPI) summaries(ctx context.Context, userID string, rooms []string) (map[string]*summary, error) {
 	out := map[string]*summary{}
 	if len(rooms) == 0 {
 		return out, nil
 	}
-	members, err := storage.CurrentMembers(ctx, s.store.DB(), rooms)
+	members, err := storage.RoomMemberships(ctx, s.store.DB(), rooms)
 	if err != nil {
 		return nil, err
 	}
 	type counts struct {
-		joined, invited int
-		others          []string
+		joined, invited   int
+		present, departed []string
 	}
 	byRoom := map[string]*counts{}
 	for _, r := range rooms {
@@ -571,20 +586,31 @@ func (s *SyncAPI) summaries(ctx context.Context, userID string, rooms []string) 
 	}
 	for _, m := range members {
 		c := byRoom[m.RoomID]
-		if m.Membership == spec.Join {
+		switch m.Membership {
+		case spec.Join:
 			c.joined++
-		} else {
+		case spec.Invite:
 			c.invited++
 		}
-		if m.UserID != userID {
-			c.others = append(c.others, m.UserID)
+		if m.UserID == userID {
+			continue
+		}
+		switch m.Membership {
+		case spec.Join, spec.Invite:
+			c.present = append(c.present, m.UserID)
+		case spec.Leave, spec.Ban:
+			c.departed = append(c.departed, m.UserID)
 		}
 	}
 	for r, c := range byRoom {
-		sort.Strings(c.others)
-		heroes := c.others[:min(len(c.others), 5)]
+		heroes := c.present
+		if len(heroes) == 0 {
+			heroes = c.departed
+		}
+		heroes = slices.Clone(heroes[:min(len(heroes), 5)])
+		sort.Strings(heroes)
 		joined, invited := c.joined, c.invited
-		out[r] = &summary{Heroes: slices.Clone(heroes), Joined: &joined, Invited: &invited}
+		out[r] = &summary{Heroes: heroes, Joined: &joined, Invited: &invited}
 	}
 	return out, nil
 }

@@ -1,8 +1,10 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"slices"
 	"strings"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
@@ -154,12 +156,25 @@ func CurrentMemberships(ctx context.Context, q sqlutil.Querier, userID string) (
 // RoomMember is one current member of a room.
 type RoomMember struct {
 	RoomID, UserID, Membership string
+	Pos                        int64 // where the membership took effect
 }
 
 // CurrentMembers lists the joined and invited members of rooms (of every
 // room when rooms is nil).
 func CurrentMembers(ctx context.Context, q sqlutil.Querier, rooms []string) ([]RoomMember, error) {
-	query := `SELECT room_id, state_key, membership FROM sync_state WHERE type = 'm.room.member' AND to_pos IS NULL AND membership IN ('join', 'invite')`
+	return currentMembers(ctx, q, rooms, ` AND membership IN ('join', 'invite')`)
+}
+
+// RoomMemberships lists the current member events of rooms whatever
+// their membership (left and banned users included), in stream order.
+func RoomMemberships(ctx context.Context, q sqlutil.Querier, rooms []string) ([]RoomMember, error) {
+	out, err := currentMembers(ctx, q, rooms, "")
+	slices.SortFunc(out, func(a, b RoomMember) int { return cmp.Compare(a.Pos, b.Pos) })
+	return out, err
+}
+
+func currentMembers(ctx context.Context, q sqlutil.Querier, rooms []string, cond string) ([]RoomMember, error) {
+	query := `SELECT room_id, state_key, membership, from_pos FROM sync_state WHERE type = 'm.room.member' AND to_pos IS NULL` + cond
 	var out []RoomMember
 	run := func(query string, args []any) error {
 		rows, err := q.QueryContext(ctx, query, args...)
@@ -169,9 +184,11 @@ func CurrentMembers(ctx context.Context, q sqlutil.Querier, rooms []string) ([]R
 		defer rows.Close()
 		for rows.Next() {
 			var m RoomMember
-			if err := rows.Scan(&m.RoomID, &m.UserID, &m.Membership); err != nil {
+			var ms sql.NullString
+			if err := rows.Scan(&m.RoomID, &m.UserID, &ms, &m.Pos); err != nil {
 				return err
 			}
+			m.Membership = ms.String
 			out = append(out, m)
 		}
 		return rows.Err()
