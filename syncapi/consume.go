@@ -40,11 +40,11 @@ type wakes struct {
 	rooms   []string
 	users   []string
 	members []memberChange
+	active  []string // local users who sent something: back online
 }
 
 type memberChange struct {
-	roomID, userID string
-	member         bool
+	roomID, userID, membership string
 }
 
 // onRoomOutput applies a RoomOutput message to the read model.
@@ -81,7 +81,13 @@ func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 // afterCommit updates the notifier and wakes the syncs concerned.
 func (s *SyncAPI) afterCommit(w *wakes) {
 	for _, mc := range w.members {
-		s.notifier.setMember(mc.roomID, mc.userID, mc.member)
+		s.notifier.setMember(mc.roomID, mc.userID, mc.membership)
+		if mc.membership != spec.Join {
+			s.typing.set(mc.roomID, mc.userID, false, 0) // leaving ends typing
+		}
+	}
+	for _, u := range w.active {
+		s.presence.active(u)
 	}
 	for _, r := range w.rooms {
 		s.notifier.wakeRoom(r)
@@ -152,6 +158,9 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 		return 0, err
 	}
 	w.rooms = append(w.rooms, roomID)
+	if out.DeviceID != "" {
+		w.active = append(w.active, e.Sender)
+	}
 
 	// The state change.
 	if err := storage.CloseState(ctx, tx, roomID, out.RemovesState, pos); err != nil {
@@ -242,7 +251,7 @@ func (s *SyncAPI) applyMembership(ctx context.Context, tx *sqlutil.Tx, roomID st
 		return nil
 	}
 	w.users = append(w.users, userID)
-	w.members = append(w.members, memberChange{roomID, userID, membership == spec.Join || membership == spec.Invite})
+	w.members = append(w.members, memberChange{roomID, userID, membership})
 	if membership != spec.Invite && membership != spec.Knock {
 		return nil
 	}

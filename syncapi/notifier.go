@@ -2,6 +2,8 @@ package syncapi
 
 import (
 	"sync"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
 // notifier wakes the long-polling syncs of the users an update concerns,
@@ -11,8 +13,8 @@ import (
 type notifier struct {
 	mu      sync.Mutex
 	signals map[string]chan struct{}
-	// members maps rooms to their joined or invited local users, and
-	// users to their rooms, for fan-out.
+	// members maps rooms to their joined or invited local users (true
+	// when joined), and users to their rooms, for fan-out.
 	members map[string]map[string]bool
 	rooms   map[string]map[string]bool
 }
@@ -73,15 +75,15 @@ func (n *notifier) wakeSharers(userID string) {
 	}
 }
 
-// setMember records whether a local user is joined to or invited in a room.
-func (n *notifier) setMember(roomID, userID string, member bool) {
+// setMember records a local user's membership of a room.
+func (n *notifier) setMember(roomID, userID, membership string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if member {
+	if membership == spec.Join || membership == spec.Invite {
 		if n.members[roomID] == nil {
 			n.members[roomID] = map[string]bool{}
 		}
-		n.members[roomID][userID] = true
+		n.members[roomID][userID] = membership == spec.Join
 		if n.rooms[userID] == nil {
 			n.rooms[userID] = map[string]bool{}
 		}
@@ -98,14 +100,20 @@ func (n *notifier) setMember(roomID, userID string, member bool) {
 	}
 }
 
-// sharers returns the users who share a room with userID (including them).
+// sharers returns the local users who are joined to a room userID is
+// joined to (userID included): those who see each other's presence.
 func (n *notifier) sharers(userID string) map[string]bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	out := map[string]bool{userID: true}
 	for room := range n.rooms[userID] {
-		for u := range n.members[room] {
-			out[u] = true
+		if !n.members[room][userID] {
+			continue
+		}
+		for u, joined := range n.members[room] {
+			if joined {
+				out[u] = true
+			}
 		}
 	}
 	return out

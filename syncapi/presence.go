@@ -144,13 +144,33 @@ func sameMsg(a, b *string) bool {
 	return (a == nil && b == nil) || (a != nil && b != nil && *a == *b)
 }
 
-// active records user activity (sending, typing): an unavailable user is
-// online again.
+// active records user activity (sending, typing, receipts): like Synapse,
+// it refreshes last_active_ago and brings an unavailable user back online;
+// an offline user stays offline.
 func (p *presenceTracker) active(userID string) {
 	if !p.s.cfg.PresenceEnabled {
 		return
 	}
-	_ = p.set(context.Background(), userID, presenceOnline, nil, true)
+	ctx := context.Background()
+	p.mu.Lock()
+	st := p.stateLocked(ctx, userID)
+	if st.presence == presenceOffline {
+		if st.syncing == 0 {
+			delete(p.users, userID)
+		}
+		p.mu.Unlock()
+		return
+	}
+	changed := st.presence == presenceUnavailable || time.Since(st.lastActive) > activeWindow
+	st.presence, st.lastActive = presenceOnline, time.Now()
+	snapshot := *st
+	p.mu.Unlock()
+	if !changed {
+		return
+	}
+	if err := p.store(ctx, userID, &snapshot); err != nil {
+		p.s.log.Warn("presence activity not stored", "user_id", userID, "error", err.Error())
+	}
 }
 
 // syncing marks a sync in progress with its set_presence; the returned
@@ -253,6 +273,9 @@ func (s *SyncAPI) getPresence(r *http.Request) (any, error) {
 		return nil, mxerr.InvalidParam("Invalid user ID")
 	}
 	if userID != dev.UserID {
+		if err := s.catchUp(r.Context()); err != nil {
+			return nil, err
+		}
 		shared, err := s.sharesRoom(r.Context(), dev.UserID, userID)
 		if err != nil {
 			return nil, err
@@ -282,6 +305,9 @@ func (s *SyncAPI) sharesRoom(ctx context.Context, a, b string) (bool, error) {
 		if m.Membership == spec.Join {
 			rooms = append(rooms, m.RoomID)
 		}
+	}
+	if len(rooms) == 0 {
+		return false, nil
 	}
 	members, err := storage.CurrentMembers(ctx, s.store.DB(), rooms)
 	if err != nil {

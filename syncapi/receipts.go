@@ -3,16 +3,19 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/syncapi/storage"
+	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
 
 // requireJoined checks (after catching up with the room streams) that the
@@ -43,15 +46,25 @@ func (s *SyncAPI) requireJoined(ctx context.Context, roomID, userID string) erro
 }
 
 // storeReceipt records a receipt at the next position and wakes the room.
-func (s *SyncAPI) storeReceipt(ctx context.Context, r *storage.Receipt) error {
+// Like Synapse, it ignores a receipt for an event older than the one the
+// user's receipt already points at: receipts never move backwards.
+func (s *SyncAPI) storeReceipt(ctx context.Context, r *storage.Receipt, eventPos int64) error {
 	s.receiptMu.Lock()
 	r.Pos = s.pos.receipt.Load() + 1
-	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error { return storage.UpsertReceipt(ctx, tx, r) })
-	if err == nil {
+	stored := false
+	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		cur, found, err := storage.ReceiptEventPos(ctx, tx, r.RoomID, r.Type, r.UserID, r.ThreadID)
+		if err != nil || (found && cur >= eventPos) {
+			return err
+		}
+		stored = true
+		return storage.UpsertReceipt(ctx, tx, r)
+	})
+	if err == nil && stored {
 		s.pos.receipt.Store(r.Pos)
 	}
 	s.receiptMu.Unlock()
-	if err != nil {
+	if err != nil || !stored {
 		return err
 	}
 	if r.Type == "m.read.private" {
@@ -62,17 +75,18 @@ func (s *SyncAPI) storeReceipt(ctx context.Context, r *storage.Receipt) error {
 	return nil
 }
 
-// checkEventInRoom refuses receipts for events the server does not know in
-// this room.
-func (s *SyncAPI) checkEventInRoom(ctx context.Context, roomID, eventID string) error {
+// eventInRoom returns an event of the room, refusing events the server
+// does not know in this room.
+func (s *SyncAPI) eventInRoom(ctx context.Context, roomID, eventID string) (*storage.Event, error) {
 	evs, err := storage.EventsByID(ctx, s.store.DB(), []string{eventID})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if e, ok := evs[eventID]; !ok || e.RoomID != roomID {
-		return mxerr.NotFound("Event %s not found in this room", eventID)
+	e, ok := evs[eventID]
+	if !ok || e.RoomID != roomID {
+		return nil, mxerr.NotFound("Event %s not found in this room", eventID)
 	}
-	return nil
+	return e, nil
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}
@@ -106,21 +120,38 @@ func (s *SyncAPI) postReceipt(r *http.Request) (any, error) {
 	if err := s.requireJoined(ctx, roomID, dev.UserID); err != nil {
 		return nil, err
 	}
-	if err := s.checkEventInRoom(ctx, roomID, eventID); err != nil {
+	ev, err := s.eventInRoom(ctx, roomID, eventID)
+	if err != nil {
 		return nil, err
 	}
 	if typ == "m.fully_read" {
-		return struct{}{}, s.setFullyRead(ctx, dev.UserID, roomID, eventID)
+		return struct{}{}, s.setFullyRead(ctx, dev.UserID, ev)
 	}
 	s.presence.active(dev.UserID)
 	return struct{}{}, s.storeReceipt(ctx, &storage.Receipt{RoomID: roomID, Type: typ, UserID: dev.UserID, ThreadID: threadID,
-		EventID: eventID, TS: time.Now().UnixMilli()})
+		EventID: eventID, TS: time.Now().UnixMilli()}, ev.Pos)
 }
 
-// setFullyRead moves the read marker (room account data m.fully_read).
-func (s *SyncAPI) setFullyRead(ctx context.Context, userID, roomID, eventID string) error {
-	content, _ := json.Marshal(map[string]string{"event_id": eventID})
-	return s.users.PutAccountData(ctx, userID, roomID, "m.fully_read", content)
+// setFullyRead moves the read marker (room account data m.fully_read)
+// forwards; a marker for an older event is ignored, as in Synapse.
+func (s *SyncAPI) setFullyRead(ctx context.Context, userID string, ev *storage.Event) error {
+	s.fullyReadMu.Lock()
+	defer s.fullyReadMu.Unlock()
+	cur, err := s.users.QueryAccountData(ctx, userID, ev.RoomID, "m.fully_read")
+	if err != nil && !errors.Is(err, userapi.ErrNotFound) {
+		return err
+	}
+	if curID := gjson.GetBytes(cur, "event_id").Str; curID != "" {
+		evs, err := storage.EventsByID(ctx, s.store.DB(), []string{curID})
+		if err != nil {
+			return err
+		}
+		if e, ok := evs[curID]; ok && e.RoomID == ev.RoomID && e.Pos >= ev.Pos {
+			return nil
+		}
+	}
+	content, _ := json.Marshal(map[string]string{"event_id": ev.EventID})
+	return s.users.PutAccountData(ctx, userID, ev.RoomID, "m.fully_read", content)
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/read_markers
@@ -139,15 +170,18 @@ func (s *SyncAPI) postReadMarkers(r *http.Request) (any, error) {
 	if err := s.requireJoined(ctx, roomID, dev.UserID); err != nil {
 		return nil, err
 	}
+	events := map[string]*storage.Event{}
 	for _, id := range []string{body.FullyRead, body.Read, body.ReadPrivate} {
 		if id != "" {
-			if err := s.checkEventInRoom(ctx, roomID, id); err != nil {
+			ev, err := s.eventInRoom(ctx, roomID, id)
+			if err != nil {
 				return nil, err
 			}
+			events[id] = ev
 		}
 	}
 	if body.FullyRead != "" {
-		if err := s.setFullyRead(ctx, dev.UserID, roomID, body.FullyRead); err != nil {
+		if err := s.setFullyRead(ctx, dev.UserID, events[body.FullyRead]); err != nil {
 			return nil, err
 		}
 	}
@@ -156,7 +190,9 @@ func (s *SyncAPI) postReadMarkers(r *http.Request) (any, error) {
 		if rc.id == "" {
 			continue
 		}
-		if err := s.storeReceipt(ctx, &storage.Receipt{RoomID: roomID, Type: rc.typ, UserID: dev.UserID, EventID: rc.id, TS: now}); err != nil {
+		s.presence.active(dev.UserID)
+		if err := s.storeReceipt(ctx, &storage.Receipt{RoomID: roomID, Type: rc.typ, UserID: dev.UserID, EventID: rc.id, TS: now},
+			events[rc.id].Pos); err != nil {
 			return nil, err
 		}
 	}

@@ -49,7 +49,8 @@ type SyncAPI struct {
 	pos struct {
 		pdu, receipt, accountData, presence atomic.Int64
 	}
-	receiptMu sync.Mutex // orders receipt positions with their commits
+	receiptMu   sync.Mutex // orders receipt positions with their commits
+	fullyReadMu sync.Mutex // orders read marker moves
 
 	// applied holds the last stream sequence each consumer applied;
 	// waitCond is broadcast whenever it moves (read-your-writes).
@@ -99,13 +100,13 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 	s.pos.receipt.Store(rc)
 	s.pos.accountData.Store(ad)
 	s.pos.presence.Store(pr)
-	members, err := storage.CurrentMembers(ctx, s.store.DB(), nil)
+	members, err := storage.EveryCurrentMember(ctx, s.store.DB())
 	if err != nil {
 		return fmt.Errorf("syncapi: members: %w", err)
 	}
 	for _, m := range members {
 		if s.isLocal(m.UserID) {
-			s.notifier.setMember(m.RoomID, m.UserID, true)
+			s.notifier.setMember(m.RoomID, m.UserID, m.Membership)
 		}
 	}
 	for _, c := range []struct {

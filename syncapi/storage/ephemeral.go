@@ -23,6 +23,17 @@ func UpsertReceipt(ctx context.Context, tx *sqlutil.Tx, r *Receipt) error {
 	return err
 }
 
+// ReceiptEventPos returns the timeline position of the event a user's
+// receipt of a type and thread points at (found false when none).
+func ReceiptEventPos(ctx context.Context, q sqlutil.Querier, roomID, typ, userID, threadID string) (pos int64, found bool, err error) {
+	err = q.QueryRowContext(ctx, `SELECT e.pos FROM sync_receipts r JOIN sync_events e ON e.event_id = r.event_id
+		WHERE r.room_id = ? AND r.receipt_type = ? AND r.user_id = ? AND r.thread_id = ?`, roomID, typ, userID, threadID).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	return pos, err == nil, err
+}
+
 // ReceiptsSince returns the receipts of rooms that changed in (from, to].
 func ReceiptsSince(ctx context.Context, q sqlutil.Querier, rooms []string, from, to int64) ([]Receipt, error) {
 	var out []Receipt

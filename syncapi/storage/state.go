@@ -159,15 +159,27 @@ type RoomMember struct {
 	Pos                        int64 // where the membership took effect
 }
 
-// CurrentMembers lists the joined and invited members of rooms (of every
-// room when rooms is nil).
+const joinedOrInvited = ` AND membership IN ('join', 'invite')`
+
+// CurrentMembers lists the joined and invited members of rooms.
 func CurrentMembers(ctx context.Context, q sqlutil.Querier, rooms []string) ([]RoomMember, error) {
-	return currentMembers(ctx, q, rooms, ` AND membership IN ('join', 'invite')`)
+	if len(rooms) == 0 {
+		return nil, nil
+	}
+	return currentMembers(ctx, q, rooms, joinedOrInvited)
+}
+
+// EveryCurrentMember lists the joined and invited members of every room.
+func EveryCurrentMember(ctx context.Context, q sqlutil.Querier) ([]RoomMember, error) {
+	return currentMembers(ctx, q, nil, joinedOrInvited)
 }
 
 // RoomMemberships lists the current member events of rooms whatever
 // their membership (left and banned users included), in stream order.
 func RoomMemberships(ctx context.Context, q sqlutil.Querier, rooms []string) ([]RoomMember, error) {
+	if len(rooms) == 0 {
+		return nil, nil
+	}
 	out, err := currentMembers(ctx, q, rooms, "")
 	slices.SortFunc(out, func(a, b RoomMember) int { return cmp.Compare(a.Pos, b.Pos) })
 	return out, err
