@@ -61,6 +61,7 @@ type Server struct {
 	ln       net.Listener
 	servers  []*http.Server
 	closers  []func()
+	drainers []func() // run when shutdown starts: end long-polls
 	serveErr chan error
 }
 
@@ -152,6 +153,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, err
 	}
 	s.closers = append(s.closers, sync.Close)
+	s.drainers = append(s.drainers, sync.Drain)
 	client, err := clientapi.New(ctx, clientapi.Config{
 		ServerName:               cfg.ServerName,
 		RegistrationEnabled:      cfg.Registration.Enabled,
@@ -265,10 +267,14 @@ func (s *Server) Wait(ctx context.Context) error {
 	return err
 }
 
-// Shutdown stops accepting requests, waits for those in flight (until ctx
-// is done), then stops the components, the bus and the database.
+// Shutdown stops accepting requests, ends long-polls, waits for the
+// requests in flight (until ctx is done), then stops the components, the
+// bus and the database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
+	for _, d := range s.drainers {
+		d()
+	}
 	for _, srv := range s.servers {
 		if err := srv.Shutdown(ctx); err != nil {
 			errs = append(errs, err)

@@ -371,8 +371,8 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 			// The timeline holds every change: nothing but the members
 			// lazy loading still owes the client.
 			sq.MembersOnly = true
-			if !lazy {
-				continue
+			if !lazy || len(evs) == 0 {
+				continue // no timeline, no member to load
 			}
 		}
 		if lazy {

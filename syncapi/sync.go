@@ -140,6 +140,9 @@ func (s *SyncAPI) getSync(r *http.Request) (any, error) {
 		case <-ctx.Done():
 			t.Stop()
 			return resp, nil
+		case <-s.draining:
+			t.Stop()
+			return resp, nil
 		}
 	}
 }

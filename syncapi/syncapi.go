@@ -65,6 +65,11 @@ type SyncAPI struct {
 
 	stopMu sync.Mutex
 	stops  []func()
+
+	// draining is closed when the server begins to shut down: waiting
+	// long-polls then return at once instead of holding the shutdown up.
+	draining  chan struct{}
+	drainOnce sync.Once
 }
 
 // New migrates the sync API's tables and returns the component.
@@ -83,7 +88,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 		return nil, fmt.Errorf("syncapi: %w", err)
 	}
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
-		notifier: newNotifier(), lazy: newLazyCache(10000)}
+		notifier: newNotifier(), lazy: newLazyCache(10000), draining: make(chan struct{})}
 	s.waitCond = sync.NewCond(&s.waitMu)
 	s.typing = newTypingStore(func(roomID string) { s.notifier.wakeRoom(roomID) })
 	s.presence = newPresenceTracker(s)
@@ -155,6 +160,12 @@ func (s *SyncAPI) Close() {
 		s.stops[i]()
 	}
 	s.stops = nil
+}
+
+// Drain ends the long-polls in progress and makes new ones return at
+// once: the server is shutting down.
+func (s *SyncAPI) Drain() {
+	s.drainOnce.Do(func() { close(s.draining) })
 }
 
 // Register mounts the sync API's client routes.

@@ -1495,3 +1495,29 @@ func TestSyncTokenAcrossRestart(t *testing.T) {
 	}
 	syncTNotIn(t, syncTSince(alice, s.NextBatch), room, "join")
 }
+
+// A server that shuts down answers its waiting long-polls at once (with
+// nothing new and a usable token) instead of holding the shutdown up.
+func TestSyncLongPollEndsAtShutdown(t *testing.T) {
+	srv := syncTStart(t)
+	alice := roomTUser(t, srv, "alice")
+	roomTCreate(alice, map[string]any{})
+	since := syncTInitial(alice).NextBatch
+	wait := syncTAsync(alice, syncTQuery("since", since, "timeout", "30000"))
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	srv.Stop()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("shutdown with a long-poll waiting took %v", d)
+	}
+	r, d := wait()
+	if r.Status != http.StatusOK {
+		t.Fatalf("long-poll at shutdown: %d %s", r.Status, r.Body)
+	}
+	if d > 5*time.Second {
+		t.Fatalf("long-poll returned after %v", d)
+	}
+	if s := syncTDecode(t, r); s.NextBatch == "" {
+		t.Fatalf("long-poll at shutdown has no next_batch: %s", r.Body)
+	}
+}

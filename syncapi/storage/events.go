@@ -42,15 +42,20 @@ func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
 	if e.PrevContent != nil {
 		prev = string(e.PrevContent)
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO sync_events (pos, room_id, event_id, type, sender, state_key, membership, contains_url,
+	res, err := tx.ExecContext(ctx, `INSERT INTO sync_events (pos, room_id, event_id, type, sender, state_key, membership, contains_url,
 		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, redacted)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
 		e.Pos, e.RoomID, e.EventID, e.Type, e.Sender, e.StateKey, nullable(e.Membership), e.ContainsURL, e.OriginTS,
 		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, e.Redacted)
-	if sqlutil.IsUniqueViolation(err) {
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
 		return ErrExists
 	}
-	return err
+	return nil
 }
 
 // ErrExists is returned for rows already stored.
@@ -147,26 +152,26 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 		args = append(args, condArgs...)
 		args = append(args, limit+1)
 		rows, err := q.QueryContext(ctx, `WITH ranges (room_id, lo, hi) AS (VALUES `+strings.Join(values, ", ")+`)
-			SELECT `+eventColumns+`, rn FROM (
-				SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.room_id ORDER BY e.pos DESC) AS rn
-				FROM sync_events e JOIN ranges r ON e.room_id = r.room_id
-				WHERE e.pos > r.lo AND e.pos <= r.hi AND (`+cond+`)
-			) t WHERE rn <= ? ORDER BY room_id, pos`, args...)
+			SELECT `+prefixed("t.", eventColumns)+` FROM ranges r JOIN sync_events t ON t.room_id = r.room_id
+			WHERE t.pos IN (SELECT e.pos FROM sync_events e WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos <= r.hi
+				AND (`+cond+`) ORDER BY e.pos DESC LIMIT ?)
+			ORDER BY t.room_id, t.pos`, args...)
 		if err != nil {
 			return nil, nil, err
 		}
 		for rows.Next() {
-			var rn int
-			e, err := scanEvent(rows, &rn)
+			e, err := scanEvent(rows)
 			if err != nil {
 				rows.Close()
 				return nil, nil, err
 			}
-			if rn > limit {
-				limited[e.RoomID] = true
-				continue
-			}
 			events[e.RoomID] = append(events[e.RoomID], *e)
+		}
+		for _, r := range batch {
+			if evs := events[r.RoomID]; len(evs) > limit {
+				events[r.RoomID] = evs[len(evs)-limit:]
+				limited[r.RoomID] = true
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
@@ -210,6 +215,15 @@ func RedactEvent(ctx context.Context, tx *sqlutil.Tx, eventID string, redacted [
 	}
 	_, err := tx.ExecContext(ctx, `UPDATE sync_state SET event_json = ? WHERE event_id = ?`, string(redacted), eventID)
 	return err
+}
+
+// prefixed qualifies a column list with a table alias.
+func prefixed(alias, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = alias + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func anyArgs[T any](list []T, prefix ...any) []any {
