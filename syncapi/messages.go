@@ -53,30 +53,24 @@ func (s *SyncAPI) access(ctx context.Context, roomID, userID string) (*roomAcces
 	return &roomAccess{roomID: roomID, history: hist}, nil
 }
 
-// parseRoomFilter reads the filter query parameter of /messages and
+// pageParams reads the limit and filter query parameters of /messages and
 // /context.
-func parseRoomFilter(r *http.Request) (*filter.RoomEventFilter, error) {
-	v := r.URL.Query().Get("filter")
-	if v == "" {
-		return nil, nil
+func pageParams(r *http.Request) (limit int, f *filter.RoomEventFilter, err error) {
+	q := r.URL.Query()
+	limit = defaultPageLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, nil, mxerr.InvalidParam("limit must be a non-negative integer")
+		}
+		limit = min(n, maxPageLimit)
 	}
-	f, err := filter.ParseRoomEventFilter([]byte(v))
-	if err != nil {
-		return nil, mxerr.BadJSON("Invalid filter: %v", err)
+	if v := q.Get("filter"); v != "" {
+		if f, err = filter.ParseRoomEventFilter([]byte(v)); err != nil {
+			return 0, nil, mxerr.BadJSON("Invalid filter: %v", err)
+		}
 	}
-	return f, nil
-}
-
-func parseLimit(r *http.Request) (int, error) {
-	v := r.URL.Query().Get("limit")
-	if v == "" {
-		return defaultPageLimit, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, mxerr.InvalidParam("limit must be a non-negative integer")
-	}
-	return min(n, maxPageLimit), nil
+	return limit, f, nil
 }
 
 // page reads visible events of a room from a boundary in one direction.
@@ -157,11 +151,7 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("dir must be b or f")
 	}
-	limit, err := parseLimit(r)
-	if err != nil {
-		return nil, err
-	}
-	f, err := parseRoomFilter(r)
+	limit, f, err := pageParams(r)
 	if err != nil {
 		return nil, err
 	}
@@ -226,11 +216,7 @@ func (s *SyncAPI) getContext(r *http.Request) (any, error) {
 	ctx := r.Context()
 	dev := httputil.DeviceFrom(ctx)
 	vars := httputil.Vars(r)
-	limit, err := parseLimit(r)
-	if err != nil {
-		return nil, err
-	}
-	f, err := parseRoomFilter(r)
+	limit, f, err := pageParams(r)
 	if err != nil {
 		return nil, err
 	}

@@ -65,19 +65,13 @@ func (s *Storage) GetRegistrationToken(ctx context.Context, token string) (*Regi
 // ListRegistrationTokens returns every token, ordered by token.
 func (s *Storage) ListRegistrationTokens(ctx context.Context) ([]RegistrationToken, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM cs_registration_tokens ORDER BY token`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []RegistrationToken
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (RegistrationToken, error) {
 		t, err := scanToken(rows)
 		if err != nil {
-			return nil, err
+			return RegistrationToken{}, err
 		}
-		out = append(out, *t)
-	}
-	return out, rows.Err()
+		return *t, nil
+	})
 }
 
 // UpdateRegistrationToken sets the limits of a token; ErrNotFound if absent.

@@ -112,26 +112,15 @@ func (s *Storage) UseRegistrationToken(ctx context.Context, token string) error 
 func (s *Storage) ExpireUIASessions(ctx context.Context, beforeTS int64) error {
 	return s.db.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		rows, err := tx.QueryContext(ctx, `DELETE FROM cs_uia_sessions WHERE created_ts < ? RETURNING registration_token`, beforeTS)
+		tokens, err := sqlutil.Collect(rows, err, sqlutil.ScanValue[sql.NullString])
 		if err != nil {
 			return err
 		}
-		var tokens []string
-		for rows.Next() {
-			var t sql.NullString
-			if err := rows.Scan(&t); err != nil {
-				rows.Close()
-				return err
-			}
-			if t.Valid {
-				tokens = append(tokens, t.String)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
 		for _, t := range tokens {
-			if _, err := tx.ExecContext(ctx, `UPDATE cs_registration_tokens SET pending = pending - 1 WHERE token = ? AND pending > 0`, t); err != nil {
+			if !t.Valid {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE cs_registration_tokens SET pending = pending - 1 WHERE token = ? AND pending > 0`, t.String); err != nil {
 				return err
 			}
 		}

@@ -60,36 +60,31 @@ func InsertPrevEvents(ctx context.Context, tx *sqlutil.Tx, nid int64, prevIDs []
 const eventColumns = `event_nid, room_nid, event_id, type_nid, state_key_nid, depth, kind, soft_failed,
 	state_before_nid, state_after_nid, sender, origin_server_ts, redacted, event_json`
 
+func scanEvent(rows *sql.Rows) (Event, error) {
+	var e Event
+	var js string
+	if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.TypeNID, &e.StateKeyNID, &e.Depth, &e.Kind, &e.SoftFailed,
+		&e.StateBefore, &e.StateAfter, &e.Sender, &e.OriginTS, &e.Redacted, &js); err != nil {
+		return e, err
+	}
+	e.JSON = []byte(js)
+	return e, nil
+}
+
 func scanEvents(rows *sql.Rows, err error) ([]Event, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		var e Event
-		var js string
-		if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.TypeNID, &e.StateKeyNID, &e.Depth, &e.Kind, &e.SoftFailed,
-			&e.StateBefore, &e.StateAfter, &e.Sender, &e.OriginTS, &e.Redacted, &js); err != nil {
-			return nil, err
-		}
-		e.JSON = []byte(js)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return sqlutil.Collect(rows, err, scanEvent)
 }
 
 // SelectEventsByNID returns the events with the given numeric IDs.
 func SelectEventsByNID(ctx context.Context, q sqlutil.Querier, nids []int64) ([]Event, error) {
 	var out []Event
-	for len(nids) > 0 {
-		batch := nids[:min(len(nids), 500)]
-		nids = nids[len(batch):]
+	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
 		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...))
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, evs...)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -97,14 +92,13 @@ func SelectEventsByNID(ctx context.Context, q sqlutil.Querier, nids []int64) ([]
 // SelectEventsByID returns the events with the given IDs.
 func SelectEventsByID(ctx context.Context, q sqlutil.Querier, ids []string) ([]Event, error) {
 	var out []Event
-	for len(ids) > 0 {
-		batch := ids[:min(len(ids), 500)]
-		ids = ids[len(batch):]
+	err := sqlutil.InBatches(ids, 500, func(batch []string) error {
 		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...))
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, evs...)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -119,19 +113,7 @@ func UpdateEventJSON(ctx context.Context, tx *sqlutil.Tx, nid int64, js []byte, 
 // name eventID as a prev_event.
 func SelectReferencingEvents(ctx context.Context, q sqlutil.Querier, eventID string) ([]int64, error) {
 	rows, err := q.QueryContext(ctx, `SELECT event_nid FROM rs_prev_events WHERE prev_event_id = ?`, eventID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var n int64
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return sqlutil.Collect(rows, err, sqlutil.ScanValue[int64])
 }
 
 // UpdateEventStateAfter records the state after a state event.

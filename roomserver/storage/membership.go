@@ -49,19 +49,11 @@ func SelectMembership(ctx context.Context, q sqlutil.Querier, roomNID int64, use
 }
 
 func scanMemberships(rows *sql.Rows, err error) ([]Membership, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Membership
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Membership, error) {
 		var m Membership
-		if err := rows.Scan(&m.RoomNID, &m.UserID, &m.Membership, &m.EventNID, &m.Forgotten); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		err := rows.Scan(&m.RoomNID, &m.UserID, &m.Membership, &m.EventNID, &m.Forgotten)
+		return m, err
+	})
 }
 
 // SelectRoomsForUser lists the user's current memberships among the given

@@ -35,19 +35,7 @@ func InsertRedaction(ctx context.Context, tx *sqlutil.Tx, redactionID, targetID 
 // SelectPendingRedactions returns the unapplied redactions of target.
 func SelectPendingRedactions(ctx context.Context, q sqlutil.Querier, targetID string) ([]string, error) {
 	rows, err := q.QueryContext(ctx, `SELECT redaction_event_id FROM rs_redactions WHERE redacts_event_id = ? AND NOT applied`, targetID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return sqlutil.Collect(rows, err, sqlutil.ScanValue[string])
 }
 
 // InsertAlias maps an alias to a room; ErrExists if it is taken.
@@ -74,19 +62,14 @@ func DeleteAlias(ctx context.Context, tx *sqlutil.Tx, alias string) (roomID, cre
 // SelectAliasesForRoom lists a room's aliases.
 func SelectAliasesForRoom(ctx context.Context, q sqlutil.Querier, roomID string) ([]string, error) {
 	rows, err := q.QueryContext(ctx, `SELECT alias FROM rs_aliases WHERE room_id = ? ORDER BY alias`, roomID)
+	out, err := sqlutil.Collect(rows, err, sqlutil.ScanValue[string])
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
+	if out == nil {
+		out = []string{} // never nil: GET /rooms/{roomId}/aliases serves it as a JSON array
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // SetPublished adds a room to the published directory or removes it.
@@ -117,19 +100,11 @@ type PublishedRoom struct {
 func SelectPublishedRooms(ctx context.Context, q sqlutil.Querier) ([]PublishedRoom, error) {
 	rows, err := q.QueryContext(ctx, `SELECT r.room_nid, r.room_id, r.joined_members FROM rs_published_rooms p
 		JOIN rs_rooms r ON r.room_id = p.room_id ORDER BY r.joined_members DESC, r.room_id`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []PublishedRoom
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (PublishedRoom, error) {
 		var p PublishedRoom
-		if err := rows.Scan(&p.RoomNID, &p.RoomID, &p.JoinedMembers); err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
+		err := rows.Scan(&p.RoomNID, &p.RoomID, &p.JoinedMembers)
+		return p, err
+	})
 }
 
 // SelectInputPosition returns the last RoomInput sequence a partition applied.
@@ -166,21 +141,15 @@ func InsertOutbox(ctx context.Context, tx *sqlutil.Tx, subject, msgID string, pa
 // SelectOutbox returns queued messages in commit order.
 func SelectOutbox(ctx context.Context, q sqlutil.Querier, limit int) ([]OutboxMessage, error) {
 	rows, err := q.QueryContext(ctx, `SELECT id, subject, msg_id, payload FROM rs_outbox ORDER BY id LIMIT ?`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []OutboxMessage
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (OutboxMessage, error) {
 		var m OutboxMessage
 		var p string
 		if err := rows.Scan(&m.ID, &m.Subject, &m.MsgID, &p); err != nil {
-			return nil, err
+			return m, err
 		}
 		m.Payload = []byte(p)
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		return m, nil
+	})
 }
 
 // DeleteOutbox removes published messages.

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
@@ -44,53 +45,37 @@ func (t nidTable) lookup(ctx context.Context, q sqlutil.Querier, names []string,
 }
 
 func (t nidTable) selectInto(ctx context.Context, q sqlutil.Querier, names []string, out map[string]int64) error {
-	for len(names) > 0 {
-		batch := names[:min(len(names), 500)]
-		names = names[len(batch):]
+	return sqlutil.InBatches(names, 500, func(batch []string) error {
 		rows, err := q.QueryContext(ctx, `SELECT `+t.name+`, `+t.nid+` FROM `+t.table+` WHERE `+t.name+` IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var name string
 			var nid int64
 			if err := rows.Scan(&name, &nid); err != nil {
-				rows.Close()
 				return err
 			}
 			out[name] = nid
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-	}
-	return nil
+			return nil
+		})
+	})
 }
 
 // names maps numeric IDs back to names.
 func (t nidTable) names(ctx context.Context, q sqlutil.Querier, nids []int64) (map[int64]string, error) {
 	out := make(map[int64]string, len(nids))
-	for len(nids) > 0 {
-		batch := nids[:min(len(nids), 500)]
-		nids = nids[len(batch):]
+	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
 		rows, err := q.QueryContext(ctx, `SELECT `+t.nid+`, `+t.name+` FROM `+t.table+` WHERE `+t.nid+` IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var nid int64
 			var name string
 			if err := rows.Scan(&nid, &name); err != nil {
-				rows.Close()
-				return nil, err
+				return err
 			}
 			out[nid] = name
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/roomserver/state"
@@ -68,17 +69,17 @@ func SelectRoomIDs(ctx context.Context, q sqlutil.Querier, nids []int64) (map[in
 		return out, nil
 	}
 	rows, err := q.QueryContext(ctx, `SELECT room_nid, room_id FROM rs_rooms WHERE room_nid IN (`+sqlutil.InList(len(nids))+`)`, args(nids)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
+	err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 		var nid int64
 		var id string
 		if err := rows.Scan(&nid, &id); err != nil {
-			return nil, err
+			return err
 		}
 		out[nid] = id
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return out, nil
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/roomserver/state"
@@ -24,25 +25,20 @@ func InsertBlocks(ctx context.Context, tx *sqlutil.Tx, blocks []state.Snapshot, 
 			unknown = append(unknown, hashes[i])
 		}
 	}
-	for start := 0; start < len(unknown); start += 500 {
-		batch := unknown[start:min(len(unknown), start+500)]
+	err = sqlutil.InBatches(unknown, 500, func(batch []any) error {
 		rows, err := tx.QueryContext(ctx, `SELECT hash, block_nid FROM rs_state_blocks WHERE hash IN (`+sqlutil.InList(len(batch))+`)`, batch...)
-		if err != nil {
-			return nil, nil, err
-		}
-		for rows.Next() {
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var h []byte
 			var nid int64
 			if err := rows.Scan(&h, &nid); err != nil {
-				rows.Close()
-				return nil, nil, err
+				return err
 			}
 			known[string(h)] = nid
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, err
-		}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	nids = make([]int64, len(blocks))
 	for i, h := range hashes {
@@ -86,29 +82,24 @@ func SelectSnapshotBlocks(ctx context.Context, q sqlutil.Querier, snapshotNID in
 // SelectBlocks returns decoded blocks by numeric ID.
 func SelectBlocks(ctx context.Context, q sqlutil.Querier, nids []int64) (map[int64]state.Snapshot, error) {
 	out := make(map[int64]state.Snapshot, len(nids))
-	for len(nids) > 0 {
-		batch := nids[:min(len(nids), 500)]
-		nids = nids[len(batch):]
+	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
 		rows, err := q.QueryContext(ctx, `SELECT block_nid, entries FROM rs_state_blocks WHERE block_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var nid int64
 			var enc []byte
 			if err := rows.Scan(&nid, &enc); err != nil {
-				rows.Close()
-				return nil, err
+				return err
 			}
-			if out[nid], err = state.Decode(enc); err != nil {
-				rows.Close()
-				return nil, err
+			snap, err := state.Decode(enc)
+			if err != nil {
+				return err
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+			out[nid] = snap
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -37,26 +37,19 @@ func ReceiptEventPos(ctx context.Context, q sqlutil.Querier, roomID, typ, userID
 // ReceiptsSince returns the receipts of rooms that changed in (from, to].
 func ReceiptsSince(ctx context.Context, q sqlutil.Querier, rooms []string, from, to int64) ([]Receipt, error) {
 	var out []Receipt
-	for len(rooms) > 0 {
-		batch := rooms[:min(len(rooms), 500)]
-		rooms = rooms[len(batch):]
+	err := sqlutil.InBatches(rooms, 500, func(batch []string) error {
 		rows, err := q.QueryContext(ctx, `SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, pos FROM sync_receipts
 			WHERE pos > ? AND pos <= ? AND room_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch, from, to)...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
+		rs, err := sqlutil.Collect(rows, err, func(rows *sql.Rows) (Receipt, error) {
 			var r Receipt
-			if err := rows.Scan(&r.RoomID, &r.Type, &r.UserID, &r.ThreadID, &r.EventID, &r.TS, &r.Pos); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out = append(out, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+			err := rows.Scan(&r.RoomID, &r.Type, &r.UserID, &r.ThreadID, &r.EventID, &r.TS, &r.Pos)
+			return r, err
+		})
+		out = append(out, rs...)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -80,21 +73,15 @@ func UpsertAccountData(ctx context.Context, tx *sqlutil.Tx, userID string, d *Ac
 func AccountDataSince(ctx context.Context, q sqlutil.Querier, userID string, from, to int64) ([]AccountData, error) {
 	rows, err := q.QueryContext(ctx, `SELECT room_id, type, content, pos FROM sync_account_data WHERE user_id = ? AND pos > ? AND pos <= ? ORDER BY pos`,
 		userID, from, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []AccountData
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (AccountData, error) {
 		var d AccountData
 		var c string
 		if err := rows.Scan(&d.RoomID, &d.Type, &c, &d.Pos); err != nil {
-			return nil, err
+			return d, err
 		}
 		d.Content = json.RawMessage(c)
-		out = append(out, d)
-	}
-	return out, rows.Err()
+		return d, nil
+	})
 }
 
 // Presence is a user's presence.
@@ -142,26 +129,20 @@ func SelectPresence(ctx context.Context, q sqlutil.Querier, userID string) (*Pre
 // PresenceSince returns the presence of users that changed in (from, to].
 func PresenceSince(ctx context.Context, q sqlutil.Querier, users []string, from, to int64) ([]Presence, error) {
 	var out []Presence
-	for len(users) > 0 {
-		batch := users[:min(len(users), 500)]
-		users = users[len(batch):]
+	err := sqlutil.InBatches(users, 500, func(batch []string) error {
 		rows, err := q.QueryContext(ctx, `SELECT `+presenceColumns+` FROM sync_presence WHERE pos > ? AND pos <= ? AND user_id IN (`+
 			sqlutil.InList(len(batch))+`)`, anyArgs(batch, from, to)...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			p, err := scanPresence(rows)
 			if err != nil {
-				rows.Close()
-				return nil, err
+				return err
 			}
 			out = append(out, *p)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -182,18 +163,18 @@ func StrippedStates(ctx context.Context, q sqlutil.Querier, userID string, rooms
 	}
 	rows, err := q.QueryContext(ctx, `SELECT room_id, state FROM sync_stripped_state s WHERE user_id = ? AND room_id IN (`+sqlutil.InList(len(rooms))+`)
 		AND pos = (SELECT MAX(pos) FROM sync_stripped_state t WHERE t.user_id = s.user_id AND t.room_id = s.room_id)`, anyArgs(rooms, userID)...)
+	err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+		var room, st string
+		if err := rows.Scan(&room, &st); err != nil {
+			return err
+		}
+		out[room] = json.RawMessage(st)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var room, st string
-		if err := rows.Scan(&room, &st); err != nil {
-			return nil, err
-		}
-		out[room] = json.RawMessage(st)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // MaxPositions returns the highest position of each stream table.

@@ -64,14 +64,13 @@ var ErrExists = errors.New("already exists")
 const eventColumns = `pos, room_id, event_id, type, sender, state_key, membership, contains_url, origin_ts, event_json,
 	txn_id, device_id, visibility, replaces_state, prev_content, redacted`
 
-func scanEvent(sc interface{ Scan(...any) error }, extra ...any) (*Event, error) {
+func scanEvent(rows *sql.Rows) (Event, error) {
 	var e Event
 	var sk, membership, txn, dev, replaces, prev sql.NullString
 	var js string
-	dest := []any{&e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
-		&txn, &dev, &e.Visibility, &replaces, &prev, &e.Redacted}
-	if err := sc.Scan(append(dest, extra...)...); err != nil {
-		return nil, err
+	if err := rows.Scan(&e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
+		&txn, &dev, &e.Visibility, &replaces, &prev, &e.Redacted); err != nil {
+		return e, err
 	}
 	if sk.Valid {
 		e.StateKey = &sk.String
@@ -81,23 +80,11 @@ func scanEvent(sc interface{ Scan(...any) error }, extra ...any) (*Event, error)
 	if prev.Valid {
 		e.PrevContent = []byte(prev.String)
 	}
-	return &e, nil
+	return e, nil
 }
 
 func scanEvents(rows *sql.Rows, err error) ([]Event, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *e)
-	}
-	return out, rows.Err()
+	return sqlutil.Collect(rows, err, scanEvent)
 }
 
 // MaxEventPos is the highest timeline position (0 when empty).
@@ -110,16 +97,18 @@ func MaxEventPos(ctx context.Context, q sqlutil.Querier) (int64, error) {
 // EventsByID returns events by ID (unknown ones are absent).
 func EventsByID(ctx context.Context, q sqlutil.Querier, ids []string) (map[string]*Event, error) {
 	out := map[string]*Event{}
-	for len(ids) > 0 {
-		batch := ids[:min(len(ids), 500)]
-		ids = ids[len(batch):]
+	err := sqlutil.InBatches(ids, 500, func(batch []string) error {
 		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM sync_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch)...))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for i := range evs {
 			out[evs[i].EventID] = &evs[i]
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -140,9 +129,7 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 	if cond == "" {
 		cond = "TRUE"
 	}
-	for len(ranges) > 0 {
-		batch := ranges[:min(len(ranges), 300)]
-		ranges = ranges[len(batch):]
+	err := sqlutil.InBatches(ranges, 300, func(batch []Range) error {
 		values := make([]string, len(batch))
 		args := make([]any, 0, len(batch)*3+len(condArgs)+1)
 		for i, r := range batch {
@@ -156,16 +143,16 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 			WHERE t.pos IN (SELECT e.pos FROM sync_events e WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos <= r.hi
 				AND (`+cond+`) ORDER BY e.pos DESC LIMIT ?)
 			ORDER BY t.room_id, t.pos`, args...)
-		if err != nil {
-			return nil, nil, err
-		}
-		for rows.Next() {
+		err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			e, err := scanEvent(rows)
 			if err != nil {
-				rows.Close()
-				return nil, nil, err
+				return err
 			}
-			events[e.RoomID] = append(events[e.RoomID], *e)
+			events[e.RoomID] = append(events[e.RoomID], e)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for _, r := range batch {
 			if evs := events[r.RoomID]; len(evs) > limit {
@@ -173,10 +160,10 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 				limited[r.RoomID] = true
 			}
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, err
-		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return events, limited, nil
 }

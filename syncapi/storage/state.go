@@ -74,9 +74,7 @@ type StateQuery struct {
 // States answers state queries in one statement per batch of rooms.
 func States(ctx context.Context, q sqlutil.Querier, queries []StateQuery) (map[string][]StateRow, error) {
 	out := map[string][]StateRow{}
-	for len(queries) > 0 {
-		batch := queries[:min(len(queries), 200)]
-		queries = queries[len(batch):]
+	err := sqlutil.InBatches(queries, 200, func(batch []StateQuery) error {
 		var values, lazy []string
 		var args []any
 		for _, sq := range batch {
@@ -102,24 +100,20 @@ func States(ctx context.Context, q sqlutil.Querier, queries []StateQuery) (map[s
 					(qs.lazy = 0 AND s.from_pos > qs.since_pos)
 					OR (qs.lazy = 1 AND EXISTS (SELECT 1 FROM members m WHERE m.room_id = s.room_id AND m.user_id = s.state_key)))))
 			ORDER BY s.room_id, s.from_pos`, args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var r StateRow
 			var membership sql.NullString
 			var js string
 			if err := rows.Scan(&r.RoomID, &r.Type, &r.StateKey, &r.EventID, &membership, &js, &r.FromPos); err != nil {
-				rows.Close()
-				return nil, err
+				return err
 			}
 			r.Membership, r.JSON = membership.String, []byte(js)
 			out[r.RoomID] = append(out[r.RoomID], r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -136,21 +130,15 @@ type Membership struct {
 func CurrentMemberships(ctx context.Context, q sqlutil.Querier, userID string) ([]Membership, error) {
 	rows, err := q.QueryContext(ctx, `SELECT room_id, membership, event_id, from_pos FROM sync_state
 		WHERE state_key = ? AND type = 'm.room.member' AND to_pos IS NULL ORDER BY room_id`, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Membership
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Membership, error) {
 		var m Membership
 		var ms sql.NullString
 		if err := rows.Scan(&m.RoomID, &ms, &m.EventID, &m.Pos); err != nil {
-			return nil, err
+			return m, err
 		}
 		m.Membership = ms.String
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		return m, nil
+	})
 }
 
 // RoomMember is one current member of a room.
@@ -187,33 +175,28 @@ func RoomMemberships(ctx context.Context, q sqlutil.Querier, rooms []string) ([]
 
 func currentMembers(ctx context.Context, q sqlutil.Querier, rooms []string, cond string) ([]RoomMember, error) {
 	query := `SELECT room_id, state_key, membership, from_pos FROM sync_state WHERE type = 'm.room.member' AND to_pos IS NULL` + cond
-	var out []RoomMember
-	run := func(query string, args []any) error {
-		rows, err := q.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
+	scan := func(rows *sql.Rows) (RoomMember, error) {
+		var m RoomMember
+		var ms sql.NullString
+		if err := rows.Scan(&m.RoomID, &m.UserID, &ms, &m.Pos); err != nil {
+			return m, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var m RoomMember
-			var ms sql.NullString
-			if err := rows.Scan(&m.RoomID, &m.UserID, &ms, &m.Pos); err != nil {
-				return err
-			}
-			m.Membership = ms.String
-			out = append(out, m)
-		}
-		return rows.Err()
+		m.Membership = ms.String
+		return m, nil
 	}
 	if rooms == nil {
-		return out, run(query, nil)
+		rows, err := q.QueryContext(ctx, query)
+		return sqlutil.Collect(rows, err, scan)
 	}
-	for len(rooms) > 0 {
-		batch := rooms[:min(len(rooms), 500)]
-		rooms = rooms[len(batch):]
-		if err := run(query+` AND room_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch)); err != nil {
-			return nil, err
-		}
+	var out []RoomMember
+	err := sqlutil.InBatches(rooms, 500, func(batch []string) error {
+		rows, err := q.QueryContext(ctx, query+` AND room_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch)...)
+		members, err := sqlutil.Collect(rows, err, scan)
+		out = append(out, members...)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -244,19 +227,11 @@ func MembershipChanges(ctx context.Context, q sqlutil.Querier, userID string, fr
 		args = anyArgs(rooms, args...)
 	}
 	rows, err := q.QueryContext(ctx, query+` ORDER BY pos`, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []MembershipChange
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (MembershipChange, error) {
 		var m MembershipChange
-		if err := rows.Scan(&m.UserID, &m.RoomID, &m.Pos, &m.Membership, &m.EventID, &m.Sender); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		err := rows.Scan(&m.UserID, &m.RoomID, &m.Pos, &m.Membership, &m.EventID, &m.Sender)
+		return m, err
+	})
 }
 
 func boolInt(b bool) int {

@@ -48,19 +48,13 @@ func scanDevice(sc interface{ Scan(...any) error }) (*Device, error) {
 // SelectDevices lists the user's devices by device ID.
 func SelectDevices(ctx context.Context, q sqlutil.Querier, userID string) ([]Device, error) {
 	rows, err := q.QueryContext(ctx, `SELECT `+deviceColumns+` FROM user_devices WHERE user_id = ? ORDER BY device_id`, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Device
-	for rows.Next() {
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Device, error) {
 		d, err := scanDevice(rows)
 		if err != nil {
-			return nil, err
+			return Device{}, err
 		}
-		out = append(out, *d)
-	}
-	return out, rows.Err()
+		return *d, nil
+	})
 }
 
 // SelectDevice returns one device, or ErrNotFound.
@@ -100,10 +94,7 @@ func DeleteDevices(ctx context.Context, tx *sqlutil.Tx, userID string, deviceIDs
 		}
 	}
 	rows, err := tx.QueryContext(ctx, `DELETE FROM user_devices WHERE user_id = ? AND device_id IN (`+in+`) RETURNING device_id`, args...)
-	if err != nil {
-		return nil, err
-	}
-	return scanStrings(rows)
+	return sqlutil.Collect(rows, err, sqlutil.ScanValue[string])
 }
 
 // DeleteAllDevices deletes every device of the user except the one named
@@ -115,21 +106,5 @@ func DeleteAllDevices(ctx context.Context, tx *sqlutil.Tx, userID, except string
 		}
 	}
 	rows, err := tx.QueryContext(ctx, `DELETE FROM user_devices WHERE user_id = ? AND device_id <> ? RETURNING device_id`, userID, except)
-	if err != nil {
-		return nil, err
-	}
-	return scanStrings(rows)
-}
-
-func scanStrings(rows *sql.Rows) ([]string, error) {
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return sqlutil.Collect(rows, err, sqlutil.ScanValue[string])
 }

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
@@ -10,19 +11,19 @@ import (
 // SelectProfile returns every profile field of the user.
 func SelectProfile(ctx context.Context, q sqlutil.Querier, userID string) (map[string]json.RawMessage, error) {
 	rows, err := q.QueryContext(ctx, `SELECT field, value FROM user_profiles WHERE user_id = ?`, userID)
+	out := map[string]json.RawMessage{}
+	err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return err
+		}
+		out[k] = json.RawMessage(v)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := map[string]json.RawMessage{}
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			return nil, err
-		}
-		out[k] = json.RawMessage(v)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // UpsertProfileField sets one field.
