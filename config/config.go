@@ -27,6 +27,7 @@ type Config struct {
 	RateLimiting   RateLimiting    `yaml:"rate_limiting" doc:"Request rate limits (token buckets)."`
 	Media          Media           `yaml:"media" doc:"The media repository."`
 	Presence       Presence        `yaml:"presence" doc:"Online/offline status of users."`
+	Federation     Federation      `yaml:"federation" doc:"Talking to other homeservers."`
 	Logging        Logging         `yaml:"logging" doc:"Log output."`
 	Metrics        Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
 	WellKnown      WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
@@ -113,6 +114,23 @@ type Presence struct {
 	Enabled      bool     `yaml:"enabled" doc:"Track and share whether users are online (as Synapse's presence.enabled). Off: clients see everyone offline."`
 	IdleAfter    Duration `yaml:"idle_after" doc:"An online user without activity for this long becomes unavailable."`
 	OfflineAfter Duration `yaml:"offline_after" doc:"A user whose clients stopped syncing for this long becomes offline."`
+}
+
+// Federation configures the server-server API.
+type Federation struct {
+	Enabled               bool               `yaml:"enabled" doc:"Federate with other homeservers. Off: remote users, rooms and servers are refused and the federation API answers 404."`
+	TrustedKeyServers     []TrustedKeyServer `yaml:"trusted_key_servers" doc:"Notary servers asked for other servers' signing keys when a server cannot be asked directly (as Synapse's trusted_key_servers)."`
+	KeyValidity           Duration           `yaml:"key_validity" doc:"How long other servers may cache this server's signing key (valid_until_ts of /_matrix/key/v2/server)."`
+	CACertsPath           string             `yaml:"ca_certs_path" doc:"A PEM file of certificate authorities trusted for outgoing federation requests in addition to the system's."`
+	AllowPrivateAddresses bool               `yaml:"allow_private_addresses" doc:"Allow outgoing federation requests to loopback, private and link-local addresses. Leave off on a public server: a remote server name could otherwise point this server at your internal network."`
+	DomainAllowlist       []string           `yaml:"domain_allowlist" doc:"If not empty, the only server names this server federates with."`
+	DomainDenylist        []string           `yaml:"domain_denylist" doc:"Server names this server never federates with."`
+}
+
+// TrustedKeyServer is a notary for other servers' keys.
+type TrustedKeyServer struct {
+	ServerName string            `yaml:"server_name" doc:"The notary's server name."`
+	VerifyKeys map[string]string `yaml:"verify_keys" doc:"Its keys (key ID: unpadded base64 public key); its answers must be signed by one of them."`
 }
 
 // Logging configures log output.

@@ -30,8 +30,16 @@ func Defaults(serverName string) *Config {
 		},
 		Media:    Media{StorePath: "data/media", MaxUploadSize: 50 << 20},
 		Presence: Presence{Enabled: true, IdleAfter: Duration(5 * time.Minute), OfflineAfter: Duration(30 * time.Second)},
-		Logging:  Logging{Level: "info", Format: "text"},
-		Metrics:  Metrics{Address: "127.0.0.1:9092"},
+		Federation: Federation{
+			Enabled: true,
+			TrustedKeyServers: []TrustedKeyServer{{ServerName: "matrix.org",
+				VerifyKeys: map[string]string{"ed25519:auto": "Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw"}}},
+			KeyValidity:     Duration(24 * time.Hour),
+			DomainAllowlist: []string{},
+			DomainDenylist:  []string{},
+		},
+		Logging: Logging{Level: "info", Format: "text"},
+		Metrics: Metrics{Address: "127.0.0.1:9092"},
 	}
 }
 

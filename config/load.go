@@ -227,6 +227,7 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	abs(&c.SigningKeyPath)
+	abs(&c.Federation.CACertsPath)
 	abs(&c.NATS.StoreDir)
 	abs(&c.Media.StorePath)
 	abs(&c.Listeners.FederationTLS.CertPath)

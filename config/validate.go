@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
@@ -128,6 +129,36 @@ func (c *Config) Validate() error {
 	}
 	if c.Presence.OfflineAfter <= 0 {
 		bad("presence.offline_after", "must be positive")
+	}
+	for i, k := range c.Federation.TrustedKeyServers {
+		key := fmt.Sprintf("federation.trusted_key_servers[%d]", i)
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(k.ServerName)); !ok {
+			bad(key+".server_name", "%q is not a valid server name", k.ServerName)
+		}
+		if len(k.VerifyKeys) == 0 {
+			bad(key+".verify_keys", "must list at least one key")
+		}
+		for id, pub := range k.VerifyKeys {
+			if !strings.HasPrefix(id, "ed25519:") {
+				bad(key+".verify_keys", "key ID %q must start with ed25519:", id)
+			}
+			if b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(pub, "=")); err != nil || len(b) != 32 {
+				bad(key+".verify_keys", "key %q must be a 32-byte ed25519 public key in unpadded base64", id)
+			}
+		}
+	}
+	if c.Federation.KeyValidity < Duration(time.Hour) {
+		bad("federation.key_validity", "must be at least 1h")
+	}
+	for _, l := range []struct {
+		key   string
+		names []string
+	}{{"federation.domain_allowlist", c.Federation.DomainAllowlist}, {"federation.domain_denylist", c.Federation.DomainDenylist}} {
+		for i, n := range l.names {
+			if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(n)); !ok {
+				bad(fmt.Sprintf("%s[%d]", l.key, i), "%q is not a valid server name", n)
+			}
+		}
 	}
 	if c.Media.StorePath == "" {
 		bad("media.store_path", "must be set")

@@ -23,6 +23,7 @@ type dbctx struct {
 	snapshots map[int64]state.Snapshot
 	blockNIDs map[string]int64 // block hash -> numeric ID
 	events    map[int64]*event
+	ids       map[string]int64 // event ID -> numeric ID of events stored in the transaction
 	typeNIDs  map[string]int64
 	keyNIDs   map[string]int64
 	heads     map[string]*roomHead
@@ -36,7 +37,7 @@ func (r *Roomserver) reader() *dbctx { return &dbctx{r: r, q: r.store.DB()} }
 
 func (r *Roomserver) inTx(tx *sqlutil.Tx) *dbctx {
 	return &dbctx{r: r, q: tx, tx: tx, snapshots: map[int64]state.Snapshot{}, blockNIDs: map[string]int64{}, events: map[int64]*event{},
-		typeNIDs: map[string]int64{}, keyNIDs: map[string]int64{}, heads: map[string]*roomHead{}}
+		ids: map[string]int64{}, typeNIDs: map[string]int64{}, keyNIDs: map[string]int64{}, heads: map[string]*roomHead{}}
 }
 
 // commit publishes what a committed transaction learnt to the caches.
@@ -278,11 +279,25 @@ func (d *dbctx) eventsByNID(ctx context.Context, nids []int64) (map[int64]*event
 
 // eventsByID loads events by ID; unknown IDs are absent.
 func (d *dbctx) eventsByID(ctx context.Context, ids []string) (map[string]*event, error) {
+	byNID := make(map[int64]*event, len(ids))
+	if len(d.ids) > 0 {
+		// Events this transaction stored need no query.
+		var rest []string
+		for _, id := range ids {
+			if nid, ok := d.ids[id]; ok {
+				if e, ok := d.events[nid]; ok {
+					byNID[nid] = e
+					continue
+				}
+			}
+			rest = append(rest, id)
+		}
+		ids = rest
+	}
 	rows, err := storage.SelectEventsByID(ctx, d.q, ids)
 	if err != nil {
 		return nil, err
 	}
-	byNID := make(map[int64]*event, len(rows))
 	var fresh []storage.Event
 	for _, row := range rows {
 		if e, ok := d.events[row.NID]; ok {

@@ -16,7 +16,6 @@ import (
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/roomserver/api"
-	"github.com/myelin-chat/myelin/roomserver/state"
 	"github.com/myelin-chat/myelin/roomserver/storage"
 )
 
@@ -90,7 +89,9 @@ func (r *Roomserver) process(ctx context.Context, partition int, seq uint64, msg
 		switch {
 		case msg.Local != nil:
 			err = d.processLocal(ctx, msg, res)
-		case len(msg.Events) > 0:
+		case msg.OutOfBand != nil:
+			err = d.processOutOfBand(ctx, msg, res)
+		case len(msg.Events) > 0 || len(msg.Outliers) > 0:
 			err = d.processEvents(ctx, msg, res)
 		default:
 			err = inputError(mxerr.CodeBadJSON, "Empty input")
@@ -139,6 +140,9 @@ func (d *dbctx) processLocal(ctx context.Context, msg *api.InputMessage, res *ap
 		} else if err != nil {
 			return err
 		}
+		if len(head.latest) == 0 {
+			return inputError(mxerr.CodeNotFound, "This server is not in room %s", msg.RoomID)
+		}
 	}
 	now := time.Now()
 	for i, p := range li.Events {
@@ -174,7 +178,7 @@ func (d *dbctx) processLocal(ctx context.Context, msg *api.InputMessage, res *ap
 		if i == len(li.Events)-1 {
 			txnID = li.TxnKey
 		}
-		if head, err = d.addEvent(ctx, head, b, addOpts{txnID: txnIDOf(txnID), deviceID: li.DeviceID}); err != nil {
+		if head, err = d.addEvent(ctx, head, b, addOpts{txnID: txnIDOf(txnID), deviceID: li.DeviceID, sendAs: string(d.r.cfg.ServerName)}); err != nil {
 			return err
 		}
 		res.EventIDs = append(res.EventIDs, b.pdu.EventID())
@@ -252,142 +256,6 @@ func (d *dbctx) checkLocalRedaction(ctx context.Context, head *roomHead, b *buil
 		return inputError(mxerr.CodeForbidden, "You don't have permission to redact events of other users")
 	}
 	return nil
-}
-
-// processEvents stores complete events (already checked for signatures and
-// hashes) in order: each is authorised against its auth events and the
-// state before it (failures are stored as rejected), then against the
-// current state (failures are soft-failed).
-func (d *dbctx) processEvents(ctx context.Context, msg *api.InputMessage, res *api.InputResult) error {
-	head, err := d.head(ctx, msg.RoomID)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return err
-	}
-	for _, raw := range msg.Events {
-		var version gomatrixserverlib.RoomVersion
-		if head != nil {
-			version = head.version
-		} else {
-			var c struct {
-				Content struct {
-					RoomVersion string `json:"room_version"`
-				} `json:"content"`
-			}
-			_ = json.Unmarshal(raw, &c)
-			version = gomatrixserverlib.RoomVersion(c.Content.RoomVersion)
-			if version == "" {
-				version = gomatrixserverlib.RoomVersionV1
-			}
-		}
-		verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-		if err != nil {
-			return inputError(mxerr.CodeUnsupportedRoomVersion, "Unsupported room version %s", version)
-		}
-		pdu, err := verImpl.NewEventFromTrustedJSON(raw, false)
-		if err != nil {
-			return inputError(mxerr.CodeBadJSON, "Invalid event: %v", err)
-		}
-		if head == nil {
-			if pdu.Type() != spec.MRoomCreate {
-				return inputError(mxerr.CodeNotFound, "Unknown room %s", msg.RoomID)
-			}
-			if head, err = d.createRoom(ctx, pdu); err != nil {
-				return err
-			}
-			res.RoomID = head.id
-		}
-		if head, err = d.processEvent(ctx, head, pdu); err != nil {
-			return err
-		}
-		res.EventIDs = append(res.EventIDs, pdu.EventID())
-	}
-	return nil
-}
-
-// processEvent authorises and stores one complete event.
-func (d *dbctx) processEvent(ctx context.Context, head *roomHead, pdu gomatrixserverlib.PDU) (*roomHead, error) {
-	if existing, err := d.eventsByID(ctx, []string{pdu.EventID()}); err != nil || len(existing) > 0 {
-		return head, err
-	}
-	b := &built{pdu: pdu}
-	prevIDs := pdu.PrevEventIDs()
-	prevs, err := d.eventsByID(ctx, prevIDs)
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range prevIDs {
-		p, ok := prevs[id]
-		if !ok || p.Kind == storage.KindOutlier {
-			return nil, inputError(mxerr.CodeNotFound, "Missing prev event %s", id)
-		}
-		b.prevs = append(b.prevs, p)
-	}
-	if len(b.prevs) > 0 {
-		if b.before, b.beforeNID, err = d.stateAfterAll(ctx, head, b.prevs); err != nil {
-			return nil, err
-		}
-	}
-	o := addOpts{remote: true}
-	if err := d.authAgainstAuthEvents(ctx, head, pdu); err != nil {
-		o.kind = storage.KindRejected
-	} else if err := d.authAgainstState(ctx, pdu, b.before); err != nil {
-		o.kind = storage.KindRejected
-	} else {
-		cur, err := d.snapshot(ctx, head.snapshot)
-		if err != nil {
-			return nil, err
-		}
-		o.softFailed = d.authAgainstState(ctx, pdu, cur) != nil
-	}
-	if o.kind == storage.KindRejected {
-		d.r.log.Info("rejected event", slog.String("room_id", head.id), slog.String("event_id", pdu.EventID()))
-	}
-	return d.addEvent(ctx, head, b, o)
-}
-
-// authAgainstAuthEvents checks an event against the events it lists in
-// auth_events (plus the create event its room ID implies).
-func (d *dbctx) authAgainstAuthEvents(ctx context.Context, head *roomHead, pdu gomatrixserverlib.PDU) error {
-	ids := pdu.AuthEventIDs()
-	if verImpl, err := gomatrixserverlib.GetRoomVersion(head.version); err == nil && verImpl.DomainlessRoomIDs() && pdu.Type() != spec.MRoomCreate {
-		ids = append(ids, "$"+head.id[1:])
-	}
-	evs, err := d.eventsByID(ctx, ids)
-	if err != nil {
-		return err
-	}
-	pdus := make([]gomatrixserverlib.PDU, 0, len(evs)+1)
-	for _, id := range ids {
-		e, ok := evs[id]
-		if !ok || e.Kind == storage.KindRejected {
-			return fmt.Errorf("auth event %s missing or rejected", id)
-		}
-		pdus = append(pdus, e.pdu)
-	}
-	return allowed(pdu, pdus)
-}
-
-// authAgainstState checks an event against the auth events a state holds.
-func (d *dbctx) authAgainstState(ctx context.Context, pdu gomatrixserverlib.PDU, s state.Snapshot) error {
-	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu})
-	pdus, err := d.lookup(ctx, s, needed.Tuples())
-	if err != nil {
-		return err
-	}
-	return allowed(pdu, pdus)
-}
-
-// allowed applies the auth rules to an event with the given auth events (a
-// create event is its own).
-func allowed(pdu gomatrixserverlib.PDU, authEvents []gomatrixserverlib.PDU) error {
-	if pdu.Type() == spec.MRoomCreate {
-		authEvents = append(authEvents, pdu)
-	}
-	ae, err := gomatrixserverlib.NewAuthEvents(authEvents)
-	if err != nil {
-		return err
-	}
-	return gomatrixserverlib.Allowed(pdu, ae, userIDForSender)
 }
 
 // flushOutbox publishes committed output in commit order. Publishing is

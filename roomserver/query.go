@@ -27,7 +27,7 @@ func (r *Roomserver) QueryRoomInfo(ctx context.Context, roomID string) (*api.Roo
 	if err != nil {
 		return nil, err
 	}
-	return &api.RoomInfo{RoomID: h.id, Version: h.version}, nil
+	return &api.RoomInfo{RoomID: h.id, Version: h.version, HasState: h.snapshot != 0}, nil
 }
 
 // stateQuery returns the given tuples (or everything) of a snapshot.

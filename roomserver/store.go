@@ -22,18 +22,20 @@ type addOpts struct {
 	remote     bool // from another server: pending redactions may target it
 	txnID      string
 	deviceID   string
+	// sendAs is the server that sends the event to the room's servers.
+	sendAs string
+	// historical events (backfill) move neither the forward extremities
+	// nor the current state, and are announced by the caller.
+	historical bool
+	// promote is the stored outlier this event moves into the DAG.
+	promote *event
 }
 
-// addEvent stores an event whose state before is known, moves the room's
-// forward extremities and current state, updates memberships, applies
-// redactions and queues the RoomOutput message. It returns the room's new
-// head (also kept in the transaction's working copies). An event already
-// stored is left alone.
-func (d *dbctx) addEvent(ctx context.Context, head *roomHead, b *built, o addOpts) (*roomHead, error) {
-	ev := b.pdu
-	if o.kind == 0 {
-		o.kind = storage.KindNormal
-	}
+// insertEvent stores an event row (in the DAG with the given state before,
+// or as an outlier or rejected event with 0) and returns it with its parsed
+// form. The state key's numeric ID must be known to the transaction or
+// created (stateKeyNIDs) beforehand for speed; it is created here if not.
+func (d *dbctx) insertEvent(ctx context.Context, head *roomHead, ev gomatrixserverlib.PDU, kind int, stateBefore int64) (*event, error) {
 	typeNID, _, err := d.typeNID(ctx, ev.Type())
 	if err != nil {
 		return nil, err
@@ -43,10 +45,9 @@ func (d *dbctx) addEvent(ctx context.Context, head *roomHead, b *built, o addOpt
 		EventID:     ev.EventID(),
 		TypeNID:     typeNID,
 		Depth:       ev.Depth(),
-		Kind:        o.kind,
-		SoftFailed:  o.softFailed,
-		StateBefore: b.beforeNID,
-		StateAfter:  b.beforeNID,
+		Kind:        kind,
+		StateBefore: stateBefore,
+		StateAfter:  stateBefore,
 		Sender:      string(ev.SenderID()),
 		OriginTS:    int64(ev.OriginServerTS()),
 		JSON:        ev.JSON(),
@@ -59,31 +60,71 @@ func (d *dbctx) addEvent(ctx context.Context, head *roomHead, b *built, o addOpt
 		row.StateKeyNID = m[*sk]
 	}
 	nid, err := storage.InsertEvent(ctx, d.tx, &row)
-	if errors.Is(err, storage.ErrExists) {
-		return head, nil
-	}
 	if err != nil {
 		return nil, err
 	}
 	row.NID = nid
+	row.JSON = nil
+	e := &event{Event: row, pdu: ev}
+	d.events[nid] = e
+	d.ids[ev.EventID()] = nid
+	return e, nil
+}
+
+// addEvent stores an event whose state before is known, moves the room's
+// forward extremities and current state, updates memberships, applies
+// redactions and queues the RoomOutput message. It returns the room's new
+// head (also kept in the transaction's working copies). An event already
+// stored is left alone.
+func (d *dbctx) addEvent(ctx context.Context, head *roomHead, b *built, o addOpts) (*roomHead, error) {
+	ev := b.pdu
+	if o.kind == 0 {
+		o.kind = storage.KindNormal
+	}
+	var e *event
+	if o.promote != nil {
+		e = &event{Event: o.promote.Event, pdu: ev}
+		e.Kind, e.SoftFailed, e.StateBefore, e.StateAfter = o.kind, o.softFailed, b.beforeNID, b.beforeNID
+		d.events[e.NID] = e
+		d.uncache = append(d.uncache, e.NID)
+	} else {
+		var err error
+		if e, err = d.insertEvent(ctx, head, ev, o.kind, b.beforeNID); errors.Is(err, storage.ErrExists) {
+			return head, nil
+		} else if err != nil {
+			return nil, err
+		}
+		if o.softFailed {
+			e.SoftFailed = true
+		}
+	}
+	nid := e.NID
 	if err := storage.InsertPrevEvents(ctx, d.tx, nid, ev.PrevEventIDs()); err != nil {
 		return nil, err
 	}
 	after := b.before
-	if row.StateKeyNID != 0 && o.kind == storage.KindNormal {
-		after = b.before.With(state.Entry{Key: state.Key{Type: typeNID, StateKey: row.StateKeyNID}, Event: nid})
-		if row.StateAfter, err = d.storeSnapshot(ctx, after); err != nil {
-			return nil, err
-		}
-		if err := storage.UpdateEventStateAfter(ctx, d.tx, nid, row.StateAfter); err != nil {
+	if e.StateKeyNID != 0 && o.kind == storage.KindNormal {
+		var err error
+		after = b.before.With(state.Entry{Key: state.Key{Type: e.TypeNID, StateKey: e.StateKeyNID}, Event: nid})
+		if e.StateAfter, err = d.storeSnapshot(ctx, after); err != nil {
 			return nil, err
 		}
 	}
-	e := &event{Event: row, pdu: ev}
-	e.JSON = nil
-	d.events[nid] = e
+	if o.promote != nil || e.StateAfter != e.StateBefore || e.SoftFailed {
+		if err := storage.UpdateEventPlacement(ctx, d.tx, nid, o.kind, e.SoftFailed, e.StateBefore, e.StateAfter); err != nil {
+			return nil, err
+		}
+	}
 	if o.kind != storage.KindNormal {
 		return head, nil // rejected: stored, never applied
+	}
+	if o.historical {
+		if ev.Type() == spec.MRoomRedaction {
+			if err := d.applyRedaction(ctx, head, e, b.before); err != nil {
+				return nil, err
+			}
+		}
+		return head, nil
 	}
 
 	nh := head.clone()
@@ -111,7 +152,7 @@ func (d *dbctx) addEvent(ctx context.Context, head *roomHead, b *built, o addOpt
 	}
 	var current state.Snapshot
 	if len(nh.latest) == 1 && nh.latest[0] == nid {
-		current, nh.snapshot = after, row.StateAfter
+		current, nh.snapshot = after, e.StateAfter
 	} else {
 		latest, err := d.eventsByNID(ctx, nh.latest)
 		if err != nil {
@@ -228,11 +269,12 @@ func (d *dbctx) queueNewEvent(ctx context.Context, h *roomHead, e *event, added,
 		return err
 	}
 	out := &api.OutputNewEvent{
-		RoomID:      h.id,
-		RoomVersion: string(h.version),
-		Event:       e.pdu.JSON(),
-		TxnID:       o.txnID,
-		DeviceID:    o.deviceID,
+		RoomID:       h.id,
+		RoomVersion:  string(h.version),
+		Event:        e.pdu.JSON(),
+		TxnID:        o.txnID,
+		DeviceID:     o.deviceID,
+		SendAsServer: o.sendAs,
 	}
 	for _, a := range added {
 		out.AddsState = append(out.AddsState, ids[a.Event])

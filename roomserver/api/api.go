@@ -40,6 +40,10 @@ type StateKeyTuple = gomatrixserverlib.StateKeyTuple
 type RoomInfo struct {
 	RoomID  string
 	Version gomatrixserverlib.RoomVersion
+	// HasState is false for a room known only through an invite or a
+	// knock of a local user received or sent over federation: this server
+	// has never been in it.
+	HasState bool
 }
 
 // MemberInfo is a user's current membership of a room.
@@ -119,4 +123,51 @@ type ProtoEvent struct {
 	// Redacts is the target of a redaction (the roomserver moves it into
 	// content for room versions 11 and later).
 	Redacts string `json:"redacts,omitempty"`
+}
+
+// EventKind is how an event is stored.
+type EventKind int
+
+// Event kinds.
+const (
+	KindNormal   EventKind = 1 // in the DAG, with state
+	KindOutlier  EventKind = 2 // outside the DAG (auth chains, out-of-band memberships)
+	KindRejected EventKind = 3 // failed the auth rules: never applied
+)
+
+// FederationQueryAPI answers what the federation API serves to other
+// servers and needs to take their events in.
+type FederationQueryAPI interface {
+	// QueryEventKinds reports how each known event is stored; unknown
+	// events are absent.
+	QueryEventKinds(ctx context.Context, eventIDs []string) (map[string]EventKind, error)
+	// QueryStateBefore returns the IDs of the state before an event (the
+	// state /state_ids and /state serve), ErrEventNotFound when the event
+	// is not in the room's DAG.
+	QueryStateBefore(ctx context.Context, roomID, eventID string) ([]string, error)
+	// QueryCurrentStateIDs returns the IDs of the room's current state.
+	QueryCurrentStateIDs(ctx context.Context, roomID string) ([]string, error)
+	// QueryAuthChain returns the IDs of the auth chain of events: their
+	// auth events, recursively, without the events themselves.
+	QueryAuthChain(ctx context.Context, eventIDs []string) ([]string, error)
+	// QueryMissingEvents walks prev_events back from latest, never past
+	// earliest, and returns up to limit events of depth >= minDepth
+	// (oldest first), as /get_missing_events serves them.
+	QueryMissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int, minDepth int64) ([]gomatrixserverlib.PDU, error)
+	// QueryBackfill walks prev_events back from (and including) from and
+	// returns up to limit events, newest first, as /backfill serves them.
+	QueryBackfill(ctx context.Context, roomID string, from []string, limit int) ([]gomatrixserverlib.PDU, error)
+	// QueryServerMayRead applies history visibility to a server: whether
+	// a user of server could see the event (any of its users was in the
+	// room at the event, or the history is shared or world readable).
+	QueryServerMayRead(ctx context.Context, server string, eventID string) (bool, error)
+	// QueryJoinedServers lists the servers with a user joined to the room.
+	QueryJoinedServers(ctx context.Context, roomID string) ([]string, error)
+	// QueryEventTemplate builds an unsigned event on the room's forward
+	// extremities (prev_events, auth_events, depth filled in), for
+	// make_join, make_leave, make_knock and invites of remote users. It
+	// fails with ErrNotAllowed (wrapped, with the reason) when the event
+	// would fail the auth rules, and ErrRoomNotFound for a room without
+	// state here.
+	QueryEventTemplate(ctx context.Context, roomID string, proto ProtoEvent) (*gomatrixserverlib.ProtoEvent, gomatrixserverlib.RoomVersion, error)
 }

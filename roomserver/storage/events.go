@@ -116,8 +116,48 @@ func SelectReferencingEvents(ctx context.Context, q sqlutil.Querier, eventID str
 	return sqlutil.Collect(rows, err, sqlutil.ScanValue[int64])
 }
 
-// UpdateEventStateAfter records the state after a state event.
-func UpdateEventStateAfter(ctx context.Context, tx *sqlutil.Tx, nid, snapshotNID int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE rs_events SET state_after_nid = ? WHERE event_nid = ?`, snapshotNID, nid)
+// UpdateEventPlacement sets how a stored event sits in the room: its kind
+// (an outlier moving into the DAG), whether it soft-failed, and the state
+// before and after it.
+func UpdateEventPlacement(ctx context.Context, tx *sqlutil.Tx, nid int64, kind int, softFailed bool, stateBefore, stateAfter int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE rs_events SET kind = ?, soft_failed = ?, state_before_nid = ?, state_after_nid = ?
+		WHERE event_nid = ?`, kind, softFailed, stateBefore, stateAfter, nid)
 	return err
+}
+
+// SelectEventKinds returns how each of the stored events is stored (event
+// ID -> kind); unknown IDs are absent.
+func SelectEventKinds(ctx context.Context, q sqlutil.Querier, ids []string) (map[string]int, error) {
+	out := make(map[string]int, len(ids))
+	err := sqlutil.InBatches(ids, 500, func(batch []string) error {
+		rows, err := q.QueryContext(ctx, `SELECT event_id, kind FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+			var id string
+			var kind int
+			if err := rows.Scan(&id, &kind); err != nil {
+				return err
+			}
+			out[id] = kind
+			return nil
+		})
+	})
+	return out, err
+}
+
+// SelectEventIDs maps numeric event IDs to event IDs.
+func SelectEventIDs(ctx context.Context, q sqlutil.Querier, nids []int64) (map[int64]string, error) {
+	out := make(map[int64]string, len(nids))
+	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
+		rows, err := q.QueryContext(ctx, `SELECT event_nid, event_id FROM rs_events WHERE event_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+			var nid int64
+			var id string
+			if err := rows.Scan(&nid, &id); err != nil {
+				return err
+			}
+			out[nid] = id
+			return nil
+		})
+	})
+	return out, err
 }

@@ -293,7 +293,7 @@ func TestEvents(t *testing.T) {
 			if err := storage.UpdateEventJSON(ctx, tx, n1, []byte(`{"redacted":true}`), true); err != nil {
 				return err
 			}
-			return storage.UpdateEventStateAfter(ctx, tx, n1, 42)
+			return storage.UpdateEventPlacement(ctx, tx, n1, storage.KindNormal, false, 4, 42)
 		})
 		evs, err := storage.SelectEventsByNID(ctx, s.DB(), []int64{n1})
 		if err != nil || len(evs) != 1 || string(evs[0].JSON) != `{"redacted":true}` || !evs[0].Redacted || evs[0].StateAfter != 42 || evs[0].StateBefore != 4 {
