@@ -23,6 +23,9 @@ import (
 
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/federationapi"
+	fedapi "github.com/myelin-chat/myelin/federationapi/api"
+	"github.com/myelin-chat/myelin/federationapi/transport"
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/signingkey"
@@ -43,6 +46,12 @@ type Options struct {
 	// Listener, when set, is used instead of listening on
 	// listeners.http.address (tests pass 127.0.0.1:0).
 	Listener net.Listener
+	// FederationListener, when set, is used instead of listening on
+	// listeners.federation_tls.address.
+	FederationListener net.Listener
+	// FederationResolver answers the DNS questions of server discovery
+	// (nil: the system's resolver); tests give their servers names.
+	FederationResolver transport.Resolver
 }
 
 // Server is a running homeserver.
@@ -57,8 +66,11 @@ type Server struct {
 	Bus   *bus.Bus
 	Users *userapi.UserAPI
 	Rooms *roomserver.Roomserver
+	// Federation is nil when federation is off.
+	Federation *federationapi.FederationAPI
 
 	ln       net.Listener
+	fedLn    net.Listener
 	servers  []*http.Server
 	closers  []func()
 	drainers []func() // run when shutdown starts: end long-polls
@@ -71,7 +83,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	s = &Server{Config: cfg, Log: o.Logger, Registry: o.Registry, ln: o.Listener, serveErr: make(chan error, 3)}
+	s = &Server{Config: cfg, Log: o.Logger, Registry: o.Registry, ln: o.Listener, fedLn: o.FederationListener, serveErr: make(chan error, 3)}
 	if s.Log == nil {
 		s.Log = NewLogger(cfg.Logging, nil)
 	}
@@ -100,7 +112,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, err
 	}
 	s.closers = append(s.closers, s.Bus.Close)
-	if err := s.Bus.EnsureStreams(ctx, append(userapiapi.Streams(), rsapi.Streams()...)...); err != nil {
+	if err := s.Bus.EnsureStreams(ctx, append(append(userapiapi.Streams(), rsapi.Streams()...), fedapi.Streams()...)...); err != nil {
 		return nil, err
 	}
 
@@ -141,6 +153,11 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, err
 	}
 	s.closers = append(s.closers, inputer.Close)
+	if cfg.Federation.Enabled {
+		if s.Federation, err = newFederation(ctx, s, o, inputer); err != nil {
+			return nil, err
+		}
+	}
 	sync, err := syncapi.New(ctx, syncapi.Config{
 		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
@@ -179,6 +196,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	})
 	client.Register(s.Handler)
 	sync.Register(s.Handler)
+	if s.Federation != nil {
+		s.Federation.Register(s.Handler)
+	}
 	return s, nil
 }
 
@@ -193,14 +213,16 @@ func (s *Server) Start() error {
 		s.ln = ln
 	}
 	s.serve(s.ln, s.Handler, nil)
-	if t := cfg.Listeners.FederationTLS; t.Address != "" {
+	if t := cfg.Listeners.FederationTLS; t.Address != "" || s.fedLn != nil {
 		cert, err := tls.LoadX509KeyPair(t.CertPath, t.KeyPath)
 		if err != nil {
 			return fmt.Errorf("federation TLS certificate: %w", err)
 		}
-		ln, err := net.Listen("tcp", t.Address)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", t.Address, err)
+		ln := s.fedLn
+		if ln == nil {
+			if ln, err = net.Listen("tcp", t.Address); err != nil {
+				return fmt.Errorf("listen on %s: %w", t.Address, err)
+			}
 		}
 		s.serve(ln, s.Handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}

@@ -89,3 +89,13 @@ func ClientIP(r *http.Request, trustForwarded bool) string {
 func ctxWith(ctx context.Context, st *request) context.Context {
 	return context.WithValue(ctx, ctxKey{}, st)
 }
+
+// AddLogAttrs adds slog attributes (key-value pairs, as slog.Logger.With
+// takes them) to the request's logger, so that the handler's log lines and
+// the request's access log line carry them (the federation API adds the
+// authenticated origin server). Outside a request it does nothing.
+func AddLogAttrs(ctx context.Context, args ...any) {
+	if s := stateOf(ctx); s != nil && len(args) > 0 {
+		s.log = s.log.With(args...)
+	}
+}

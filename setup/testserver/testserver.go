@@ -38,6 +38,10 @@ type Server struct {
 	Dir  string
 	URL  string
 	addr string
+	// Name is the server name.
+	Name string
+	// fed is the server's place in a federation Network (nil outside one).
+	fed *member
 }
 
 // Start starts a server and stops it when the test ends. Its server name
@@ -49,13 +53,29 @@ func Start(t testing.TB, opts ...Options) *Server {
 	if len(opts) > 0 {
 		o = opts[0]
 	}
+	return start(t, o, nil, "")
+}
+
+func start(t testing.TB, o Options, n *Network, name string) *Server {
+	t.Helper()
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	host := "127.0.0.1"
+	var m *member
+	if n != nil {
+		m = n.add(t, name, dir)
+		host = m.ip
+	}
+	ln, err := net.Listen("tcp", host+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	cfg := config.Defaults(addr)
+	if name == "" {
+		name = addr
+	}
+	cfg := config.Defaults(name)
+	// No notary: a test server asks other servers for their keys itself.
+	cfg.Federation.TrustedKeyServers = nil
 	cfg.SigningKeyPath = filepath.Join(dir, "signing.key")
 	cfg.NATS.StoreDir = filepath.Join(dir, "jetstream")
 	cfg.Media.StorePath = filepath.Join(dir, "media")
@@ -72,6 +92,9 @@ func Start(t testing.TB, opts ...Options) *Server {
 		}
 		cfg.Database.URL = sqlutil.TestDSN(t, sqlutil.Postgres)
 	}
+	if m != nil {
+		m.configure(cfg)
+	}
 	if o.Configure != nil {
 		o.Configure(cfg)
 	}
@@ -82,7 +105,7 @@ func Start(t testing.TB, opts ...Options) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, Dir: dir, URL: "http://" + addr, addr: addr}
+	s := &Server{t: t, Dir: dir, URL: "http://" + addr, addr: addr, Name: name, fed: m}
 	s.start(ln, cfg)
 	t.Cleanup(func() { s.Stop() })
 	return s
@@ -90,7 +113,12 @@ func Start(t testing.TB, opts ...Options) *Server {
 
 func (s *Server) start(ln net.Listener, cfg *config.Config) {
 	s.t.Helper()
-	srv, err := setup.New(context.Background(), cfg, setup.Options{Logger: testLogger(), Listener: ln})
+	o := setup.Options{Logger: testLogger(), Listener: ln}
+	if s.fed != nil {
+		o.FederationListener = s.fed.listen(s.t)
+		o.FederationResolver = s.fed.net.Resolver
+	}
+	srv, err := setup.New(context.Background(), cfg, o)
 	if err != nil {
 		ln.Close()
 		s.t.Fatalf("start server: %v", err)

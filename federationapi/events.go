@@ -1,0 +1,471 @@
+package federationapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
+)
+
+// Bounds of what the pipeline fetches to take in one event.
+const (
+	// missingEventsLimit is the page of /get_missing_events.
+	missingEventsLimit = 20
+	// maxGapRoots bounds the state fetches (/state_ids) for one event.
+	maxGapRoots = 5
+	// stateByIDsLimit: with more events missing than this, the whole
+	// state is fetched with /state rather than event by event.
+	stateByIDsLimit = 50
+	// outlierChunkBytes keeps one roomserver input under the bus's
+	// message size when a room's state is large.
+	outlierChunkBytes = 512 << 10
+)
+
+// roomLocks serialises the taking in of each room's events (rooms hash
+// onto a fixed set of locks), so that what one transaction fetches is
+// stored before another transaction of the room looks for it.
+type roomLocks struct{ mu [64]sync.Mutex }
+
+func (l *roomLocks) lock(roomID string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(roomID))
+	m := &l.mu[h.Sum32()%uint32(len(l.mu))]
+	m.Lock()
+	return m.Unlock
+}
+
+// userIDForSender maps sender IDs to user IDs (the same in every room
+// version Myelin supports).
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// verifyEvent parses an event another server sent for a room: the format of
+// the room version (a content hash mismatch leaves the redacted event), the
+// room, and the signatures of the servers that must have signed it.
+func (f *FederationAPI) verifyEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	pdu, err := verImpl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("invalid event: %w", err)
+	}
+	if pdu.RoomID().String() != roomID {
+		return nil, fmt.Errorf("event %s is not in room %s", pdu.EventID(), roomID)
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, f.keyring, userIDForSender); err != nil {
+		return nil, fmt.Errorf("bad signature on %s: %w", pdu.EventID(), err)
+	}
+	return pdu, nil
+}
+
+// verifyEvents verifies events of a room, dropping (and logging) those
+// that fail.
+func (f *FederationAPI) verifyEvents(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage) []gomatrixserverlib.PDU {
+	out := make([]gomatrixserverlib.PDU, 0, len(raws))
+	for _, raw := range raws {
+		pdu, err := f.verifyEvent(ctx, verImpl, roomID, raw)
+		if err != nil {
+			f.log.Info("dropped a fetched event", slog.String("room_id", roomID), slog.String("error", err.Error()))
+			continue
+		}
+		out = append(out, pdu)
+	}
+	return out
+}
+
+// intake is the work of taking in events of one room from one server.
+type intake struct {
+	f       *FederationAPI
+	origin  spec.ServerName
+	roomID  string
+	verImpl gomatrixserverlib.IRoomVersion
+	// known caches what the roomserver holds (and how) of the events
+	// looked at so far.
+	known map[string]rsapi.EventKind
+}
+
+func (f *FederationAPI) newIntake(origin spec.ServerName, info *rsapi.RoomInfo) (*intake, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(info.Version)
+	if err != nil {
+		return nil, err
+	}
+	return &intake{f: f, origin: origin, roomID: info.RoomID, verImpl: verImpl, known: map[string]rsapi.EventKind{}}, nil
+}
+
+// kinds asks the roomserver about the events not looked at yet.
+func (in *intake) kinds(ctx context.Context, ids []string) error {
+	var ask []string
+	for _, id := range ids {
+		if _, ok := in.known[id]; !ok {
+			ask = append(ask, id)
+		}
+	}
+	if len(ask) == 0 {
+		return nil
+	}
+	got, err := in.f.rooms.QueryEventKinds(ctx, ask)
+	if err != nil {
+		return err
+	}
+	for _, id := range ask {
+		in.known[id] = got[id] // 0: unknown
+	}
+	return nil
+}
+
+// inDAG reports whether an event is in the room's DAG here.
+func (in *intake) inDAG(id string) bool { return in.known[id] == rsapi.KindNormal }
+
+// stored reports whether an event is stored here in any way.
+func (in *intake) stored(id string) bool { return in.known[id] != 0 }
+
+// take takes verified PDUs (in the order the server sent them) into the
+// roomserver, fetching missing auth events, prev events and state, and
+// returns the result of each (nil: accepted, even if soft-failed).
+func (in *intake) take(ctx context.Context, pdus []gomatrixserverlib.PDU) map[string]error {
+	results := make(map[string]error, len(pdus))
+	ids := make([]string, 0, len(pdus)*3)
+	for _, p := range pdus {
+		ids = append(ids, p.EventID())
+		ids = append(ids, p.PrevEventIDs()...)
+		ids = append(ids, p.AuthEventIDs()...)
+	}
+	if err := in.kinds(ctx, ids); err != nil {
+		for _, p := range pdus {
+			results[p.EventID()] = err
+		}
+		return results
+	}
+	// Consecutive events whose prev and auth events are here (or earlier
+	// in the batch) go in together; an event with a gap first has the gap
+	// filled.
+	var batch []gomatrixserverlib.PDU
+	flush := func() {
+		if len(batch) > 0 {
+			for id, err := range in.input(ctx, &rsapi.InputMessage{RoomID: in.roomID, Events: raws(batch)}) {
+				results[id] = err
+			}
+			batch = nil
+		}
+	}
+	inBatch := map[string]bool{}
+	for _, p := range pdus {
+		if k := in.known[p.EventID()]; k == rsapi.KindNormal || k == rsapi.KindRejected {
+			if k == rsapi.KindRejected {
+				results[p.EventID()] = errors.New("event was rejected before")
+			} else {
+				results[p.EventID()] = nil
+			}
+			continue
+		}
+		ready := true
+		for _, id := range p.PrevEventIDs() {
+			if !in.inDAG(id) && !inBatch[id] {
+				ready = false
+			}
+		}
+		for _, id := range p.AuthEventIDs() {
+			if !in.stored(id) && !inBatch[id] {
+				ready = false
+			}
+		}
+		if ready {
+			batch = append(batch, p)
+			inBatch[p.EventID()] = true
+			continue
+		}
+		flush()
+		clear(inBatch)
+		for id, err := range in.takeWithGap(ctx, p) {
+			results[id] = err
+		}
+	}
+	flush()
+	for _, p := range pdus {
+		if _, ok := results[p.EventID()]; !ok {
+			results[p.EventID()] = errors.New("not processed")
+		}
+	}
+	return results
+}
+
+// takeWithGap takes in an event whose prev or auth events are missing:
+// missing auth events come from /event_auth; missing prev events from
+// /get_missing_events, and where that cannot close the gap, the state
+// before the events at its edge comes from /state_ids.
+func (in *intake) takeWithGap(ctx context.Context, p gomatrixserverlib.PDU) map[string]error {
+	fail := func(err error) map[string]error { return map[string]error{p.EventID(): err} }
+	chain := []gomatrixserverlib.PDU{p}
+	missingPrev := slices.ContainsFunc(p.PrevEventIDs(), func(id string) bool { return !in.inDAG(id) })
+	if missingPrev {
+		fetched, err := in.missingEvents(ctx, p)
+		if err != nil {
+			in.f.log.Info("get_missing_events failed", slog.String("room_id", in.roomID), slog.String("origin", string(in.origin)),
+				slog.String("error", err.Error()))
+		}
+		chain = append(fetched, p)
+	}
+	// The edge of the chain: events with a prev event neither here nor
+	// earlier in the chain.
+	inChain := map[string]bool{}
+	var roots []gomatrixserverlib.PDU
+	for _, e := range chain {
+		for _, id := range e.PrevEventIDs() {
+			if !in.inDAG(id) && !inChain[id] {
+				roots = append(roots, e)
+				break
+			}
+		}
+		inChain[e.EventID()] = true
+	}
+	if len(roots) > maxGapRoots {
+		return fail(fmt.Errorf("too many gaps before %s", p.EventID()))
+	}
+	var outliers []gomatrixserverlib.PDU
+	statesBefore := map[string][]string{}
+	for _, r := range roots {
+		stateIDs, fetched, err := in.stateBefore(ctx, r)
+		if err != nil {
+			return fail(fmt.Errorf("could not fetch the state before %s: %w", r.EventID(), err))
+		}
+		statesBefore[r.EventID()] = stateIDs
+		outliers = append(outliers, fetched...)
+	}
+	// Auth events still missing for the chain.
+	for _, e := range chain {
+		fetched, err := in.authEvents(ctx, e, outliers, inChain)
+		if err != nil {
+			return fail(fmt.Errorf("could not fetch the auth events of %s: %w", e.EventID(), err))
+		}
+		outliers = append(outliers, fetched...)
+	}
+	if err := in.inputOutliers(ctx, outliers); err != nil {
+		return fail(err)
+	}
+	msg := &rsapi.InputMessage{RoomID: in.roomID, Events: raws(chain)}
+	if len(statesBefore) > 0 {
+		msg.StatesBefore = statesBefore
+	}
+	results := in.input(ctx, msg)
+	// Only the event the server sent has a result to report.
+	return map[string]error{p.EventID(): results[p.EventID()]}
+}
+
+// missingEvents asks the server for the events between this server's
+// forward extremities and p (oldest first, verified, not already here).
+func (in *intake) missingEvents(ctx context.Context, p gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	latest, err := in.f.rooms.QueryLatestEvents(ctx, in.roomID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := in.f.client.LookupMissingEvents(ctx, in.f.cfg.ServerName, in.origin, in.roomID, fclient.MissingEvents{
+		Limit: missingEventsLimit, EarliestEvents: latest, LatestEvents: []string{p.EventID()},
+	}, in.verImpl.Version())
+	if err != nil {
+		return nil, err
+	}
+	evs := in.f.verifyEvents(ctx, in.verImpl, in.roomID, rawJSONs(res.Events))
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.EventID()
+	}
+	if err := in.kinds(ctx, ids); err != nil {
+		return nil, err
+	}
+	evs = slices.DeleteFunc(evs, func(e gomatrixserverlib.PDU) bool { return in.inDAG(e.EventID()) || e.EventID() == p.EventID() })
+	slices.SortStableFunc(evs, func(a, b gomatrixserverlib.PDU) int {
+		switch {
+		case a.Depth() < b.Depth():
+			return -1
+		case a.Depth() > b.Depth():
+			return 1
+		}
+		return 0
+	})
+	var more []string
+	for _, e := range evs {
+		more = append(more, e.PrevEventIDs()...)
+		more = append(more, e.AuthEventIDs()...)
+	}
+	return evs, in.kinds(ctx, more)
+}
+
+// stateBefore fetches the state before an event from the server: the IDs,
+// and the state and auth chain events not stored here (verified).
+func (in *intake) stateBefore(ctx context.Context, e gomatrixserverlib.PDU) ([]string, []gomatrixserverlib.PDU, error) {
+	ids, err := in.f.client.LookupStateIDs(ctx, in.f.cfg.ServerName, in.origin, in.roomID, e.EventID())
+	if err != nil {
+		return nil, nil, err
+	}
+	all := append(append([]string(nil), ids.StateEventIDs...), ids.AuthEventIDs...)
+	if err := in.kinds(ctx, all); err != nil {
+		return nil, nil, err
+	}
+	var missing []string
+	for _, id := range all {
+		if !in.stored(id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return ids.StateEventIDs, nil, nil
+	}
+	var fetched []gomatrixserverlib.PDU
+	if len(missing) > stateByIDsLimit {
+		st, err := in.f.client.LookupState(ctx, in.f.cfg.ServerName, in.origin, in.roomID, e.EventID(), in.verImpl.Version())
+		if err != nil {
+			return nil, nil, err
+		}
+		fetched = in.f.verifyEvents(ctx, in.verImpl, in.roomID, append(rawJSONs(st.StateEvents), rawJSONs(st.AuthEvents)...))
+	} else {
+		for _, id := range missing {
+			txn, err := in.f.client.GetEvent(ctx, in.f.cfg.ServerName, in.origin, id)
+			if err != nil {
+				return nil, nil, fmt.Errorf("event %s: %w", id, err)
+			}
+			for _, raw := range txn.PDUs {
+				if pdu, err := in.f.verifyEvent(ctx, in.verImpl, in.roomID, raw); err == nil && pdu.EventID() == id {
+					fetched = append(fetched, pdu)
+				}
+			}
+		}
+	}
+	return ids.StateEventIDs, fetched, nil
+}
+
+// authEvents fetches the auth events of e that are neither stored here nor
+// among have or the chain (verified), with /event_auth.
+func (in *intake) authEvents(ctx context.Context, e gomatrixserverlib.PDU, have []gomatrixserverlib.PDU, inChain map[string]bool) ([]gomatrixserverlib.PDU, error) {
+	haveIDs := make(map[string]bool, len(have))
+	for _, h := range have {
+		haveIDs[h.EventID()] = true
+	}
+	missing := false
+	for _, id := range e.AuthEventIDs() {
+		if !in.stored(id) && !haveIDs[id] && !inChain[id] {
+			missing = true
+		}
+	}
+	if !missing {
+		return nil, nil
+	}
+	res, err := in.f.client.GetEventAuth(ctx, in.f.cfg.ServerName, in.origin, in.verImpl.Version(), in.roomID, e.EventID())
+	if err != nil {
+		return nil, err
+	}
+	evs := in.f.verifyEvents(ctx, in.verImpl, in.roomID, rawJSONs(res.AuthEvents))
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	if err := in.kinds(ctx, ids); err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(evs, func(ev gomatrixserverlib.PDU) bool { return in.stored(ev.EventID()) || haveIDs[ev.EventID()] }), nil
+}
+
+// inputOutliers stores events as outliers, in inputs of bounded size.
+func (in *intake) inputOutliers(ctx context.Context, pdus []gomatrixserverlib.PDU) error {
+	err := in.f.inputOutliers(ctx, in.roomID, pdus)
+	for _, p := range pdus {
+		if err == nil {
+			in.known[p.EventID()] = rsapi.KindOutlier
+		}
+	}
+	return err
+}
+
+// inputOutliers stores events of a room as outliers, in inputs of bounded
+// size (a large room's state does not fit one bus message). The roomserver
+// sorts each input by auth events, so the events go out sorted.
+func (f *FederationAPI) inputOutliers(ctx context.Context, roomID string, pdus []gomatrixserverlib.PDU) error {
+	if len(pdus) == 0 {
+		return nil
+	}
+	pdus = sortByAuth(pdus)
+	var chunk []json.RawMessage
+	size := 0
+	send := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		_, err := f.input.Input(ctx, &rsapi.InputMessage{RoomID: roomID, Outliers: chunk})
+		chunk, size = nil, 0
+		return err
+	}
+	for _, p := range pdus {
+		if size+len(p.JSON()) > outlierChunkBytes {
+			if err := send(); err != nil {
+				return err
+			}
+		}
+		chunk = append(chunk, p.JSON())
+		size += len(p.JSON())
+	}
+	return send()
+}
+
+// input submits events to the roomserver and returns each one's result.
+func (in *intake) input(ctx context.Context, msg *rsapi.InputMessage) map[string]error {
+	out := map[string]error{}
+	res, err := in.f.input.Input(ctx, msg)
+	if err != nil {
+		for _, raw := range msg.Events {
+			if pdu, perr := in.verImpl.NewEventFromTrustedJSON(raw, false); perr == nil {
+				out[pdu.EventID()] = err
+			}
+		}
+		return out
+	}
+	for _, r := range res.Events {
+		if r.Rejected != "" {
+			out[r.EventID] = errors.New("rejected: " + r.Rejected)
+			in.known[r.EventID] = rsapi.KindRejected
+		} else {
+			out[r.EventID] = nil
+			in.known[r.EventID] = rsapi.KindNormal
+		}
+	}
+	return out
+}
+
+// sortByAuth orders events so that each comes after those of the list it
+// names in auth_events, then by depth.
+func sortByAuth(pdus []gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
+	out := slices.Clone(pdus)
+	slices.SortStableFunc(out, func(a, b gomatrixserverlib.PDU) int {
+		switch {
+		case a.Depth() < b.Depth():
+			return -1
+		case a.Depth() > b.Depth():
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func raws(pdus []gomatrixserverlib.PDU) []json.RawMessage {
+	out := make([]json.RawMessage, len(pdus))
+	for i, p := range pdus {
+		out[i] = p.JSON()
+	}
+	return out
+}
+
+func rawJSONs(evs gomatrixserverlib.EventJSONs) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, e := range evs {
+		out[i] = json.RawMessage(e)
+	}
+	return out
+}
