@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/myelin-chat/myelin/setup/testserver"
@@ -35,4 +36,25 @@ func TestFederationNetworkReachesOtherServers(t *testing.T) {
 		t.Fatalf("keys of an unreachable server: %s", r.Body)
 	}
 	_ = hs3
+}
+
+// A fake remote server of the network talks to Myelin with signed
+// requests, and unsigned ones are refused.
+func TestFederationFakeRemote(t *testing.T) {
+	n := testserver.NewNetwork(t)
+	hs1 := n.Start("hs1.test")
+	rm := n.StartRemote("fake.test")
+	status, body, err := rm.Do("GET", "hs1.test", "/_matrix/federation/v1/version", nil)
+	if err != nil || status != 200 {
+		t.Fatalf("version: %d %s %v", status, body, err)
+	}
+	res, err := rm.Send("hs1.test", "t1", nil, nil)
+	if err != nil || len(res.PDUs) != 0 {
+		t.Fatalf("empty transaction: %+v %v", res, err)
+	}
+	status, body, _ = rm.Do("PUT", "hs1.test", "/_matrix/federation/v1/send/t2", map[string]any{"pdus": []any{}}, true)
+	if status != 401 || !strings.Contains(string(body), "M_UNAUTHORIZED") {
+		t.Fatalf("unsigned transaction: %d %s", status, body)
+	}
+	_ = hs1
 }
