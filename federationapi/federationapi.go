@@ -194,4 +194,6 @@ func (f *FederationAPI) Register(srv *httputil.Server) {
 	f.registerKeyRoutes(srv)
 	srv.Handle(http.MethodGet, "/_matrix/federation/v1/version", f.serveVersion)
 	f.handle(srv, http.MethodPut, "/_matrix/federation/v1/send/{txnId}", f.onSend, httputil.MaxBody(MaxTransactionBytes))
+	f.registerServing(srv)
+	f.registerMembership(srv)
 }
