@@ -38,6 +38,9 @@ func (f *FederationAPI) handle(srv *httputil.Server, method, path string, h fedH
 		if err != nil {
 			return nil, err
 		}
+		if f.queues != nil {
+			f.queues.contacted(origin) // it is up: what waits for it goes now
+		}
 		return h(r, origin, body)
 	}, opts...)
 }

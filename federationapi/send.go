@@ -89,7 +89,6 @@ func (f *FederationAPI) onSend(r *http.Request, origin spec.ServerName, body []b
 	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
 		return nil, mxerr.BadJSON("A transaction carries at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
 	}
-	f.queues.contacted(origin) // it is up: retry what waits for it now
 	unlock := f.txnLocks.lock(origin)
 	defer unlock()
 	if stored, err := storage.SelectTxnResponse(ctx, f.store.DB(), string(origin), txnID); err == nil {

@@ -477,7 +477,9 @@ func TestFederationOutboundQueue(t *testing.T) {
 	r.hs.Restart()
 	n.Heal()
 	// A request from the fake tells hs1 it is back: the queue retries now.
-	r.rm.Do("GET", "hs1.test", "/_matrix/federation/v1/version", nil)
+	if _, err := r.rm.Send("hs1.test", "hello", nil, nil); err != nil {
+		t.Fatal(err)
+	}
 	ingTWaitReceived(t, r, queued)
 	r.mu.Lock()
 	defer r.mu.Unlock()
