@@ -47,6 +47,9 @@ type queues struct {
 	// workers holds the destinations being worked on, with the channel
 	// that wakes a worker waiting out a backoff.
 	workers map[spec.ServerName]chan struct{}
+	// checked remembers when a destination without a worker was last
+	// checked for a stored queue after it contacted this server.
+	checked map[spec.ServerName]time.Time
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -54,7 +57,7 @@ type queues struct {
 
 func newQueues(f *FederationAPI) *queues {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &queues{f: f, workers: map[spec.ServerName]chan struct{}{}, ctx: ctx, cancel: cancel}
+	return &queues{f: f, workers: map[spec.ServerName]chan struct{}{}, checked: map[spec.ServerName]time.Time{}, ctx: ctx, cancel: cancel}
 }
 
 // start begins working on every destination with something queued.
@@ -96,12 +99,22 @@ func (q *queues) kick(dest spec.ServerName) {
 func (q *queues) contacted(dest spec.ServerName) {
 	q.mu.Lock()
 	wake, ok := q.workers[dest]
+	recent := time.Since(q.checked[dest]) < 10*time.Second
+	if !ok && !recent {
+		if len(q.checked) > 10000 {
+			clear(q.checked)
+		}
+		q.checked[dest] = time.Now()
+	}
 	q.mu.Unlock()
 	if ok {
 		select {
 		case wake <- struct{}{}:
 		default:
 		}
+		return
+	}
+	if recent {
 		return
 	}
 	// Nothing in memory: a backoff may be stored from before a restart.
