@@ -26,7 +26,7 @@ import (
 // the fake builds events on what hs1 holds and sends them with /send, and
 // serves the events it withheld when hs1 asks for them.
 type ingTRoom struct {
-	t       *testing.T
+	t       testing.TB
 	hs      *testserver.Server
 	rm      *testserver.Remote
 	roomID  string
@@ -40,11 +40,11 @@ type ingTRoom struct {
 	alice    *testutil.Client
 }
 
-func ingTSetup(t *testing.T, version string) (*ingTRoom, *testserver.Network) {
+func ingTSetup(t testing.TB, version string) (*ingTRoom, *testserver.Network) {
 	n := testserver.NewNetwork(t)
 	hs := n.Start("hs1.test")
 	rm := n.StartRemote("fake.test")
-	alice := roomTUser(t, hs, "alice")
+	alice := testutil.NewClient(t, hs.URL).Register("alice", "alice-password")
 	roomID := roomTCreate(alice, map[string]any{"preset": "public_chat", "room_version": version})
 	r := &ingTRoom{t: t, hs: hs, rm: rm, roomID: roomID, version: version, all: map[string]gomatrixserverlib.PDU{}, alice: alice}
 	rm.Mux.HandleFunc("PUT /_matrix/federation/v1/send/{txnId}", r.serveSend)
@@ -494,7 +494,7 @@ func TestFederationOutboundQueue(t *testing.T) {
 	}
 }
 
-func ingTWaitReceived(t *testing.T, r *ingTRoom, ids []string) {
+func ingTWaitReceived(t testing.TB, r *ingTRoom, ids []string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
