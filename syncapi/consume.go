@@ -45,6 +45,7 @@ type wakes struct {
 
 type memberChange struct {
 	roomID, userID, membership string
+	local                      bool
 }
 
 // onRoomOutput applies a RoomOutput message to the read model.
@@ -63,6 +64,10 @@ func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 			pos, err = s.applyNewEvent(ctx, tx, msg.NewEvent, s.pos.pdu.Load()+1, &w)
 		case msg.Redaction != nil:
 			err = s.applyRedaction(ctx, tx, msg.Redaction, &w)
+		case msg.Membership != nil:
+			pos, err = s.applyOutOfBand(ctx, tx, msg.Membership, s.pos.pdu.Load()+1, &w)
+		case msg.Backfilled != nil:
+			err = s.applyBackfilled(ctx, tx, msg.Backfilled)
 		}
 		if err != nil {
 			return err
@@ -81,9 +86,9 @@ func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 // afterCommit updates the notifier and wakes the syncs concerned.
 func (s *SyncAPI) afterCommit(w *wakes) {
 	for _, mc := range w.members {
-		s.notifier.setMember(mc.roomID, mc.userID, mc.membership)
+		s.notifier.setMember(mc.roomID, mc.userID, mc.membership, mc.local)
 		if mc.membership != spec.Join {
-			s.typing.set(mc.roomID, mc.userID, false, 0) // leaving ends typing
+			s.typing.set(mc.roomID, mc.userID, false, 0, mc.local) // leaving ends typing
 		}
 	}
 	for _, u := range w.active {
@@ -103,19 +108,10 @@ func (s *SyncAPI) isLocal(userID string) bool {
 	return err == nil && string(domain) == s.cfg.ServerName
 }
 
-// applyNewEvent adds an event to the timeline at pos and applies the state
-// change it caused. It returns the highest position used (pos, or pos-1
-// for an event already stored).
-func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.OutputNewEvent, pos int64, w *wakes) (int64, error) {
-	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(out.RoomVersion))
-	if err != nil {
-		return 0, bus.Permanent(err)
-	}
-	pdu, err := verImpl.NewEventFromTrustedJSON(out.Event, false)
-	if err != nil {
-		return 0, bus.Permanent(fmt.Errorf("undecodable event: %w", err))
-	}
-	roomID := out.RoomID
+// eventRow builds the timeline row of an event the sync API receives live
+// at pos: its history visibility and the state it replaces come from the
+// current state.
+func (s *SyncAPI) eventRow(ctx context.Context, tx *sqlutil.Tx, roomID string, pdu gomatrixserverlib.PDU, pos int64) (*storage.Event, error) {
 	e := &storage.Event{
 		Pos:         pos,
 		RoomID:      roomID,
@@ -125,8 +121,6 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 		StateKey:    pdu.StateKey(),
 		OriginTS:    int64(pdu.OriginServerTS()),
 		JSON:        pdu.JSON(),
-		TxnID:       out.TxnID,
-		DeviceID:    out.DeviceID,
 		ContainsURL: gjson.GetBytes(pdu.Content(), "url").Type == gjson.String,
 	}
 	if pdu.Type() == spec.MRoomMember {
@@ -134,7 +128,7 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 	}
 	_, hv, err := storage.CurrentStateEvent(ctx, tx, roomID, spec.MRoomHistoryVisibility, "")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	e.Visibility = historyVisibility(hv)
 	if pdu.Type() == spec.MRoomHistoryVisibility && pdu.StateKeyEquals("") {
@@ -145,13 +139,38 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 	if sk := pdu.StateKey(); sk != nil {
 		prevID, prevJSON, err := storage.CurrentStateEvent(ctx, tx, roomID, pdu.Type(), *sk)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if prevID != "" {
 			e.ReplacesState = prevID
 			e.PrevContent = []byte(gjson.GetBytes(prevJSON, "content").Raw)
 		}
 	}
+	return e, nil
+}
+
+// applyNewEvent adds an event to the timeline at pos and applies the state
+// change it caused. It returns the highest position used (pos, or pos-1
+// for an event already stored).
+//
+// An event already stored came out of band before (an invite received over
+// federation, see applyOutOfBand) or is a redelivery: its membership is in
+// the read model already, so it is skipped whole.
+func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.OutputNewEvent, pos int64, w *wakes) (int64, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(out.RoomVersion))
+	if err != nil {
+		return 0, bus.Permanent(err)
+	}
+	pdu, err := verImpl.NewEventFromTrustedJSON(out.Event, false)
+	if err != nil {
+		return 0, bus.Permanent(fmt.Errorf("undecodable event: %w", err))
+	}
+	roomID := out.RoomID
+	e, err := s.eventRow(ctx, tx, roomID, pdu, pos)
+	if err != nil {
+		return 0, err
+	}
+	e.TxnID, e.DeviceID = out.TxnID, out.DeviceID
 	if err := storage.InsertEvent(ctx, tx, e); errors.Is(err, storage.ErrExists) {
 		return pos - 1, nil
 	} else if err != nil {
@@ -170,29 +189,93 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 	if err != nil {
 		return 0, err
 	}
-	for _, a := range added {
-		sk := *a.StateKey()
-		if err := storage.CloseStateKey(ctx, tx, roomID, a.Type(), sk, pos); err != nil {
-			return 0, err
-		}
-		row := &storage.StateRow{RoomID: roomID, Type: a.Type(), StateKey: sk, EventID: a.EventID(), JSON: a.JSON(), FromPos: pos}
-		if a.Type() == spec.MRoomMember {
-			row.Membership, _ = a.Membership()
-		}
-		if err := storage.InsertState(ctx, tx, row); err != nil {
-			return 0, err
-		}
-		if a.Type() == spec.MRoomMember {
-			if err := s.applyMembership(ctx, tx, roomID, a, row.Membership, pos, w); err != nil {
-				return 0, err
-			}
-		}
+	if err := s.applyState(ctx, tx, roomID, pdu.EventID(), added, pos, w); err != nil {
+		return 0, err
 	}
 	return pos, nil
 }
 
+// applyState makes events current state of a room at pos, a batch of
+// statements for all of them (a join over federation adds the whole state
+// of the room at once), and applies the membership changes among them.
+// Events that are current state already (an out-of-band membership
+// arriving in the room, a state resolution that keeps them) change
+// nothing. self is the event at pos, which cannot be current yet.
+func (s *SyncAPI) applyState(ctx context.Context, tx *sqlutil.Tx, roomID, self string, added []gomatrixserverlib.PDU, pos int64, w *wakes) error {
+	if len(added) == 0 {
+		return nil
+	}
+	var others []string
+	for _, a := range added {
+		if a.EventID() != self {
+			others = append(others, a.EventID())
+		}
+	}
+	current := map[string]bool{}
+	if len(others) > 0 {
+		var err error
+		if current, err = storage.CurrentStateEvents(ctx, tx, roomID, others); err != nil {
+			return err
+		}
+	}
+	// One event per key: the last one wins, as applying them in order would.
+	byKey := map[storage.StateKey]int{}
+	var keys []storage.StateKey
+	var rows []*storage.StateRow
+	var members []gomatrixserverlib.PDU
+	for _, a := range added {
+		if current[a.EventID()] {
+			continue
+		}
+		k := storage.StateKey{Type: a.Type(), StateKey: *a.StateKey()}
+		row := &storage.StateRow{RoomID: roomID, Type: k.Type, StateKey: k.StateKey, EventID: a.EventID(), JSON: a.JSON(), FromPos: pos}
+		if a.Type() == spec.MRoomMember {
+			row.Membership, _ = a.Membership()
+		}
+		if i, ok := byKey[k]; ok {
+			rows[i] = row
+			continue
+		}
+		byKey[k] = len(rows)
+		keys = append(keys, k)
+		rows = append(rows, row)
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	if err := storage.CloseStateKeys(ctx, tx, roomID, keys, pos); err != nil {
+		return err
+	}
+	if err := storage.InsertStates(ctx, tx, rows); err != nil {
+		return err
+	}
+	var changes []*storage.MembershipChange
+	for _, a := range added {
+		if a.Type() != spec.MRoomMember || current[a.EventID()] {
+			continue
+		}
+		k := storage.StateKey{Type: a.Type(), StateKey: *a.StateKey()}
+		if rows[byKey[k]].EventID != a.EventID() {
+			continue
+		}
+		members = append(members, a)
+		changes = append(changes, &storage.MembershipChange{UserID: k.StateKey, RoomID: roomID, Pos: pos,
+			Membership: rows[byKey[k]].Membership, EventID: a.EventID(), Sender: string(a.SenderID())})
+	}
+	if err := storage.InsertMembershipChanges(ctx, tx, changes); err != nil {
+		return err
+	}
+	for i, m := range members {
+		if err := s.noteMembership(ctx, tx, roomID, m, changes[i].Membership, pos, nil, w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // stateEvents returns the events added to the state: the new event itself,
 // or ones the sync API stored before, or, failing both, the roomserver's.
+// Both lookups are batched, whatever the number of events.
 func (s *SyncAPI) stateEvents(ctx context.Context, q sqlutil.Querier, verImpl gomatrixserverlib.IRoomVersion, self gomatrixserverlib.PDU, ids []string) ([]gomatrixserverlib.PDU, error) {
 	var out []gomatrixserverlib.PDU
 	var missing []string
@@ -227,6 +310,9 @@ func (s *SyncAPI) stateEvents(ctx context.Context, q sqlutil.Querier, verImpl go
 		if err != nil {
 			return nil, err
 		}
+		if len(pdus) < len(fetch) {
+			s.log.Warn("state events the roomserver does not have", "room_id", self.RoomID().String(), "missing", len(fetch)-len(pdus))
+		}
 		out = append(out, pdus...)
 	}
 	var state []gomatrixserverlib.PDU
@@ -238,38 +324,183 @@ func (s *SyncAPI) stateEvents(ctx context.Context, q sqlutil.Querier, verImpl go
 	return state, nil
 }
 
-// applyMembership logs a membership change, keeps the notifier's member
-// index, and records what invitees and knockers may see of the room.
-func (s *SyncAPI) applyMembership(ctx context.Context, tx *sqlutil.Tx, roomID string, ev gomatrixserverlib.PDU, membership string, pos int64, w *wakes) error {
+// noteMembership keeps the notifier's member index after a membership
+// change of a user, wakes local users, and records what local invitees
+// and knockers may see of the room: stripped, or else the room's stripped
+// state as the read model holds it.
+func (s *SyncAPI) noteMembership(ctx context.Context, tx *sqlutil.Tx, roomID string, ev gomatrixserverlib.PDU, membership string, pos int64,
+	stripped []json.RawMessage, w *wakes) error {
 	userID := *ev.StateKey()
-	if err := storage.InsertMembershipChange(ctx, tx, &storage.MembershipChange{
-		UserID: userID, RoomID: roomID, Pos: pos, Membership: membership, EventID: ev.EventID(), Sender: string(ev.SenderID()),
-	}); err != nil {
-		return err
-	}
-	if !s.isLocal(userID) {
+	local := s.isLocal(userID)
+	w.members = append(w.members, memberChange{roomID, userID, membership, local})
+	if !local {
 		return nil
 	}
 	w.users = append(w.users, userID)
-	w.members = append(w.members, memberChange{roomID, userID, membership})
 	if membership != spec.Invite && membership != spec.Knock {
 		return nil
 	}
-	rows, err := storage.States(ctx, tx, []storage.StateQuery{{RoomID: roomID, At: pos, Since: -1 << 62, Lazy: true}})
-	if err != nil {
-		return err
-	}
-	stripped := []json.RawMessage{}
-	for _, r := range rows[roomID] {
-		for _, t := range strippedTypes {
-			if r.Type == t && r.StateKey == "" {
-				stripped = append(stripped, strip(r.JSON))
+	if stripped == nil {
+		rows, err := storage.States(ctx, tx, []storage.StateQuery{{RoomID: roomID, At: pos, Since: -1 << 62, Lazy: true}})
+		if err != nil {
+			return err
+		}
+		stripped = []json.RawMessage{}
+		for _, r := range rows[roomID] {
+			for _, t := range strippedTypes {
+				if r.Type == t && r.StateKey == "" {
+					stripped = append(stripped, r.JSON)
+				}
 			}
 		}
 	}
-	stripped = append(stripped, strip(ev.JSON()))
-	b, _ := json.Marshal(stripped)
+	// The membership event itself belongs in the stripped state, as
+	// Synapse sends it; any other version of it goes.
+	out := make([]json.RawMessage, 0, len(stripped)+1)
+	for _, st := range stripped {
+		if gjson.GetBytes(st, "type").Str == spec.MRoomMember && gjson.GetBytes(st, "state_key").Str == userID {
+			continue
+		}
+		out = append(out, strip(st))
+	}
+	out = append(out, strip(ev.JSON()))
+	b, _ := json.Marshal(out)
 	return storage.InsertStrippedState(ctx, tx, userID, roomID, pos, b)
+}
+
+// applyOutOfBand applies a local user's membership event that came outside
+// the room's DAG (an invite received over federation, a knock, or the
+// leave that rejects or withdraws them, in rooms this server may not be
+// in): it joins the timeline at pos (a left room shows its leave event)
+// and becomes the user's current membership, with no other state needed.
+// When the same event later arrives as a new event, applyNewEvent finds it
+// stored and skips it.
+func (s *SyncAPI) applyOutOfBand(ctx context.Context, tx *sqlutil.Tx, out *rsapi.OutputMembership, pos int64, w *wakes) (int64, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(out.RoomVersion))
+	if err != nil {
+		return 0, bus.Permanent(err)
+	}
+	pdu, err := verImpl.NewEventFromTrustedJSON(out.Event, false)
+	if err != nil {
+		return 0, bus.Permanent(fmt.Errorf("undecodable membership event: %w", err))
+	}
+	membership, err := pdu.Membership()
+	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil || err != nil {
+		return 0, bus.Permanent(fmt.Errorf("out-of-band event %s is not a membership event", pdu.EventID()))
+	}
+	roomID := out.RoomID
+	if roomID == "" {
+		roomID = pdu.RoomID().String()
+	}
+	e, err := s.eventRow(ctx, tx, roomID, pdu, pos)
+	if err != nil {
+		return 0, err
+	}
+	if err := storage.InsertEvent(ctx, tx, e); errors.Is(err, storage.ErrExists) {
+		return pos - 1, nil // known from the room (or delivered before)
+	} else if err != nil {
+		return 0, err
+	}
+	userID := *pdu.StateKey()
+	if err := storage.CloseStateKey(ctx, tx, roomID, spec.MRoomMember, userID, pos); err != nil {
+		return 0, err
+	}
+	if err := storage.InsertState(ctx, tx, &storage.StateRow{RoomID: roomID, Type: spec.MRoomMember, StateKey: userID,
+		EventID: pdu.EventID(), Membership: membership, JSON: pdu.JSON(), FromPos: pos}); err != nil {
+		return 0, err
+	}
+	if err := storage.InsertMembershipChange(ctx, tx, &storage.MembershipChange{UserID: userID, RoomID: roomID, Pos: pos,
+		Membership: membership, EventID: pdu.EventID(), Sender: string(pdu.SenderID())}); err != nil {
+		return 0, err
+	}
+	var stripped []json.RawMessage
+	if len(out.StrippedState) > 0 {
+		stripped = out.StrippedState
+	}
+	if err := s.noteMembership(ctx, tx, roomID, pdu, membership, pos, stripped, w); err != nil {
+		return 0, err
+	}
+	w.rooms = append(w.rooms, roomID) // local members of a room this server is in see it too
+	return pos, nil
+}
+
+// applyBackfilled stores history older than a room's timeline below every
+// position held, oldest lowest, with the history visibility each event was
+// sent under. It changes no current state and wakes no sync: clients reach
+// it by paginating. Events already held are skipped, so a redelivery
+// changes nothing.
+func (s *SyncAPI) applyBackfilled(ctx context.Context, tx *sqlutil.Tx, out *rsapi.OutputBackfilled) error {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(out.RoomVersion))
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	type parsed struct {
+		pdu gomatrixserverlib.PDU
+		vis string
+	}
+	var evs []parsed
+	ids := make([]string, 0, len(out.Events))
+	for _, be := range out.Events {
+		pdu, err := verImpl.NewEventFromTrustedJSON(be.Event, false)
+		if err != nil {
+			s.log.Warn("undecodable backfilled event skipped", "room_id", out.RoomID, "error", err.Error())
+			continue
+		}
+		vis := be.HistoryVisibility
+		if _, ok := visibilityRank[vis]; !ok {
+			vis = "shared"
+		}
+		if pdu.Type() == spec.MRoomHistoryVisibility && pdu.StateKeyEquals("") {
+			if v := historyVisibility(pdu.JSON()); visibilityRank[v] < visibilityRank[vis] {
+				vis = v
+			}
+		}
+		evs = append(evs, parsed{pdu, vis})
+		ids = append(ids, pdu.EventID())
+	}
+	known, err := storage.EventsByID(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	fresh := evs[:0]
+	seen := map[string]bool{}
+	for _, p := range evs {
+		if id := p.pdu.EventID(); known[id] == nil && !seen[id] {
+			seen[id] = true
+			fresh = append(fresh, p)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	lowest, err := storage.MinEventPos(ctx, tx)
+	if err != nil {
+		return err
+	}
+	pos := min(lowest, 0) - int64(len(fresh))
+	for _, p := range fresh {
+		e := &storage.Event{
+			Pos:         pos,
+			RoomID:      out.RoomID,
+			EventID:     p.pdu.EventID(),
+			Type:        p.pdu.Type(),
+			Sender:      string(p.pdu.SenderID()),
+			StateKey:    p.pdu.StateKey(),
+			OriginTS:    int64(p.pdu.OriginServerTS()),
+			JSON:        p.pdu.JSON(),
+			Visibility:  p.vis,
+			ContainsURL: gjson.GetBytes(p.pdu.Content(), "url").Type == gjson.String,
+			Redacted:    gjson.GetBytes(p.pdu.JSON(), "unsigned.redacted_because").Exists(),
+		}
+		if e.Type == spec.MRoomMember {
+			e.Membership, _ = p.pdu.Membership()
+		}
+		if err := storage.InsertEvent(ctx, tx, e); err != nil && !errors.Is(err, storage.ErrExists) {
+			return err
+		}
+		pos++
+	}
+	return nil
 }
 
 // strip keeps the fields of a stripped state event.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/myelin-chat/myelin/internal/filter"
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -74,39 +75,168 @@ func pageParams(r *http.Request) (limit int, f *filter.RoomEventFilter, err erro
 }
 
 // page reads visible events of a room from a boundary in one direction.
-func (s *SyncAPI) page(ctx context.Context, a *roomAccess, userID string, from, to int64, forward bool, limit int, f *filter.RoomEventFilter) ([]storage.Event, bool, error) {
+// next is the boundary to go on from (below, or after, every event it
+// read, visible or not); more reports that events may remain.
+func (s *SyncAPI) page(ctx context.Context, a *roomAccess, userID string, from, to int64, forward bool, limit int, f *filter.RoomEventFilter) (out []storage.Event, next int64, more bool, err error) {
 	cond, args := timelineCond(f)
-	var out []storage.Event
+	next = from
 	for range pageRounds {
 		if len(out) >= limit {
 			break
 		}
 		var batch []storage.Event
-		var err error
 		if forward {
-			batch, err = storage.RoomEvents(ctx, s.store.DB(), a.roomID, from-1, to, true, limit-len(out), cond, args)
+			batch, err = storage.RoomEvents(ctx, s.store.DB(), a.roomID, next-1, to, true, limit-len(out), cond, args)
 		} else {
-			batch, err = storage.RoomEvents(ctx, s.store.DB(), a.roomID, to-1, from, false, limit-len(out), cond, args)
+			batch, err = storage.RoomEvents(ctx, s.store.DB(), a.roomID, to-1, next, false, limit-len(out), cond, args)
 		}
 		if err != nil {
-			return nil, false, err
+			return nil, 0, false, err
 		}
 		if len(batch) == 0 {
-			return out, false, nil
+			return out, next, false, nil
 		}
 		last := batch[len(batch)-1].Pos
 		full := len(batch) == limit-len(out)
 		out = append(out, visibleEvents(batch, userID, a.history)...)
 		if forward {
-			from = last + 1
+			next = last + 1
 		} else {
-			from = last
+			next = last
 		}
 		if !full {
-			return out, false, nil
+			return out, next, false, nil
 		}
 	}
-	return out, true, nil
+	return out, next, true, nil
+}
+
+// Backfill on /messages.
+const (
+	// backfillRounds bounds the backfill requests of one /messages call.
+	backfillRounds = 3
+	// backfillScan is how many of a room's oldest events are searched for
+	// those whose prev events are missing (where history goes on).
+	backfillScan = 20
+	// Each request asks other servers for this many events, at least.
+	minBackfill, maxBackfill = 20, 100
+)
+
+// backfillPage goes on with a backward page that reached the start of what
+// the read model holds of a room (it returned fewer events than asked):
+// unless that start is the room's create event, it has the federation API
+// fetch older history (which comes back through RoomOutput), waits for the
+// read model and reads on, for at most backfillRounds requests. Users who
+// may not see the room's history (never joined, and it is not world
+// readable) never cause a backfill. A failed request is logged and the page
+// returns what it has, with an end token when it has events, so that the
+// client may try again.
+func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string, next, to int64, limit int, f *filter.RoomEventFilter,
+	evs []storage.Event) ([]storage.Event, int64, bool, error) {
+	if s.cfg.Backfiller == nil || !mayBackfill(a) {
+		return evs, next, false, nil
+	}
+	for range backfillRounds {
+		if len(evs) >= limit {
+			return evs, next, true, nil
+		}
+		oldest, err := storage.OldestEvents(ctx, s.store.DB(), a.roomID, backfillScan)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		if len(oldest) == 0 || oldest[0].Type == spec.MRoomCreate || to > oldest[0].Pos {
+			return evs, next, false, nil // the whole history, or the page stops before its start
+		}
+		from, err := s.backwardExtremities(ctx, oldest)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		n, err := s.cfg.Backfiller.Backfill(ctx, a.roomID, from, min(max(limit-len(evs), minBackfill), maxBackfill))
+		if err != nil {
+			s.log.Warn("backfill failed", "room_id", a.roomID, "error", err.Error())
+			return evs, next, len(evs) > 0, nil
+		}
+		if n == 0 {
+			return evs, next, false, nil
+		}
+		if err := s.catchUp(ctx); err != nil {
+			return nil, 0, false, err
+		}
+		batch, nxt, more, err := s.page(ctx, a, userID, next, to, false, limit-len(evs), f)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		evs, next = append(evs, batch...), nxt
+		if more {
+			return evs, next, true, nil
+		}
+	}
+	// Out of rounds: there may be more to fetch on the next call.
+	return evs, next, true, nil
+}
+
+// mayBackfill: the user joined the room at some point, or (no membership)
+// it is world readable.
+func mayBackfill(a *roomAccess) bool {
+	if len(a.history) == 0 {
+		return true
+	}
+	for _, c := range a.history {
+		if c.Membership == spec.Join {
+			return true
+		}
+	}
+	return false
+}
+
+// backwardExtremities returns, of a room's oldest events, those whose prev
+// events the read model lacks (the oldest event when it finds none).
+func (s *SyncAPI) backwardExtremities(ctx context.Context, oldest []storage.Event) ([]string, error) {
+	prevs := map[string][]string{}
+	var all []string
+	for _, e := range oldest {
+		for _, p := range gjson.GetBytes(e.JSON, "prev_events").Array() {
+			id := p.Str
+			if p.IsArray() { // room versions 1 and 2: [id, hashes]
+				id = p.Array()[0].Str
+			}
+			if id != "" {
+				prevs[e.EventID] = append(prevs[e.EventID], id)
+				all = append(all, id)
+			}
+		}
+	}
+	held, err := storage.EventsByID(ctx, s.store.DB(), all)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range oldest {
+		for _, p := range prevs[e.EventID] {
+			if held[p] == nil {
+				out = append(out, e.EventID)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		out = []string{oldest[0].EventID}
+	}
+	return out, nil
+}
+
+// stateFloor moves a position below where the read model's state of a
+// room begins (backfilled history) up to it: the state of that history is
+// unknown, and the earliest known state is the best answer.
+func (s *SyncAPI) stateFloor(ctx context.Context, roomID string, pos int64) (int64, error) {
+	if pos > 0 {
+		return pos, nil
+	}
+	first, found, err := storage.FirstStatePos(ctx, s.store.DB(), roomID)
+	if err != nil || !found {
+		return pos, err
+	}
+	return max(pos, first), nil
 }
 
 // lazyMembers returns the member events, at position at, of the senders of
@@ -123,6 +253,10 @@ func (s *SyncAPI) lazyMembers(ctx context.Context, roomID string, at int64, evs 
 			seen[e.Sender] = true
 			members = append(members, e.Sender)
 		}
+	}
+	at, err := s.stateFloor(ctx, roomID, at)
+	if err != nil {
+		return nil, err
 	}
 	states, err := storage.States(ctx, s.store.DB(), []storage.StateQuery{{RoomID: roomID, At: at, Since: math.MinInt64 / 2, Lazy: true, MembersOnly: true, Members: members}})
 	if err != nil {
@@ -180,9 +314,14 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	evs, more, err := s.page(ctx, a, dev.UserID, from, to, forward, limit, f)
+	evs, next, more, err := s.page(ctx, a, dev.UserID, from, to, forward, limit, f)
 	if err != nil {
 		return nil, err
+	}
+	if !forward && !more && len(evs) < limit {
+		if evs, next, more, err = s.backfillPage(ctx, a, dev.UserID, next, to, limit, f, evs); err != nil {
+			return nil, err
+		}
 	}
 	fm := newFormatter(dev.UserID, dev.DeviceID, nil, true)
 	chunk := make([]json.RawMessage, len(evs))
@@ -190,14 +329,10 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 		chunk[i] = fm.event(&evs[i])
 	}
 	body := map[string]any{"chunk": chunk, "start": formatBoundary(from)}
-	if len(evs) > 0 && more {
-		last := evs[len(evs)-1].Pos
-		if forward {
-			last++
-		}
-		body["end"] = formatBoundary(last)
+	if more && next != from {
+		body["end"] = formatBoundary(next)
 	}
-	newest := int64(0)
+	newest := int64(math.MinInt64 / 2)
 	for _, e := range evs {
 		newest = max(newest, e.Pos)
 	}
@@ -235,11 +370,11 @@ func (s *SyncAPI) getContext(r *http.Request) (any, error) {
 	if !ok || target.RoomID != a.roomID || len(visibleEvents([]storage.Event{*target}, dev.UserID, a.history)) == 0 {
 		return nil, mxerr.NotFound("Event not found")
 	}
-	before, _, err := s.page(ctx, a, dev.UserID, target.Pos, math.MinInt64/2, false, limit/2, f)
+	before, _, _, err := s.page(ctx, a, dev.UserID, target.Pos, math.MinInt64/2, false, limit/2, f)
 	if err != nil {
 		return nil, err
 	}
-	after, _, err := s.page(ctx, a, dev.UserID, target.Pos+1, math.MaxInt64/2, true, limit-limit/2, f)
+	after, _, _, err := s.page(ctx, a, dev.UserID, target.Pos+1, math.MaxInt64/2, true, limit-limit/2, f)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +393,10 @@ func (s *SyncAPI) getContext(r *http.Request) (any, error) {
 	if len(after) > 0 {
 		end = after[len(after)-1].Pos + 1
 	}
-	lastPos := end - 1
+	lastPos, err := s.stateFloor(ctx, a.roomID, end-1)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := storage.States(ctx, s.store.DB(), []storage.StateQuery{{RoomID: a.roomID, At: lastPos, Since: math.MinInt64 / 2,
 		Lazy: f != nil && f.LazyLoadMembers, Members: senders(append(append(append([]storage.Event{}, before...), *target), after...))}})
 	if err != nil {

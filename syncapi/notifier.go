@@ -17,10 +17,16 @@ type notifier struct {
 	// when joined), and users to their rooms, for fan-out.
 	members map[string]map[string]bool
 	rooms   map[string]map[string]bool
+	// remote maps rooms to their joined remote users, and remoteRooms
+	// those users to their rooms: whose presence local users see, and
+	// which rooms have other servers to send EDUs to.
+	remote      map[string]map[string]bool
+	remoteRooms map[string]map[string]bool
 }
 
 func newNotifier() *notifier {
-	return &notifier{signals: map[string]chan struct{}{}, members: map[string]map[string]bool{}, rooms: map[string]map[string]bool{}}
+	return &notifier{signals: map[string]chan struct{}{}, members: map[string]map[string]bool{}, rooms: map[string]map[string]bool{},
+		remote: map[string]map[string]bool{}, remoteRooms: map[string]map[string]bool{}}
 }
 
 // channel returns the user's current wake-up channel.
@@ -63,7 +69,8 @@ func (n *notifier) wakeRoom(roomID string, extra ...string) {
 	}
 }
 
-// wakeSharers wakes the local users who share a room with userID.
+// wakeSharers wakes the local users who share a room with userID (a local
+// or a remote user), and userID.
 func (n *notifier) wakeSharers(userID string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -73,35 +80,56 @@ func (n *notifier) wakeSharers(userID string) {
 			n.wakeLocked(u)
 		}
 	}
+	for room := range n.remoteRooms[userID] {
+		for u, joined := range n.members[room] {
+			if joined {
+				n.wakeLocked(u)
+			}
+		}
+	}
 }
 
-// setMember records a local user's membership of a room.
-func (n *notifier) setMember(roomID, userID, membership string) {
+// setMember records a user's membership of a room: local users joined or
+// invited, remote users joined.
+func (n *notifier) setMember(roomID, userID, membership string, local bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if membership == spec.Join || membership == spec.Invite {
-		if n.members[roomID] == nil {
-			n.members[roomID] = map[string]bool{}
+	if !local {
+		if membership == spec.Join {
+			add(n.remote, roomID, userID, true)
+			add(n.remoteRooms, userID, roomID, true)
+		} else {
+			remove(n.remote, roomID, userID)
+			remove(n.remoteRooms, userID, roomID)
 		}
-		n.members[roomID][userID] = membership == spec.Join
-		if n.rooms[userID] == nil {
-			n.rooms[userID] = map[string]bool{}
-		}
-		n.rooms[userID][roomID] = true
 		return
 	}
-	delete(n.members[roomID], userID)
-	if len(n.members[roomID]) == 0 {
-		delete(n.members, roomID)
+	if membership == spec.Join || membership == spec.Invite {
+		add(n.members, roomID, userID, membership == spec.Join)
+		add(n.rooms, userID, roomID, true)
+		return
 	}
-	delete(n.rooms[userID], roomID)
-	if len(n.rooms[userID]) == 0 {
-		delete(n.rooms, userID)
+	remove(n.members, roomID, userID)
+	remove(n.rooms, userID, roomID)
+}
+
+func add(m map[string]map[string]bool, k, v string, val bool) {
+	if m[k] == nil {
+		m[k] = map[string]bool{}
+	}
+	m[k][v] = val
+}
+
+func remove(m map[string]map[string]bool, k, v string) {
+	delete(m[k], v)
+	if len(m[k]) == 0 {
+		delete(m, k)
 	}
 }
 
-// sharers returns the local users who are joined to a room userID is
-// joined to (userID included): those who see each other's presence.
+// sharers returns the users, local and remote, who are joined to a room
+// userID (a local user) is joined to, userID included: those who see each
+// other's presence.
 func (n *notifier) sharers(userID string) map[string]bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -115,6 +143,43 @@ func (n *notifier) sharers(userID string) map[string]bool {
 				out[u] = true
 			}
 		}
+		for u := range n.remote[room] {
+			out[u] = true
+		}
 	}
 	return out
+}
+
+// hasRemote reports whether remote users are joined to a room: whether
+// its EDUs have servers to go to.
+func (n *notifier) hasRemote(roomID string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.remote[roomID]) > 0
+}
+
+// sharesWithRemote reports whether a local user is joined to a room with
+// remote users (whose servers want the user's presence).
+func (n *notifier) sharesWithRemote(userID string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for room := range n.rooms[userID] {
+		if n.members[room][userID] && len(n.remote[room]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// hasLocalJoined reports whether a local user is joined to a room: whether
+// this server is in it.
+func (n *notifier) hasLocalJoined(roomID string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, joined := range n.members[roomID] {
+		if joined {
+			return true
+		}
+	}
+	return false
 }

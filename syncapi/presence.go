@@ -22,6 +22,13 @@ const (
 	presenceOffline     = "offline"
 
 	activeWindow = time.Minute // currently_active while active this recently
+
+	// Presence over federation, as Synapse does it: other servers are
+	// told again every fedPresencePing that a local user is still online
+	// or unavailable, and a remote user not heard of for
+	// fedPresenceTimeout goes offline.
+	fedPresencePing    = 25 * time.Minute
+	fedPresenceTimeout = 30 * time.Minute
 )
 
 // presenceTracker keeps the presence of local users: what clients set,
@@ -31,6 +38,10 @@ type presenceTracker struct {
 	mu    sync.Mutex
 	users map[string]*presenceState
 	write sync.Mutex // orders presence positions with their commits
+	// remote holds when each remote user who is not offline was last
+	// heard of.
+	remote              map[string]time.Time
+	fedPing, fedTimeout time.Duration // fedPresencePing, fedPresenceTimeout (shorter in tests)
 }
 
 type presenceState struct {
@@ -39,10 +50,47 @@ type presenceState struct {
 	lastActive time.Time
 	lastSync   time.Time
 	syncing    int
+	fedPinged  time.Time // when other servers were last told
 }
 
 func newPresenceTracker(s *SyncAPI) *presenceTracker {
-	return &presenceTracker{s: s, users: map[string]*presenceState{}}
+	return &presenceTracker{s: s, users: map[string]*presenceState{}, remote: map[string]time.Time{},
+		fedPing: fedPresencePing, fedTimeout: fedPresenceTimeout}
+}
+
+// loadRemote starts the federation timeout of the remote users the read
+// model has online or unavailable.
+func (p *presenceTracker) loadRemote(ctx context.Context) error {
+	if !p.s.cfg.PresenceEnabled {
+		return nil
+	}
+	rows, err := storage.PresenceNotOffline(ctx, p.s.store.DB())
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range rows {
+		if !p.s.isLocal(r.UserID) {
+			p.remote[r.UserID] = now
+		}
+	}
+	return nil
+}
+
+// heardRemote records the presence just received of remote users.
+func (p *presenceTracker) heardRemote(rows []*storage.Presence) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range rows {
+		if r.Presence == presenceOffline {
+			delete(p.remote, r.UserID)
+		} else {
+			p.remote[r.UserID] = now
+		}
+	}
 }
 
 // start runs the timeouts until the returned function is called.
@@ -95,19 +143,68 @@ func (p *presenceTracker) expire(ctx context.Context) {
 			delete(p.users, u)
 		}
 	}
+	// Renewals for other servers of the local users not offline, and the
+	// remote users not heard of for too long.
+	var pings []*storage.Presence
+	for u, st := range p.users {
+		if st.presence != presenceOffline && now.Sub(st.fedPinged) >= p.fedPing {
+			st.fedPinged = now
+			pings = append(pings, presenceRow(u, st, 0))
+		}
+	}
+	var silent []string
+	for u, seen := range p.remote {
+		if now.Sub(seen) >= p.fedTimeout {
+			silent = append(silent, u)
+			delete(p.remote, u)
+		}
+	}
 	p.mu.Unlock()
 	for _, c := range changes {
 		if err := p.store(ctx, c.user, &c.st); err != nil {
 			p.s.log.Warn("presence timeout not stored", "user_id", c.user, "error", err.Error())
 		}
 	}
+	for _, row := range pings {
+		p.s.sendPresence(row)
+	}
+	if len(silent) > 0 {
+		p.remoteOffline(ctx, silent)
+	}
+}
+
+// remoteOffline marks remote users offline.
+func (p *presenceTracker) remoteOffline(ctx context.Context, users []string) {
+	var rows []*storage.Presence
+	for _, u := range users {
+		row, err := storage.SelectPresence(ctx, p.s.store.DB(), u)
+		if err != nil {
+			continue
+		}
+		row.Presence, row.CurrentlyActive = presenceOffline, false
+		rows = append(rows, row)
+	}
+	changed, err := p.storeRemote(ctx, rows, nil)
+	if err != nil {
+		p.s.log.Warn("remote presence timeout not stored", "error", err.Error())
+		return
+	}
+	for _, u := range changed {
+		p.s.notifier.wakeSharers(u)
+	}
+}
+
+// presenceRow is the stored form of a local user's presence.
+func presenceRow(userID string, st *presenceState, pos int64) *storage.Presence {
+	return &storage.Presence{UserID: userID, Presence: st.presence, StatusMsg: st.statusMsg, LastActiveTS: st.lastActive.UnixMilli(),
+		CurrentlyActive: st.presence == presenceOnline && time.Since(st.lastActive) < activeWindow, Pos: pos}
 }
 
 // state returns the tracked state of a user, loading it on first use.
 func (p *presenceTracker) stateLocked(ctx context.Context, userID string) *presenceState {
 	st, ok := p.users[userID]
 	if !ok {
-		st = &presenceState{presence: presenceOffline}
+		st = &presenceState{presence: presenceOffline, fedPinged: time.Now()}
 		if row, err := storage.SelectPresence(ctx, p.s.store.DB(), userID); err == nil {
 			st.presence, st.statusMsg, st.lastActive = row.Presence, row.StatusMsg, time.UnixMilli(row.LastActiveTS)
 		}
@@ -209,8 +306,7 @@ func (p *presenceTracker) syncing(ctx context.Context, userID, setPresence strin
 func (p *presenceTracker) store(ctx context.Context, userID string, st *presenceState) error {
 	p.write.Lock()
 	pos := p.s.pos.presence.Load() + 1
-	row := &storage.Presence{UserID: userID, Presence: st.presence, StatusMsg: st.statusMsg, LastActiveTS: st.lastActive.UnixMilli(),
-		CurrentlyActive: st.presence == presenceOnline && time.Since(st.lastActive) < activeWindow, Pos: pos}
+	row := presenceRow(userID, st, pos)
 	err := p.s.store.WithTx(ctx, func(tx *sqlutil.Tx) error { return storage.UpsertPresence(ctx, tx, row) })
 	if err == nil {
 		p.s.pos.presence.Store(pos)
@@ -220,7 +316,56 @@ func (p *presenceTracker) store(ctx context.Context, userID string, st *presence
 		return err
 	}
 	p.s.notifier.wakeSharers(userID)
+	p.s.sendPresence(row)
+	p.mu.Lock()
+	if cur, ok := p.users[userID]; ok {
+		cur.fedPinged = time.Now()
+	}
+	p.mu.Unlock()
 	return nil
+}
+
+// storeRemote stores the presence of remote users, in one transaction with
+// extra. A change clients should hear of (presence, status message,
+// currently_active, or last activity moving by more than activeWindow)
+// takes the next position; anything else is stored in place, unannounced,
+// as Synapse's should_notify does. It returns the users whose presence
+// changed.
+func (p *presenceTracker) storeRemote(ctx context.Context, rows []*storage.Presence, extra func(tx *sqlutil.Tx) error) ([]string, error) {
+	p.write.Lock()
+	defer p.write.Unlock()
+	var pos int64
+	var changed []string
+	err := p.s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		pos, changed = p.s.pos.presence.Load(), nil
+		for _, row := range rows {
+			old, err := storage.SelectPresence(ctx, tx, row.UserID)
+			if err != nil && !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+			if old == nil || old.Presence != row.Presence || !sameMsg(old.StatusMsg, row.StatusMsg) ||
+				old.CurrentlyActive != row.CurrentlyActive || row.LastActiveTS-old.LastActiveTS > activeWindow.Milliseconds() {
+				pos++
+				row.Pos = pos
+				changed = append(changed, row.UserID)
+			} else {
+				row.Pos = old.Pos
+			}
+			if err := storage.UpsertPresence(ctx, tx, row); err != nil {
+				return err
+			}
+		}
+		if extra == nil {
+			return nil
+		}
+		return extra(tx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.s.pos.presence.Store(pos)
+	p.heardRemote(rows)
+	return changed, nil
 }
 
 // presenceContent is the content of an m.presence event.

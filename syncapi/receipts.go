@@ -45,32 +45,75 @@ func (s *SyncAPI) requireJoined(ctx context.Context, roomID, userID string) erro
 	return nil
 }
 
-// storeReceipt records a receipt at the next position and wakes the room.
-// Like Synapse, it ignores a receipt for an event older than the one the
-// user's receipt already points at: receipts never move backwards.
-func (s *SyncAPI) storeReceipt(ctx context.Context, r *storage.Receipt, eventPos int64) error {
+// receiptWrite is a receipt to store; eventPos is the timeline position of
+// its event when known.
+type receiptWrite struct {
+	r          *storage.Receipt
+	eventPos   int64
+	known      bool
+	candidates []string
+}
+
+// storeReceipts records receipts at the next positions, in one transaction
+// with extra (nil: none), and wakes the rooms. Like Synapse, it ignores a
+// receipt for an event older than the one the user's receipt already
+// points at: receipts never move backwards (a receipt of an event the read
+// model does not know replaces the current one). It returns the receipts
+// stored.
+func (s *SyncAPI) storeReceipts(ctx context.Context, list []receiptWrite, extra func(tx *sqlutil.Tx) error) ([]*storage.Receipt, error) {
 	s.receiptMu.Lock()
-	r.Pos = s.pos.receipt.Load() + 1
-	stored := false
+	pos := s.pos.receipt.Load()
+	var stored []*storage.Receipt
 	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		cur, found, err := storage.ReceiptEventPos(ctx, tx, r.RoomID, r.Type, r.UserID, r.ThreadID)
-		if err != nil || (found && cur >= eventPos) {
-			return err
+		pos, stored = s.pos.receipt.Load(), nil
+		for _, w := range list {
+			if w.known {
+				cur, found, err := storage.ReceiptEventPos(ctx, tx, w.r.RoomID, w.r.Type, w.r.UserID, w.r.ThreadID)
+				if err != nil {
+					return err
+				}
+				if found && cur >= w.eventPos {
+					continue
+				}
+			}
+			pos++
+			w.r.Pos = pos
+			if err := storage.UpsertReceipt(ctx, tx, w.r); err != nil {
+				return err
+			}
+			stored = append(stored, w.r)
 		}
-		stored = true
-		return storage.UpsertReceipt(ctx, tx, r)
+		if extra != nil {
+			return extra(tx)
+		}
+		return nil
 	})
-	if err == nil && stored {
-		s.pos.receipt.Store(r.Pos)
+	if err == nil {
+		s.pos.receipt.Store(pos)
 	}
 	s.receiptMu.Unlock()
-	if err != nil || !stored {
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range stored {
+		if r.Type == "m.read.private" {
+			s.notifier.wakeUsers(r.UserID)
+		} else {
+			s.notifier.wakeRoom(r.RoomID)
+		}
+	}
+	return stored, nil
+}
+
+// storeReceipt records a local user's receipt of an event at eventPos and
+// sends a public one to the room's other servers.
+func (s *SyncAPI) storeReceipt(ctx context.Context, r *storage.Receipt, eventPos int64) error {
+	stored, err := s.storeReceipts(ctx, []receiptWrite{{r: r, eventPos: eventPos, known: true}}, nil)
+	if err != nil {
 		return err
 	}
-	if r.Type == "m.read.private" {
-		s.notifier.wakeUsers(r.UserID)
-	} else {
-		s.notifier.wakeRoom(r.RoomID)
+	for _, r := range stored {
+		s.sendReceipt(r)
 	}
 	return nil
 }

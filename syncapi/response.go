@@ -268,6 +268,10 @@ func (s *SyncAPI) accountData(ctx context.Context, userID string, since, now Str
 	return out, nil
 }
 
+// presenceListMax is the number of presence sharers past which an
+// incremental sync reads the presence changes rather than the sharers'.
+const presenceListMax = 500
+
 // fillPresence adds the presence of the users sharing a room with the user.
 func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.Filter, since, now StreamPos, initial bool, resp *syncResponse) error {
 	users := s.notifier.sharers(userID)
@@ -279,8 +283,21 @@ func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.F
 	if initial {
 		from = -1
 	}
-	rows, err := storage.PresenceSince(ctx, s.store.DB(), list, from, now.Presence)
-	if err != nil {
+	var rows []storage.Presence
+	var err error
+	if !initial && len(list) > presenceListMax {
+		// Many sharers (large rooms, remote members): what changed since
+		// the last sync is the shorter list.
+		changed, err := storage.PresenceChanged(ctx, s.store.DB(), from, now.Presence)
+		if err != nil {
+			return err
+		}
+		for _, p := range changed {
+			if users[p.UserID] {
+				rows = append(rows, p)
+			}
+		}
+	} else if rows, err = storage.PresenceSince(ctx, s.store.DB(), list, from, now.Presence); err != nil {
 		return err
 	}
 	t := time.Now()
@@ -326,7 +343,9 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 		if tf != nil && !roomAllowed(tf.Rooms, tf.NotRooms, p.roomID) {
 			continue
 		}
-		ranges = append(ranges, storage.Range{RoomID: p.roomID, From: p.from, To: p.to})
+		// Backfilled history (positions below 1) is left to /messages:
+		// the read model has no state before it to send with it.
+		ranges = append(ranges, storage.Range{RoomID: p.roomID, From: max(p.from, 0), To: p.to})
 	}
 	cond, condArgs := timelineCond(tf)
 	events, limited, err := storage.Timelines(ctx, db, ranges, limit, cond, condArgs)
@@ -359,11 +378,14 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 	var queries []storage.StateQuery
 	for _, p := range plans {
 		evs := events[p.roomID]
-		at := p.to
+		// The state before the timeline: before its first event, but with
+		// what came with that event (the room's state, when it is a join
+		// over federation).
+		sq := storage.StateQuery{RoomID: p.roomID, At: p.to, Since: p.from, Lazy: lazy}
 		if len(evs) > 0 && !req.useStateAfter {
-			at = evs[0].Pos - 1
+			sq.At = evs[0].Pos
+			sq.Before = &storage.BeforeEvent{EventID: evs[0].EventID, Type: evs[0].Type, StateKey: evs[0].StateKey}
 		}
-		sq := storage.StateQuery{RoomID: p.roomID, At: at, Since: p.from, Lazy: lazy}
 		switch {
 		case p.full:
 			sq.Since = math.MinInt64 / 2

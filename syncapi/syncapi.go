@@ -1,7 +1,11 @@
 // Package syncapi serves what clients read the world through: /sync,
 // /messages, /context, typing, receipts, read markers and presence, from a
-// read model built from the roomserver's and the user API's output streams.
-// It also owns filters, which shape those reads.
+// read model built from the roomserver's and the user API's output streams
+// and from the typing, receipt and presence EDUs of other servers
+// (FederationIn). It publishes its users' typing, receipts and presence
+// for other servers (FederationOut), and has the federation API backfill
+// history /messages reaches the start of. It also owns filters, which
+// shape those reads.
 package syncapi
 
 import (
@@ -15,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
@@ -30,6 +35,10 @@ type Config struct {
 	// IdleAfter and OfflineAfter are the presence timeouts (Synapse's
 	// 5 minutes and 30 seconds when zero).
 	IdleAfter, OfflineAfter time.Duration
+	// Backfiller fetches history from other servers when /messages
+	// reaches the start of what the sync API holds of a room; nil when
+	// there is no federation.
+	Backfiller Backfiller
 }
 
 // SyncAPI is the sync component.
@@ -44,6 +53,7 @@ type SyncAPI struct {
 	typing   *typingStore
 	presence *presenceTracker
 	lazy     *lazyCache
+	edus     *eduSender // nil without a bus
 
 	// pos holds the highest committed position of each stream.
 	pos struct {
@@ -55,7 +65,7 @@ type SyncAPI struct {
 	// applied holds the last stream sequence each consumer applied;
 	// waitCond is broadcast whenever it moves (read-your-writes).
 	applied struct {
-		roomOutput, userOutput atomic.Uint64
+		roomOutput, userOutput, federationIn atomic.Uint64
 	}
 	waitMu   sync.Mutex
 	waitCond *sync.Cond
@@ -90,7 +100,10 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
 		notifier: newNotifier(), lazy: newLazyCache(10000), draining: make(chan struct{})}
 	s.waitCond = sync.NewCond(&s.waitMu)
-	s.typing = newTypingStore(func(roomID string) { s.notifier.wakeRoom(roomID) })
+	if b != nil {
+		s.edus = newEDUSender(b, s.log)
+	}
+	s.typing = newTypingStore(func(roomID string) { s.notifier.wakeRoom(roomID) }, s.sendTyping)
 	s.presence = newPresenceTracker(s)
 	return s, nil
 }
@@ -110,18 +123,23 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("syncapi: members: %w", err)
 	}
 	for _, m := range members {
-		if s.isLocal(m.UserID) {
-			s.notifier.setMember(m.RoomID, m.UserID, m.Membership)
-		}
+		s.notifier.setMember(m.RoomID, m.UserID, m.Membership, s.isLocal(m.UserID))
 	}
+	if err := s.presence.loadRemote(ctx); err != nil {
+		return fmt.Errorf("syncapi: remote presence: %w", err)
+	}
+	s.addStop(s.edus.start())
+	var fedIn jetstream.Stream
 	for _, c := range []struct {
 		name, stream string
+		subjects     []string
 		applied      *atomic.Uint64
 		handle       bus.Handler
 		into         *jetstream.Stream
 	}{
-		{roomOutputConsumer, rsapi.RoomOutputStream.Name, &s.applied.roomOutput, s.onRoomOutput, &s.streams.roomOutput},
-		{userOutputConsumer, userapi.UserOutputStream.Name, &s.applied.userOutput, s.onUserOutput, &s.streams.userOutput},
+		{roomOutputConsumer, rsapi.RoomOutputStream.Name, nil, &s.applied.roomOutput, s.onRoomOutput, &s.streams.roomOutput},
+		{userOutputConsumer, userapi.UserOutputStream.Name, nil, &s.applied.userOutput, s.onUserOutput, &s.streams.userOutput},
+		{federationInConsumer, fedapi.FederationInStream.Name, federationInSubjects, &s.applied.federationIn, s.onFederationIn, &fedIn},
 	} {
 		seq, err := storage.ConsumerPosition(ctx, s.store.DB(), c.name)
 		if err != nil {
@@ -129,10 +147,11 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		}
 		c.applied.Store(seq)
 		if *c.into, err = s.bus.JS.Stream(ctx, s.bus.Name(c.stream)); err != nil {
+			s.Close()
 			return fmt.Errorf("syncapi: stream %s: %w", c.stream, err)
 		}
 		stop, err := s.bus.Consume(ctx, bus.ConsumerSpec{
-			Stream: c.stream, Durable: c.name, MaxAckPending: 1,
+			Stream: c.stream, Durable: c.name, MaxAckPending: 1, FilterSubjects: c.subjects,
 			LastApplied: func(ctx context.Context) (uint64, error) { return storage.ConsumerPosition(ctx, s.store.DB(), c.name) },
 		}, c.handle)
 		if err != nil {

@@ -13,21 +13,44 @@ import (
 // maxTypingTimeout caps how long a typing notification lasts.
 const maxTypingTimeout = 2 * time.Minute
 
+// Typing over federation, as Synapse does it: a remote user's typing ends
+// after fedTypingTimeout unless their server renews it, and this server
+// renews its users' typing every fedTypingPing while it lasts.
+const (
+	fedTypingTimeout = 60 * time.Second
+	fedTypingPing    = 40 * time.Second
+)
+
 // typingStore holds who is typing where. It lives in memory: typing is
 // ephemeral. Its positions follow the clock (in ms, and at least one more
 // than the last), so that tokens from before a restart stay behind the
 // positions after it.
 type typingStore struct {
 	mu       sync.Mutex
-	rooms    map[string]map[string]time.Time // room -> user -> expiry
-	changed  map[string]int64                // room -> position of its last change
+	rooms    map[string]map[string]*typer // room -> user -> typing
+	changed  map[string]int64             // room -> position of its last change
 	pos      int64
 	timer    *time.Timer
 	onChange func(roomID string)
+	// onLocal is told, under the store's lock (so in order), when a local
+	// user starts or stops typing, and when their typing is to be renewed
+	// on other servers. It must not block.
+	onLocal func(roomID, userID string, typing bool)
+	ping    time.Duration // fedTypingPing (shorter in tests)
 }
 
-func newTypingStore(onChange func(string)) *typingStore {
-	return &typingStore{rooms: map[string]map[string]time.Time{}, changed: map[string]int64{}, pos: time.Now().UnixMilli(), onChange: onChange}
+type typer struct {
+	expiry time.Time
+	local  bool
+	pinged time.Time // when other servers were last told (local users)
+}
+
+func newTypingStore(onChange func(string), onLocal func(roomID, userID string, typing bool)) *typingStore {
+	if onLocal == nil {
+		onLocal = func(string, string, bool) {}
+	}
+	return &typingStore{rooms: map[string]map[string]*typer{}, changed: map[string]int64{}, pos: time.Now().UnixMilli(),
+		onChange: onChange, onLocal: onLocal, ping: fedTypingPing}
 }
 
 func (t *typingStore) bumpLocked(roomID string) {
@@ -35,19 +58,39 @@ func (t *typingStore) bumpLocked(roomID string) {
 	t.changed[roomID] = t.pos
 }
 
-// set starts or stops a user's typing in a room.
-func (t *typingStore) set(roomID, userID string, typing bool, timeout time.Duration) {
+// set starts or stops a user's typing in a room (local: a user of this
+// server).
+func (t *typingStore) set(roomID, userID string, typing bool, timeout time.Duration, local bool) {
 	t.mu.Lock()
 	users := t.rooms[roomID]
-	_, was := users[userID]
+	cur, was := users[userID]
+	if !typing && !was {
+		t.mu.Unlock()
+		return
+	}
+	now := time.Now()
 	if typing {
 		if users == nil {
-			users = map[string]time.Time{}
+			users = map[string]*typer{}
 			t.rooms[roomID] = users
 		}
-		users[userID] = time.Now().Add(min(timeout, maxTypingTimeout))
+		if cur == nil {
+			cur = &typer{local: local}
+			users[userID] = cur
+		}
+		cur.expiry = now.Add(min(timeout, maxTypingTimeout))
+		if local && (!was || now.Sub(cur.pinged) >= t.ping) {
+			cur.pinged = now
+			t.onLocal(roomID, userID, true)
+		}
 	} else {
 		delete(users, userID)
+		if len(users) == 0 {
+			delete(t.rooms, roomID)
+		}
+		if cur.local {
+			t.onLocal(roomID, userID, false)
+		}
 	}
 	if was != typing {
 		t.bumpLocked(roomID)
@@ -59,13 +102,17 @@ func (t *typingStore) set(roomID, userID string, typing bool, timeout time.Durat
 	}
 }
 
-// scheduleLocked arms the timer for the next expiry.
+// scheduleLocked arms the timer for the next expiry or renewal.
 func (t *typingStore) scheduleLocked() {
 	var next time.Time
 	for _, users := range t.rooms {
-		for _, exp := range users {
-			if next.IsZero() || exp.Before(next) {
-				next = exp
+		for _, ty := range users {
+			at := ty.expiry
+			if ty.local && ty.pinged.Add(t.ping).Before(at) {
+				at = ty.pinged.Add(t.ping)
+			}
+			if next.IsZero() || at.Before(next) {
+				next = at
 			}
 		}
 	}
@@ -78,19 +125,27 @@ func (t *typingStore) scheduleLocked() {
 	}
 }
 
-// expire removes the notifications whose time is up.
+// expire removes the notifications whose time is up and renews the local
+// ones due on other servers.
 func (t *typingStore) expire() {
 	now := time.Now()
 	t.mu.Lock()
 	var rooms []string
 	for roomID, users := range t.rooms {
-		for u, exp := range users {
-			if !exp.After(now) {
+		for u, ty := range users {
+			switch {
+			case !ty.expiry.After(now):
 				delete(users, u)
+				if ty.local {
+					t.onLocal(roomID, u, false)
+				}
 				if !slices.Contains(rooms, roomID) {
 					rooms = append(rooms, roomID)
 					t.bumpLocked(roomID)
 				}
+			case ty.local && !ty.pinged.Add(t.ping).After(now):
+				ty.pinged = now
+				t.onLocal(roomID, u, true)
 			}
 		}
 		if len(users) == 0 {
@@ -169,7 +224,7 @@ func (s *SyncAPI) putTyping(r *http.Request) (any, error) {
 	if err := s.requireJoined(ctx, roomID, dev.UserID); err != nil {
 		return nil, err
 	}
-	s.typing.set(roomID, dev.UserID, *body.Typing, timeout)
+	s.typing.set(roomID, dev.UserID, *body.Typing, timeout, true)
 	s.presence.active(dev.UserID)
 	return struct{}{}, nil
 }

@@ -201,3 +201,30 @@ func SetConsumerPosition(ctx context.Context, tx *sqlutil.Tx, name string, seq u
 		name, int64(seq))
 	return err
 }
+
+// PresenceChanged returns the presence of every user that changed in
+// (from, to]: cheaper than PresenceSince when the users are many and the
+// range is short.
+func PresenceChanged(ctx context.Context, q sqlutil.Querier, from, to int64) ([]Presence, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+presenceColumns+` FROM sync_presence WHERE pos > ? AND pos <= ? ORDER BY pos`, from, to)
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Presence, error) {
+		p, err := scanPresence(rows)
+		if err != nil {
+			return Presence{}, err
+		}
+		return *p, nil
+	})
+}
+
+// PresenceNotOffline returns the presence of every user who is not
+// offline.
+func PresenceNotOffline(ctx context.Context, q sqlutil.Querier) ([]Presence, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+presenceColumns+` FROM sync_presence WHERE presence <> 'offline'`)
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Presence, error) {
+		p, err := scanPresence(rows)
+		if err != nil {
+			return Presence{}, err
+		}
+		return *p, nil
+	})
+}

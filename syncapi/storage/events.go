@@ -221,3 +221,17 @@ func anyArgs[T any](list []T, prefix ...any) []any {
 	}
 	return out
 }
+
+// MinEventPos is the lowest timeline position (0 when empty). Backfilled
+// history goes below it.
+func MinEventPos(ctx context.Context, q sqlutil.Querier) (int64, error) {
+	var n sql.NullInt64
+	err := q.QueryRowContext(ctx, `SELECT MIN(pos) FROM sync_events`).Scan(&n)
+	return n.Int64, err
+}
+
+// OldestEvents returns the n events of a room with the lowest positions,
+// oldest first.
+func OldestEvents(ctx context.Context, q sqlutil.Querier, roomID string, n int) ([]Event, error) {
+	return scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM sync_events WHERE room_id = ? ORDER BY pos ASC LIMIT ?`, roomID, n))
+}

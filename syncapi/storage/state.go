@@ -62,6 +62,11 @@ func InsertState(ctx context.Context, tx *sqlutil.Tx, r *StateRow) error {
 // event at At): the rows that started after Since; with Lazy, of the member
 // events only those of the users in Members (whenever they started); with
 // MembersOnly, no other state.
+//
+// With Before (the event at At), the state is the one before that event
+// rather than after it: its own change is undone, while the other changes
+// at At stay (state that came with it and is in no timeline, such as the
+// room's whole state when a user joins over federation).
 type StateQuery struct {
 	RoomID      string
 	At          int64
@@ -69,6 +74,14 @@ type StateQuery struct {
 	Lazy        bool
 	MembersOnly bool
 	Members     []string
+	Before      *BeforeEvent
+}
+
+// BeforeEvent is the event whose state change a StateQuery undoes.
+type BeforeEvent struct {
+	EventID  string
+	Type     string
+	StateKey *string // nil: not a state event
 }
 
 // States answers state queries in one statement per batch of rooms.
@@ -78,8 +91,15 @@ func States(ctx context.Context, q sqlutil.Querier, queries []StateQuery) (map[s
 		var values, lazy []string
 		var args []any
 		for _, sq := range batch {
-			values = append(values, "(?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER))")
-			args = append(args, sq.RoomID, sq.At, sq.Since, boolInt(sq.Lazy), boolInt(sq.MembersOnly))
+			values = append(values, "(?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS INTEGER), CAST(? AS INTEGER), ?, ?, ?)")
+			var skipEvent, skipType, skipKey string
+			if b := sq.Before; b != nil {
+				skipEvent = b.EventID
+				if b.StateKey != nil {
+					skipType, skipKey = b.Type, *b.StateKey
+				}
+			}
+			args = append(args, sq.RoomID, sq.At, sq.Since, boolInt(sq.Lazy), boolInt(sq.MembersOnly), skipEvent, skipType, skipKey)
 		}
 		for _, sq := range batch {
 			for _, m := range sq.Members {
@@ -90,11 +110,13 @@ func States(ctx context.Context, q sqlutil.Querier, queries []StateQuery) (map[s
 		if len(lazy) == 0 {
 			lazy = append(lazy, "('', '')")
 		}
-		rows, err := q.QueryContext(ctx, `WITH qs (room_id, at_pos, since_pos, lazy, members_only) AS (VALUES `+strings.Join(values, ", ")+`),
+		rows, err := q.QueryContext(ctx, `WITH qs (room_id, at_pos, since_pos, lazy, members_only, skip_event, skip_type, skip_key) AS (VALUES `+
+			strings.Join(values, ", ")+`),
 			members (room_id, user_id) AS (VALUES `+strings.Join(lazy, ", ")+`)
 			SELECT s.room_id, s.type, s.state_key, s.event_id, s.membership, s.event_json, s.from_pos
 			FROM sync_state s JOIN qs ON s.room_id = qs.room_id
-			WHERE s.from_pos <= qs.at_pos AND (s.to_pos IS NULL OR s.to_pos > qs.at_pos)
+			WHERE ((s.from_pos <= qs.at_pos AND (s.to_pos IS NULL OR s.to_pos > qs.at_pos) AND s.event_id <> qs.skip_event)
+				OR (s.to_pos = qs.at_pos AND s.type = qs.skip_type AND s.state_key = qs.skip_key))
 			AND ((s.type <> 'm.room.member' AND qs.members_only = 0 AND s.from_pos > qs.since_pos)
 				OR (s.type = 'm.room.member' AND (
 					(qs.lazy = 0 AND s.from_pos > qs.since_pos)
@@ -239,4 +261,89 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// StateKey is a (type, state key) pair.
+type StateKey struct{ Type, StateKey string }
+
+// CurrentStateEvents returns which of the given events are in a room's
+// current state.
+func CurrentStateEvents(ctx context.Context, q sqlutil.Querier, roomID string, eventIDs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := sqlutil.InBatches(eventIDs, 500, func(batch []string) error {
+		rows, err := q.QueryContext(ctx, `SELECT event_id FROM sync_state WHERE room_id = ? AND to_pos IS NULL AND event_id IN (`+
+			sqlutil.InList(len(batch))+`)`, anyArgs(batch, roomID)...)
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			out[id] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// CloseStateKeys ends the current rows of many state keys of a room at
+// pos, a batch of keys per statement.
+func CloseStateKeys(ctx context.Context, tx *sqlutil.Tx, roomID string, keys []StateKey, pos int64) error {
+	return sqlutil.InBatches(keys, 400, func(batch []StateKey) error {
+		values := make([]string, len(batch))
+		args := make([]any, 0, 2+2*len(batch))
+		args = append(args, pos, roomID)
+		for i, k := range batch {
+			values[i] = "(?, ?)"
+			args = append(args, k.Type, k.StateKey)
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE sync_state SET to_pos = ? WHERE room_id = ? AND to_pos IS NULL
+			AND (type, state_key) IN (VALUES `+strings.Join(values, ", ")+`)`, args...)
+		return err
+	})
+}
+
+// InsertStates adds current state rows (as InsertState does), a batch of
+// rows per statement. Rows must not repeat a (room, type, state key,
+// from_pos).
+func InsertStates(ctx context.Context, tx *sqlutil.Tx, rows []*StateRow) error {
+	return sqlutil.InBatches(rows, 300, func(batch []*StateRow) error {
+		values := make([]string, len(batch))
+		args := make([]any, 0, 7*len(batch))
+		for i, r := range batch {
+			values[i] = "(?, ?, ?, ?, ?, ?, CAST(? AS BIGINT))"
+			args = append(args, r.RoomID, r.Type, r.StateKey, r.EventID, nullable(r.Membership), string(r.JSON), r.FromPos)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO sync_state (room_id, type, state_key, event_id, membership, event_json, from_pos)
+			VALUES `+strings.Join(values, ", ")+` ON CONFLICT (room_id, type, state_key, from_pos) DO UPDATE SET event_id = excluded.event_id,
+			membership = excluded.membership, event_json = excluded.event_json, to_pos = NULL`, args...)
+		return err
+	})
+}
+
+// InsertMembershipChanges logs membership events (as
+// InsertMembershipChange does), a batch per statement.
+func InsertMembershipChanges(ctx context.Context, tx *sqlutil.Tx, ms []*MembershipChange) error {
+	return sqlutil.InBatches(ms, 300, func(batch []*MembershipChange) error {
+		values := make([]string, len(batch))
+		args := make([]any, 0, 6*len(batch))
+		for i, m := range batch {
+			values[i] = "(?, ?, CAST(? AS BIGINT), ?, ?, ?)"
+			args = append(args, m.UserID, m.RoomID, m.Pos, m.Membership, m.EventID, m.Sender)
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO sync_memberships (user_id, room_id, pos, membership, event_id, sender) VALUES `+
+			strings.Join(values, ", ")+` ON CONFLICT DO NOTHING`, args...)
+		return err
+	})
+}
+
+// FirstStatePos is the position where the sync API's state of a room
+// begins (found false when it has none): the state before it, such as
+// that of backfilled history, is unknown.
+func FirstStatePos(ctx context.Context, q sqlutil.Querier, roomID string) (pos int64, found bool, err error) {
+	var n sql.NullInt64
+	err = q.QueryRowContext(ctx, `SELECT MIN(from_pos) FROM sync_state WHERE room_id = ?`, roomID).Scan(&n)
+	return n.Int64, n.Valid, err
 }
