@@ -131,7 +131,6 @@ func newNode(t *testing.T, db *sqlutil.DB, name spec.ServerName, mod func(*Confi
 	}
 	t.Cleanup(n.f.Close)
 	srv := httputil.NewServer(httputil.ServerOptions{Logger: log})
-	n.f.Register(srv)
 	echo := func(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
 		return map[string]any{"origin": origin, "body": string(body)}, nil
 	}
@@ -143,6 +142,9 @@ func newNode(t *testing.T, db *sqlutil.DB, name spec.ServerName, mod func(*Confi
 	n.f.handle(srv, http.MethodGet, "/_matrix/federation/v1/query/profile", func(r *http.Request, origin spec.ServerName, _ []byte) (any, error) {
 		return map[string]string{"displayname": string(origin)}, nil
 	})
+	// The component's routes come after the test routes, which take
+	// precedence (the real /query/profile needs a user API).
+	n.f.Register(srv)
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	n.url = ts.URL

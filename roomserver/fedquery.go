@@ -2,6 +2,7 @@ package roomserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -354,4 +355,18 @@ func (r *Roomserver) QueryEventTemplate(ctx context.Context, roomID string, p ap
 	}
 	proto.AuthEvents = builder.AuthEvents
 	return &proto, head.version, nil
+}
+
+// QueryEventAtTimestamp implements api.FederationQueryAPI.
+func (r *Roomserver) QueryEventAtTimestamp(ctx context.Context, roomID string, ts int64, forward bool) (string, int64, error) {
+	d := r.reader()
+	h, err := d.roomHead(ctx, roomID)
+	if err != nil {
+		return "", 0, err
+	}
+	id, originTS, err := storage.SelectEventAtTimestamp(ctx, d.q, h.nid, ts, forward)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", 0, api.ErrEventNotFound
+	}
+	return id, originTS, err
 }

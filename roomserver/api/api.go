@@ -170,4 +170,11 @@ type FederationQueryAPI interface {
 	// would fail the auth rules, and ErrRoomNotFound for a room without
 	// state here.
 	QueryEventTemplate(ctx context.Context, roomID string, proto ProtoEvent) (*gomatrixserverlib.ProtoEvent, gomatrixserverlib.RoomVersion, error)
+	// QueryEventAtTimestamp returns the event of the room's DAG closest to
+	// ts (milliseconds) in a direction, as /timestamp_to_event serves it:
+	// forward the first at or after ts, backward the last at or before it
+	// (rejected, soft-failed and outlier events are skipped). It fails
+	// with ErrRoomNotFound for an unknown room and ErrEventNotFound when
+	// no event qualifies.
+	QueryEventAtTimestamp(ctx context.Context, roomID string, ts int64, forward bool) (eventID string, originServerTS int64, err error)
 }
