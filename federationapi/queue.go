@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -300,6 +301,11 @@ func (f *FederationAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 		}
 	}
 	dests = f.destinations(dests)
+	// The sender's server has the event already (a join, leave or knock
+	// this server took in for it).
+	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err == nil {
+		dests = slices.DeleteFunc(dests, func(d string) bool { return d == string(domain) })
+	}
 	err = f.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if len(dests) > 0 {
 			if err := storage.EnqueuePDU(ctx, tx, dests, ev.Event, time.Now().UnixMilli()); err != nil {
