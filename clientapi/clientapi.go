@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/myelin-chat/myelin/clientapi/storage"
+	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
@@ -36,6 +37,9 @@ type Config struct {
 type RoomsAPI interface {
 	rsapi.QueryAPI
 	rsapi.AliasAPI
+	// QueryJoinedServers lists the servers with a user joined to the room
+	// (whether this server is in a room it has the state of).
+	QueryJoinedServers(ctx context.Context, roomID string) ([]string, error)
 }
 
 // Inputer submits events to the roomserver and waits for the result.
@@ -53,18 +57,22 @@ type UserAPI interface {
 
 // ClientAPI is the client API component.
 type ClientAPI struct {
-	cfg     Config
-	users   UserAPI
-	rooms   RoomsAPI
-	input   Inputer
-	store   *storage.Storage
+	cfg   Config
+	users UserAPI
+	rooms RoomsAPI
+	input Inputer
+	store *storage.Storage
+	// fed reaches other servers; nil when federation is off (remote users,
+	// rooms and servers are then refused).
+	fed     fedapi.FederationAPI
 	limiter *httputil.RateLimiter
 	log     *slog.Logger
 }
 
-// New migrates the client API's tables and returns the component. limiter
-// may be nil (rate limiting off).
-func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, rooms RoomsAPI, input Inputer, limiter *httputil.RateLimiter, log *slog.Logger) (*ClientAPI, error) {
+// New migrates the client API's tables and returns the component. fed is
+// nil when federation is off; limiter may be nil (rate limiting off).
+func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, rooms RoomsAPI, input Inputer, fed fedapi.FederationAPI,
+	limiter *httputil.RateLimiter, log *slog.Logger) (*ClientAPI, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -72,7 +80,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, rooms R
 	if err != nil {
 		return nil, fmt.Errorf("clientapi: %w", err)
 	}
-	return &ClientAPI{cfg: cfg, users: users, rooms: rooms, input: input, store: st, limiter: limiter, log: log.With("component", "clientapi")}, nil
+	return &ClientAPI{cfg: cfg, users: users, rooms: rooms, input: input, store: st, fed: fed, limiter: limiter, log: log.With("component", "clientapi")}, nil
 }
 
 // Rate limit classes used by the client API's routes.

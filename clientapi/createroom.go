@@ -20,6 +20,14 @@ import (
 // DefaultRoomVersion is the version of rooms created without one.
 const DefaultRoomVersion = gomatrixserverlib.RoomVersionV11
 
+// supportedRoomVersion reports whether rooms of a version can be created:
+// the stable versions (1 to 12). gomatrixserverlib also marks the
+// experimental state DAG version (MSC4242) stable; Myelin does not
+// implement it.
+func supportedRoomVersion(impl gomatrixserverlib.IRoomVersion) bool {
+	return impl.Stable() && !impl.StateDAGs()
+}
+
 type initialStateEvent struct {
 	Type     string          `json:"type"`
 	StateKey string          `json:"state_key"`
@@ -68,7 +76,7 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 		version = gomatrixserverlib.RoomVersion(req.RoomVersion)
 	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil || !verImpl.Stable() {
+	if err != nil || !supportedRoomVersion(verImpl) {
 		return nil, mxerr.New(mxerr.CodeUnsupportedRoomVersion, "Room version %s is not supported", version)
 	}
 	if len(req.Invite3PID) > 0 {
@@ -94,8 +102,10 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 		if _, err := spec.NewUserID(u, true); err != nil {
 			return nil, mxerr.InvalidParam("%q is not a valid user ID", u)
 		}
-		if err := c.checkLocalTarget(u); err != nil {
-			return nil, err
+		if c.fed == nil {
+			if err := c.checkLocalTarget(u); err != nil {
+				return nil, err
+			}
 		}
 	}
 	var alias string
@@ -143,6 +153,21 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 	if req.Visibility == "public" {
 		if err := c.rooms.SetPublished(ctx, res.RoomID, true); err != nil {
 			return nil, err
+		}
+	}
+	// Users of other servers are invited once the room exists; a failure
+	// is logged rather than failing a request whose room was created (a
+	// client would retry and create another).
+	for _, u := range req.Invite {
+		if !c.remoteUser(u) {
+			continue
+		}
+		var extra map[string]any
+		if req.IsDirect {
+			extra = map[string]any{"is_direct": true}
+		}
+		if err := c.remoteInvite(ctx, res.RoomID, dev.UserID, u, "", extra); err != nil {
+			c.log.Info("could not invite a remote user to a new room", "room_id", res.RoomID, "invitee", u, "error", err.Error())
 		}
 	}
 	c.log.Info("created room", "room_id", res.RoomID, "user_id", dev.UserID, "room_version", version)
@@ -226,6 +251,9 @@ func (c *ClientAPI) creationEvents(ctx context.Context, creator string, verImpl 
 		events = append(events, ev("m.room.topic", "", topicContent(*req.Topic)))
 	}
 	for _, u := range req.Invite {
+		if c.remoteUser(u) {
+			continue // invited over federation once the room exists
+		}
 		content, err := c.memberContent(ctx, u, rsapi.Invite, "")
 		if err != nil {
 			return nil, err
@@ -316,7 +344,7 @@ func (c *ClientAPI) memberContent(ctx context.Context, userID, membership, reaso
 	return content, nil
 }
 
-// checkLocalTarget refuses users of other servers until federation exists,
+// checkLocalTarget refuses users of other servers when federation is off,
 // rather than pretending to reach them.
 func (c *ClientAPI) checkLocalTarget(userID string) error {
 	uid, err := spec.NewUserID(userID, true)
@@ -324,7 +352,7 @@ func (c *ClientAPI) checkLocalTarget(userID string) error {
 		return mxerr.InvalidParam("%q is not a valid user ID", userID)
 	}
 	if string(uid.Domain()) != c.cfg.ServerName {
-		return mxerr.Forbidden("Cannot reach %s: this server does not federate yet", uid.Domain())
+		return mxerr.Forbidden("Cannot reach %s: this server does not federate", uid.Domain())
 	}
 	return nil
 }

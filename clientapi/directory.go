@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
@@ -79,6 +82,17 @@ func (c *ClientAPI) getAlias(r *http.Request) (any, error) {
 	alias := httputil.Vars(r)["roomAlias"]
 	if err := validAlias(alias); err != nil {
 		return nil, err
+	}
+	if _, server, _ := gomatrixserverlib.SplitID('#', alias); c.fed != nil && c.isRemote(server) {
+		// Another server's alias: that server answers.
+		roomID, servers, err := c.fed.QueryRoomAlias(ctx, alias)
+		if err != nil {
+			return nil, aliasError(err, alias)
+		}
+		if servers == nil {
+			servers = []string{}
+		}
+		return map[string]any{"room_id": roomID, "servers": servers}, nil
 	}
 	roomID, err := c.rooms.QueryAlias(ctx, alias)
 	if errors.Is(err, rsapi.ErrAliasNotFound) {
@@ -304,8 +318,26 @@ func (c *ClientAPI) postPublicRooms(r *http.Request) (any, error) {
 }
 
 func (c *ClientAPI) publicRooms(r *http.Request, req *publicRoomsRequest) (any, error) {
-	if s := r.URL.Query().Get("server"); s != "" && s != c.cfg.ServerName {
-		return nil, mxerr.Forbidden("Cannot list the rooms of %s: this server does not federate yet", s)
+	if s := r.URL.Query().Get("server"); s != "" && c.isRemote(spec.ServerName(s)) {
+		if c.fed == nil {
+			return nil, mxerr.Forbidden("Cannot list the rooms of %s: this server does not federate", s)
+		}
+		if httputil.DeviceFrom(r.Context()) == nil {
+			// As Synapse: anyone may read this server's directory, but
+			// asking another server takes an access token.
+			return nil, mxerr.MissingToken("Listing the rooms of another server requires an access token")
+		}
+		if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(s)); !ok {
+			return nil, mxerr.InvalidParam("Invalid server name %q", s)
+		}
+		body, err := c.fed.QueryPublicRooms(r.Context(), s, &fedapi.PublicRoomsRequest{
+			Limit: req.Limit, Since: req.Since, SearchTerm: req.Filter.GenericSearchTerm,
+			IncludeAllNetworks: req.IncludeAllNetworks, ThirdPartyInstanceID: req.ThirdPartyInstanceID,
+		})
+		if err != nil {
+			return nil, federationError(err, "Room directory of "+s)
+		}
+		return body, nil
 	}
 	if req.ThirdPartyInstanceID != "" {
 		return nil, mxerr.InvalidParam("Unknown third_party_instance_id")

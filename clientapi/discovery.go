@@ -29,7 +29,7 @@ func (c *ClientAPI) getCapabilities(r *http.Request) (any, error) {
 	disabled := map[string]bool{"enabled": false}
 	available := map[string]string{}
 	for v, impl := range gomatrixserverlib.RoomVersions() {
-		if impl.Stable() {
+		if supportedRoomVersion(impl) {
 			available[string(v)] = "stable"
 		}
 	}

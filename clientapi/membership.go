@@ -44,6 +44,29 @@ func (c *ClientAPI) resolveRoom(ctx context.Context, r *http.Request) (string, e
 	return roomID, nil
 }
 
+// joinTarget resolves the {roomIdOrAlias} of a join or knock: a room this
+// server is in (its ID), or, with federation, one it is not in (remote
+// set: joined or knocked on through other servers).
+func (c *ClientAPI) joinTarget(ctx context.Context, r *http.Request) (string, *roomTarget, error) {
+	if c.fed == nil {
+		roomID, err := c.resolveRoom(ctx, r)
+		return roomID, nil, err
+	}
+	t, err := c.resolveTarget(ctx, r)
+	if err != nil {
+		return "", nil, err
+	}
+	if in, err := c.serverInRoom(ctx, t.roomID); err != nil {
+		return "", nil, err
+	} else if !in {
+		return "", t, nil
+	}
+	if _, err := c.roomInfo(ctx, t.roomID); err != nil {
+		return "", nil, err
+	}
+	return t.roomID, nil, nil
+}
+
 type membershipRequest struct {
 	UserID string `json:"user_id"`
 	Reason string `json:"reason"`
@@ -91,9 +114,12 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 	if len(body.ThirdPartySigned) > 0 {
 		return nil, mxerr.InvalidParam("Third-party invites are not supported")
 	}
-	roomID, err := c.resolveRoom(ctx, r)
+	roomID, remote, err := c.joinTarget(ctx, r)
 	if err != nil {
 		return nil, err
+	}
+	if remote != nil {
+		return c.remoteJoin(ctx, r, remote, body.Reason)
 	}
 	if dev.IsGuest {
 		ga, err := c.currentEvent(ctx, roomID, spec.MRoomGuestAccess, "")
@@ -199,9 +225,12 @@ func (c *ClientAPI) postKnock(r *http.Request) (any, error) {
 	if err := decodeOptionalJSON(r, &body); err != nil {
 		return nil, err
 	}
-	roomID, err := c.resolveRoom(r.Context(), r)
+	roomID, remote, err := c.joinTarget(r.Context(), r)
 	if err != nil {
 		return nil, err
+	}
+	if remote != nil {
+		return c.remoteKnock(r.Context(), r, remote, body.Reason)
 	}
 	if _, err := c.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, rsapi.Knock, body.Reason, nil); err != nil {
 		return nil, err
@@ -230,6 +259,18 @@ func (c *ClientAPI) postLeave(r *http.Request) (any, error) {
 	}
 	if m.Membership != rsapi.Join && m.Membership != rsapi.Invite && m.Membership != rsapi.Knock {
 		return nil, mxerr.Forbidden("You are not in the room")
+	}
+	if c.fed != nil && m.Membership != rsapi.Join {
+		// An invite or knock of a room this server is not in ends
+		// through the room's servers.
+		if in, err := c.serverInRoom(r.Context(), roomID); err != nil {
+			return nil, err
+		} else if !in {
+			if err := c.remoteLeave(r.Context(), roomID, dev.UserID, body.Reason); err != nil {
+				return nil, err
+			}
+			return struct{}{}, nil
+		}
 	}
 	if _, err := c.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, rsapi.Leave, body.Reason, nil); err != nil {
 		return nil, err
@@ -265,8 +306,11 @@ func (c *ClientAPI) postInvite(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.checkLocalTarget(req.UserID); err != nil {
-		return nil, err
+	if c.remoteUser(req.UserID) {
+		if err := c.remoteInvite(ctx, roomID, dev.UserID, req.UserID, req.Reason, nil); err != nil {
+			return nil, err
+		}
+		return struct{}{}, nil
 	}
 	if _, err := c.users.QueryAccount(ctx, req.UserID); errors.Is(err, userapi.ErrNotFound) {
 		return nil, mxerr.NotFound("Unknown user %s", req.UserID)

@@ -28,24 +28,31 @@ const (
 	profileCodeKeyTooLong = "M_KEY_TOO_LARGE"
 )
 
-// localProfileUser parses the {userId} of a profile route; only local users
-// have profiles here until federation can fetch remote ones.
-func (c *ClientAPI) localProfileUser(r *http.Request) (string, error) {
+// profileUser parses the {userId} of a profile route and reports whether
+// the user is another server's (remote profiles come over federation;
+// without federation they are not found).
+func (c *ClientAPI) profileUser(r *http.Request) (string, bool, error) {
 	uid, err := spec.NewUserID(httputil.Vars(r)["userId"], true)
 	if err != nil {
-		return "", mxerr.InvalidParam("Invalid user ID")
+		return "", false, mxerr.InvalidParam("Invalid user ID")
 	}
-	if string(uid.Domain()) != c.cfg.ServerName {
-		return "", mxerr.NotFound("Profile not found")
+	if c.isRemote(uid.Domain()) {
+		if c.fed == nil {
+			return "", false, mxerr.NotFound("Profile not found")
+		}
+		return uid.String(), true, nil
 	}
-	return uid.String(), nil
+	return uid.String(), false, nil
 }
 
 // GET /_matrix/client/v3/profile/{userId}
 func (c *ClientAPI) getProfile(r *http.Request) (any, error) {
-	userID, err := c.localProfileUser(r)
+	userID, remote, err := c.profileUser(r)
 	if err != nil {
 		return nil, err
+	}
+	if remote {
+		return c.remoteProfile(r.Context(), userID, "")
 	}
 	p, err := c.users.QueryProfile(r.Context(), userID)
 	if errors.Is(err, api.ErrNotFound) {
@@ -56,13 +63,16 @@ func (c *ClientAPI) getProfile(r *http.Request) (any, error) {
 
 // GET /_matrix/client/v3/profile/{userId}/{keyName}
 func (c *ClientAPI) getProfileField(r *http.Request) (any, error) {
-	userID, err := c.localProfileUser(r)
+	userID, remote, err := c.profileUser(r)
 	if err != nil {
 		return nil, err
 	}
 	key := httputil.Vars(r)["keyName"]
 	if err := checkProfileKey(key); err != nil {
 		return nil, err
+	}
+	if remote {
+		return c.remoteProfile(r.Context(), userID, key)
 	}
 	p, err := c.users.QueryProfile(r.Context(), userID)
 	if errors.Is(err, api.ErrNotFound) {

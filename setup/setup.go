@@ -158,11 +158,18 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 			return nil, err
 		}
 	}
-	sync, err := syncapi.New(ctx, syncapi.Config{
+	// fed is the federation API as the other components take it: a nil
+	// interface (not a nil pointer in one) when federation is off.
+	var fed fedapi.FederationAPI
+	syncCfg := syncapi.Config{
 		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
-	},
-		s.DB, s.Bus, rooms, s.Users, s.Log)
+	}
+	if s.Federation != nil {
+		fed = s.Federation
+		syncCfg.Backfiller = s.Federation
+	}
+	sync, err := syncapi.New(ctx, syncCfg, s.DB, s.Bus, rooms, s.Users, s.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +187,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
-	}, s.DB, s.Users, rooms, inputer, limiter, s.Log)
+	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err
 	}

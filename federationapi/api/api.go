@@ -42,18 +42,25 @@ func (e *RemoteError) Error() string {
 type FederationAPI interface {
 	// PerformJoin joins a local user to a room this server is not in,
 	// through the first of servers that lets it (make_join, send_join),
-	// and stores the room's state. It returns the room ID.
+	// and stores the room's state. It returns the room ID. A refusal any
+	// server of the room would repeat (403...) ends the attempt with that
+	// server's *RemoteError; when every server failed, the result is the
+	// last *RemoteError if all answered with client errors, ErrNoServer
+	// otherwise.
 	PerformJoin(ctx context.Context, req *JoinRequest) (roomID string, err error)
 	// PerformLeave leaves (or rejects an invite to, or withdraws a knock
 	// on) a room this server is not in, through servers (make_leave,
-	// send_leave).
+	// send_leave). When no server takes the leave of an invite or knock,
+	// it is made locally only (as Synapse does) and PerformLeave succeeds.
 	PerformLeave(ctx context.Context, req *MembershipRequest) error
 	// PerformKnock knocks on a room this server is not in (make_knock,
 	// send_knock).
 	PerformKnock(ctx context.Context, req *MembershipRequest) error
 	// PerformInvite invites a remote user to a room this server is in: the
 	// invitee's server co-signs the invite (/invite), which then enters
-	// the room. It returns the event ID.
+	// the room. It returns the event ID. An invite the room's auth rules
+	// refuse fails with an error wrapping roomserver/api's ErrNotAllowed,
+	// one to a room without state here with ErrRoomNotFound.
 	PerformInvite(ctx context.Context, req *InviteRequest) (eventID string, err error)
 	// QueryRoomAlias resolves an alias of another server (/query/directory).
 	QueryRoomAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)

@@ -54,7 +54,9 @@ func (n *Network) StartRemote(name string) *Remote {
 	mux.HandleFunc("GET /_matrix/key/v2/server/{keyID}", r.serveKeys)
 	mux.Handle("/", r.Mux)
 	r.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = r.srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})) }()
+	go func() {
+		_ = r.srv.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
+	}()
 	t.Cleanup(func() { _ = r.srv.Close() })
 	roots, err := tlsutil.CertPool(n.caPath)
 	if err != nil {
