@@ -20,13 +20,6 @@ import (
 // DefaultRoomVersion is the version of rooms created without one.
 const DefaultRoomVersion = gomatrixserverlib.RoomVersionV11
 
-// supportedRoomVersion reports whether rooms of a version can be created:
-// the stable versions (1 to 12). gomatrixserverlib also marks the
-// experimental state DAG version (MSC4242) stable; Myelin does not
-// implement it.
-func supportedRoomVersion(impl gomatrixserverlib.IRoomVersion) bool {
-	return impl.Stable() && !impl.StateDAGs()
-}
 
 type initialStateEvent struct {
 	Type     string          `json:"type"`
@@ -76,7 +69,7 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 		version = gomatrixserverlib.RoomVersion(req.RoomVersion)
 	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil || !supportedRoomVersion(verImpl) {
+	if err != nil || !rsapi.SupportedRoomVersion(verImpl.Version()) {
 		return nil, mxerr.New(mxerr.CodeUnsupportedRoomVersion, "Room version %s is not supported", version)
 	}
 	if len(req.Invite3PID) > 0 {

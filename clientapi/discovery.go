@@ -6,6 +6,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/myelin-chat/myelin/internal/mxerr"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
 // supportedVersions are the spec versions whose client-server features
@@ -29,7 +30,7 @@ func (c *ClientAPI) getCapabilities(r *http.Request) (any, error) {
 	disabled := map[string]bool{"enabled": false}
 	available := map[string]string{}
 	for v, impl := range gomatrixserverlib.RoomVersions() {
-		if supportedRoomVersion(impl) {
+		if rsapi.SupportedRoomVersion(impl.Version()) {
 			available[string(v)] = "stable"
 		}
 	}

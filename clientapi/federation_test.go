@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/matrix-org/gomatrixserverlib"
-
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
@@ -53,19 +51,5 @@ func TestFederationError(t *testing.T) {
 	}
 	if e, _ := mxerr.As(aliasError(re(500, "M_UNKNOWN"), "#a:a.test")); e.HTTPStatus() != http.StatusBadGateway {
 		t.Errorf("alias server error: %v", e)
-	}
-}
-
-func TestSupportedRoomVersion(t *testing.T) {
-	n := 0
-	for v, impl := range gomatrixserverlib.RoomVersions() {
-		if supportedRoomVersion(impl) {
-			n++
-		} else if v == gomatrixserverlib.RoomVersionV12 {
-			t.Fatal("v12 unsupported")
-		}
-	}
-	if n != 12 {
-		t.Fatalf("%d supported room versions, want 1 to 12", n)
 	}
 }

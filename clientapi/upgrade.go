@@ -39,7 +39,7 @@ func (c *ClientAPI) postUpgrade(r *http.Request) (any, error) {
 		return nil, mxerr.MissingParam("Missing new_version")
 	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(body.NewVersion))
-	if err != nil || !supportedRoomVersion(verImpl) {
+	if err != nil || !rsapi.SupportedRoomVersion(verImpl.Version()) {
 		return nil, mxerr.New(mxerr.CodeUnsupportedRoomVersion, "Room version %s is not supported", body.NewVersion)
 	}
 	for _, u := range body.AdditionalCreators {

@@ -128,13 +128,6 @@ func checkVersions(r *http.Request, version gomatrixserverlib.RoomVersion, def [
 	return nil
 }
 
-// membVersionSupported reports whether this server takes part in rooms of
-// a version: the stable versions 1 to 12. gomatrixserverlib also marks the
-// experimental state DAG version (MSC4242) stable; Myelin does not
-// implement it (nor pseudonymous IDs, which are not stable).
-func membVersionSupported(verImpl gomatrixserverlib.IRoomVersion) bool {
-	return verImpl.Stable() && !verImpl.StateDAGs() && verImpl.Version() != gomatrixserverlib.RoomVersionPseudoIDs
-}
 
 // knockSupported reports whether a room version has knocking (7 and
 // later).
@@ -725,7 +718,7 @@ func (f *FederationAPI) invite(r *http.Request, origin spec.ServerName, version 
 	vars := httputil.Vars(r)
 	roomID, eventID := vars["roomId"], vars["eventId"]
 	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil || !membVersionSupported(verImpl) {
+	if err != nil || !rsapi.SupportedRoomVersion(verImpl.Version()) {
 		return nil, mxerr.New(mxerr.CodeIncompatibleRoomVer, "Room version %q is not supported by this server", version).
 			With("room_version", string(version))
 	}

@@ -186,29 +186,9 @@ func (f *FederationAPI) doSigned(ctx context.Context, method string, dest spec.S
 	return f.client.DoRequestAndParseResponse(ctx, hr, out)
 }
 
-// supportedVersion reports whether Myelin supports a room version: the
-// stable ones (1 to 12). gomatrixserverlib also marks the experimental
-// state DAG version (MSC4242) stable, which Myelin does not implement.
-func supportedVersion(impl gomatrixserverlib.IRoomVersion) bool {
-	return impl.Stable() && !impl.StateDAGs()
-}
-
-// stableVersions are the room versions this server supports, as the ver
-// parameters of make_join and make_knock.
-func stableVersions() []gomatrixserverlib.RoomVersion {
-	var out []gomatrixserverlib.RoomVersion
-	for v, impl := range gomatrixserverlib.RoomVersions() {
-		if supportedVersion(impl) {
-			out = append(out, v)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
 func versionQuery() string {
 	q := url.Values{}
-	for _, v := range stableVersions() {
+	for _, v := range rsapi.SupportedRoomVersions() {
 		q.Add("ver", string(v))
 	}
 	return q.Encode()
@@ -222,7 +202,7 @@ func roomVersion(server spec.ServerName, v gomatrixserverlib.RoomVersion) (gomat
 		v = gomatrixserverlib.RoomVersionV1
 	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(v)
-	if err != nil || !supportedVersion(verImpl) {
+	if err != nil || !rsapi.SupportedRoomVersion(verImpl.Version()) {
 		return nil, &fedapi.RemoteError{Server: string(server), Status: 400, Code: "M_INCOMPATIBLE_ROOM_VERSION",
 			Message: fmt.Sprintf("room version %q is not supported by this server", v)}
 	}
@@ -598,7 +578,7 @@ func (f *FederationAPI) PerformKnock(ctx context.Context, req *fedapi.Membership
 	var version gomatrixserverlib.RoomVersion
 	var stripped []json.RawMessage
 	err := f.tryServers(ctx, "knock", f.candidates(req.Servers), failover(false), func(s spec.ServerName) error {
-		mk, err := f.client.MakeKnock(ctx, f.cfg.ServerName, s, req.RoomID, req.UserID, stableVersions())
+		mk, err := f.client.MakeKnock(ctx, f.cfg.ServerName, s, req.RoomID, req.UserID, rsapi.SupportedRoomVersions())
 		if err != nil {
 			return remoteError(s, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
 func TestRemoteError(t *testing.T) {
@@ -119,7 +120,7 @@ func TestTryServers(t *testing.T) {
 }
 
 func TestStableVersions(t *testing.T) {
-	vs := stableVersions()
+	vs := rsapi.SupportedRoomVersions()
 	if len(vs) != 12 || !slices.Contains(vs, "12") || !slices.Contains(vs, "1") {
 		t.Fatalf("stable versions %v", vs)
 	}

@@ -45,7 +45,7 @@ func (d *dbctx) buildLocal(ctx context.Context, head *roomHead, p api.ProtoEvent
 		version = head.version
 	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil {
+	if err != nil || !api.SupportedRoomVersion(version) {
 		return nil, inputError(mxerr.CodeUnsupportedRoomVersion, "Unsupported room version %s", version)
 	}
 	if len(p.Content) == 0 || p.Content[0] != '{' {

@@ -87,7 +87,7 @@ func (d *dbctx) versionFor(head *roomHead, raw json.RawMessage) (gomatrixserverl
 		version = gomatrixserverlib.RoomVersion(v.Str)
 	}
 	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
-	if err != nil {
+	if err != nil || !api.SupportedRoomVersion(version) {
 		return nil, inputError(mxerr.CodeUnsupportedRoomVersion, "Unsupported room version %s", version)
 	}
 	return verImpl, nil
@@ -396,7 +396,7 @@ func sortByAuth(pdus []gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
 func (d *dbctx) processOutOfBand(ctx context.Context, msg *api.InputMessage, res *api.InputResult) error {
 	ob := msg.OutOfBand
 	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(ob.RoomVersion))
-	if err != nil {
+	if err != nil || !api.SupportedRoomVersion(verImpl.Version()) {
 		return inputError(mxerr.CodeUnsupportedRoomVersion, "Unsupported room version %s", ob.RoomVersion)
 	}
 	pdu, err := verImpl.NewEventFromTrustedJSON(ob.Event, false)
@@ -443,7 +443,14 @@ func (d *dbctx) processOutOfBand(ctx context.Context, msg *api.InputMessage, res
 			return err
 		}
 	}
-	if head.snapshot == 0 {
+	// The DAG decides memberships while a local user is in the room; the
+	// out-of-band event does when the server has no state, or only the
+	// stale state of a room all its users left.
+	inRoom, err := d.localUserJoined(ctx, head)
+	if err != nil {
+		return err
+	}
+	if !inRoom {
 		if _, err := storage.UpsertMembership(ctx, d.tx, head.nid, userID, membership, e.NID); err != nil {
 			return err
 		}
@@ -451,6 +458,24 @@ func (d *dbctx) processOutOfBand(ctx context.Context, msg *api.InputMessage, res
 	return d.queueOutput(ctx, roomID, "membership:"+pdu.EventID(), &api.OutputMessage{V: 1, Membership: &api.OutputMembership{
 		RoomID: roomID, RoomVersion: string(head.version), Event: pdu.JSON(), StrippedState: ob.StrippedState,
 	}})
+}
+
+// localUserJoined reports whether a user of this server is joined to the
+// room.
+func (d *dbctx) localUserJoined(ctx context.Context, head *roomHead) (bool, error) {
+	if head.snapshot == 0 {
+		return false, nil
+	}
+	members, err := storage.SelectMembers(ctx, d.tx, head.nid, []string{spec.Join})
+	if err != nil {
+		return false, err
+	}
+	for _, m := range members {
+		if _, domain, err := gomatrixserverlib.SplitID('@', m.UserID); err == nil && domain == d.r.cfg.ServerName {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // historyVisibility is the history visibility an event was sent under: the

@@ -486,6 +486,20 @@ func TestOutOfBandInvite(t *testing.T) {
 		if m, _ := h.rs.QueryMembership(ctx, rr.id(), bob); m.Membership != spec.Join {
 			t.Fatalf("membership after join %+v", m)
 		}
+		// bob leaves: the server keeps the room's (now stale) state, and a
+		// new invite over federation is bob's membership again.
+		leaveID, err := h.send(rr.id(), proto(bob, spec.MRoomMember, sk(bob), map[string]any{"membership": "leave"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rr.apply(h.events(leaveID)[0])
+		again := rr.send(remoteCreator, spec.MRoomMember, sk(bob), map[string]any{"membership": "invite"})
+		if _, err := h.in.Input(ctx, &api.InputMessage{RoomID: rr.id(), OutOfBand: &api.OutOfBandInput{RoomVersion: "11", Event: again.JSON()}}); err != nil {
+			t.Fatal(err)
+		}
+		if m, _ := h.rs.QueryMembership(ctx, rr.id(), bob); m.Membership != spec.Invite || m.EventID != again.EventID() {
+			t.Fatalf("membership after a re-invite into stale state %+v", m)
+		}
 	})
 }
 
