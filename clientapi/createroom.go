@@ -20,7 +20,6 @@ import (
 // DefaultRoomVersion is the version of rooms created without one.
 const DefaultRoomVersion = gomatrixserverlib.RoomVersionV11
 
-
 type initialStateEvent struct {
 	Type     string          `json:"type"`
 	StateKey string          `json:"state_key"`

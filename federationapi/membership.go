@@ -128,7 +128,6 @@ func checkVersions(r *http.Request, version gomatrixserverlib.RoomVersion, def [
 	return nil
 }
 
-
 // knockSupported reports whether a room version has knocking (7 and
 // later).
 func knockSupported(verImpl gomatrixserverlib.IRoomVersion) bool {
