@@ -53,6 +53,7 @@ type UserAPI interface {
 	api.SessionsAPI
 	api.ProfileAPI
 	api.AccountDataAPI
+	api.OpenIDAPI
 }
 
 // ClientAPI is the client API component.
@@ -130,6 +131,7 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/profile/{userId}/{keyName}", c.getProfileField)
 	srv.HandleClient(http.MethodPut, "/profile/{userId}/{keyName}", c.putProfileField, auth, guests)
 	srv.HandleClient(http.MethodDelete, "/profile/{userId}/{keyName}", c.deleteProfileField, auth, guests)
+	srv.HandleClient(http.MethodPost, "/user/{userId}/openid/request_token", c.requestOpenIDToken, auth, guests)
 
 	// Account data.
 	srv.HandleClient(http.MethodGet, "/user/{userId}/account_data/{type}", c.getAccountData, auth, guests)

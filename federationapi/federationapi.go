@@ -80,6 +80,7 @@ type Inputer interface {
 // Users is what the federation API needs of the user API.
 type Users interface {
 	userapi.ProfileAPI
+	userapi.OpenIDAPI
 }
 
 // FederationAPI is the federation API component.
@@ -196,4 +197,5 @@ func (f *FederationAPI) Register(srv *httputil.Server) {
 	f.handle(srv, http.MethodPut, "/_matrix/federation/v1/send/{txnId}", f.onSend, httputil.MaxBody(MaxTransactionBytes))
 	f.registerServing(srv)
 	f.registerMembership(srv)
+	srv.Handle(http.MethodGet, "/_matrix/federation/v1/openid/userinfo", f.serveOpenIDUserInfo)
 }

@@ -58,3 +58,25 @@ func TestFederationFakeRemote(t *testing.T) {
 	}
 	_ = hs1
 }
+
+// OpenID: a user's token identifies them to another server, which asks
+// their server through /openid/userinfo.
+func TestFederationOpenID(t *testing.T) {
+	n := testserver.NewNetwork(t)
+	hs1 := n.Start("hs1.test")
+	rm := n.StartRemote("fake.test")
+	alice := hs1.Client().Register("alice", "alice-password")
+	tok := alice.MustDo("POST", "/_matrix/client/v3/user/@alice:hs1.test/openid/request_token", map[string]any{}, 200)
+	if tok["token_type"] != "Bearer" || tok["matrix_server_name"] != "hs1.test" || tok["expires_in"] != float64(3600) {
+		t.Fatalf("token response %v", tok)
+	}
+	alice.MustDo("POST", "/_matrix/client/v3/user/@bob:hs1.test/openid/request_token", map[string]any{}, 403)
+	status, body, err := rm.Do("GET", "hs1.test", "/_matrix/federation/v1/openid/userinfo?access_token="+tok["access_token"].(string), nil, true)
+	if err != nil || status != 200 || !strings.Contains(string(body), `"sub":"@alice:hs1.test"`) {
+		t.Fatalf("userinfo: %d %s %v", status, body, err)
+	}
+	status, body, _ = rm.Do("GET", "hs1.test", "/_matrix/federation/v1/openid/userinfo?access_token=nope", nil, true)
+	if status != 401 || !strings.Contains(string(body), "M_UNKNOWN_TOKEN") {
+		t.Fatalf("userinfo with an unknown token: %d %s", status, body)
+	}
+}

@@ -137,3 +137,14 @@ type AccountDataAPI interface {
 
 // MaxProfileBytes bounds the total size of a profile (the spec's 64 KiB).
 const MaxProfileBytes = 64 * 1024
+
+// OpenIDAPI issues the OpenID tokens through which other servers (and
+// integration managers) identify a user.
+type OpenIDAPI interface {
+	// CreateOpenIDToken issues a token for the user and says how long it
+	// is valid.
+	CreateOpenIDToken(ctx context.Context, userID string) (token string, expiresIn time.Duration, err error)
+	// QueryOpenIDToken returns the user of a valid token; ErrUnknownToken
+	// for an unknown or expired one.
+	QueryOpenIDToken(ctx context.Context, token string) (userID string, err error)
+}

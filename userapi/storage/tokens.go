@@ -142,3 +142,20 @@ func nullInt(v int64) any {
 	}
 	return v
 }
+
+// InsertOpenIDToken stores an OpenID token hash, and forgets expired ones.
+func InsertOpenIDToken(ctx context.Context, q sqlutil.Querier, hash []byte, userID string, expiresTS, now int64) error {
+	if _, err := q.ExecContext(ctx, `DELETE FROM user_openid_tokens WHERE expires_ts < ?`, now); err != nil {
+		return err
+	}
+	_, err := q.ExecContext(ctx, `INSERT INTO user_openid_tokens (token_hash, user_id, expires_ts) VALUES (?, ?, ?)`, hash, userID, expiresTS)
+	return err
+}
+
+// SelectOpenIDToken returns the user of an OpenID token that has not
+// expired at now; ErrNotFound otherwise.
+func SelectOpenIDToken(ctx context.Context, q sqlutil.Querier, hash []byte, now int64) (string, error) {
+	var userID string
+	err := q.QueryRowContext(ctx, `SELECT user_id FROM user_openid_tokens WHERE token_hash = ? AND expires_ts > ?`, hash, now).Scan(&userID)
+	return userID, notFound(err)
+}
