@@ -568,40 +568,13 @@ func (f *FederationAPI) publicRooms(ctx context.Context, req *servePublicRoomsRe
 	if req.ThirdPartyInstanceID != "" {
 		return nil, mxerr.InvalidParam("Unknown third_party_instance_id")
 	}
-	since := 0
-	if req.Since != "" {
-		n, err := strconv.Atoi(req.Since)
-		if err != nil || n < 0 {
-			return nil, mxerr.InvalidParam("Invalid since token")
-		}
-		since = n
-	}
 	rooms, err := f.rooms.QueryPublicRooms(ctx, req.Filter.GenericSearchTerm)
 	if err != nil {
 		return nil, err
 	}
-	if types := req.Filter.RoomTypes; types != nil {
-		rooms = slices.DeleteFunc(slices.Clone(rooms), func(pr rsapi.PublicRoom) bool {
-			for _, t := range *types {
-				if (t == nil && pr.RoomType == "") || (t != nil && *t == pr.RoomType) {
-					return false
-				}
-			}
-			return true
-		})
+	page, err := rsapi.PagePublicRooms(rooms, req.Filter.RoomTypes, req.Since, req.Limit)
+	if errors.Is(err, rsapi.ErrInvalidPageToken) {
+		return nil, mxerr.InvalidParam("Invalid since token")
 	}
-	total := len(rooms)
-	start := min(since, total)
-	end := total
-	if req.Limit > 0 {
-		end = min(start+req.Limit, total)
-	}
-	body := map[string]any{"chunk": append([]rsapi.PublicRoom{}, rooms[start:end]...), "total_room_count_estimate": total}
-	if end < total {
-		body["next_batch"] = strconv.Itoa(end)
-	}
-	if start > 0 {
-		body["prev_batch"] = strconv.Itoa(max(start-max(req.Limit, 1), 0))
-	}
-	return body, nil
+	return page, err
 }

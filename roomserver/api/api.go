@@ -11,6 +11,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib"
 )
@@ -177,4 +179,56 @@ type FederationQueryAPI interface {
 	// with ErrRoomNotFound for an unknown room and ErrEventNotFound when
 	// no event qualifies.
 	QueryEventAtTimestamp(ctx context.Context, roomID string, ts int64, forward bool) (eventID string, originServerTS int64, err error)
+}
+
+// ErrInvalidPageToken: a room directory since token this server did not
+// issue.
+var ErrInvalidPageToken = errors.New("invalid pagination token")
+
+// PublicRoomsPage is a page of the room directory, as the client and
+// federation APIs serve it.
+type PublicRoomsPage struct {
+	Chunk                  []PublicRoom `json:"chunk"`
+	NextBatch              string       `json:"next_batch,omitempty"`
+	PrevBatch              string       `json:"prev_batch,omitempty"`
+	TotalRoomCountEstimate int          `json:"total_room_count_estimate"`
+}
+
+// PagePublicRooms keeps the rooms of the given room types (nil: any type;
+// a nil entry: rooms without a type) and cuts the page that starts at since
+// (an offset token, "" for the first page) with at most limit rooms (0: all
+// of them). It fails with ErrInvalidPageToken for a bad since.
+func PagePublicRooms(rooms []PublicRoom, roomTypes *[]*string, since string, limit int) (*PublicRoomsPage, error) {
+	start := 0
+	if since != "" {
+		n, err := strconv.Atoi(since)
+		if err != nil || n < 0 {
+			return nil, ErrInvalidPageToken
+		}
+		start = n
+	}
+	if roomTypes != nil {
+		rooms = slices.DeleteFunc(slices.Clone(rooms), func(pr PublicRoom) bool {
+			for _, t := range *roomTypes {
+				if (t == nil && pr.RoomType == "") || (t != nil && *t == pr.RoomType) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	total := len(rooms)
+	start = min(start, total)
+	end := total
+	if limit > 0 {
+		end = min(start+limit, total)
+	}
+	page := &PublicRoomsPage{Chunk: append([]PublicRoom{}, rooms[start:end]...), TotalRoomCountEstimate: total}
+	if end < total {
+		page.NextBatch = strconv.Itoa(end)
+	}
+	if start > 0 {
+		page.PrevBatch = strconv.Itoa(max(start-max(limit, 1), 0))
+	}
+	return page, nil
 }
