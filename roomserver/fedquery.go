@@ -125,14 +125,13 @@ func (r *Roomserver) QueryAuthChain(ctx context.Context, eventIDs []string) ([]s
 }
 
 // QueryMissingEvents implements api.FederationQueryAPI: breadth first from
-// the prev events of latest, never past earliest, by depth.
+// the prev events of latest, never past earliest, oldest first.
 func (r *Roomserver) QueryMissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int, minDepth int64) ([]gomatrixserverlib.PDU, error) {
 	d := r.reader()
 	seen := map[string]bool{}
 	for _, id := range earliest {
 		seen[id] = true
 	}
-	var frontier []string
 	for _, id := range latest {
 		seen[id] = true
 	}
@@ -140,6 +139,7 @@ func (r *Roomserver) QueryMissingEvents(ctx context.Context, roomID string, earl
 	if err != nil {
 		return nil, err
 	}
+	var frontier []string
 	for _, e := range starts {
 		if e.pdu.RoomID().String() != roomID {
 			continue
@@ -151,42 +151,14 @@ func (r *Roomserver) QueryMissingEvents(ctx context.Context, roomID string, earl
 			}
 		}
 	}
-	var out []gomatrixserverlib.PDU
-	for len(frontier) > 0 && len(out) < limit {
-		evs, err := d.eventsByID(ctx, frontier)
-		if err != nil {
-			return nil, err
-		}
-		var next []string
-		found := make([]*event, 0, len(evs))
-		for _, id := range frontier {
-			if e, ok := evs[id]; ok && e.Kind == storage.KindNormal && e.pdu.RoomID().String() == roomID && e.Depth >= minDepth {
-				found = append(found, e)
-			}
-		}
-		slices.SortFunc(found, func(a, b *event) int { return int(b.Depth - a.Depth) })
-		for _, e := range found {
-			if len(out) >= limit {
-				break
-			}
-			out = append(out, e.pdu)
-			for _, p := range e.pdu.PrevEventIDs() {
-				if !seen[p] {
-					seen[p] = true
-					next = append(next, p)
-				}
-			}
-		}
-		frontier = next
-	}
+	out, err := d.walkBack(ctx, roomID, frontier, seen, limit, minDepth)
 	slices.SortStableFunc(out, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
-	return out, nil
+	return out, err
 }
 
 // QueryBackfill implements api.FederationQueryAPI: breadth first from (and
 // including) from, newest first.
 func (r *Roomserver) QueryBackfill(ctx context.Context, roomID string, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
-	d := r.reader()
 	seen := map[string]bool{}
 	frontier := make([]string, 0, len(from))
 	for _, id := range from {
@@ -195,6 +167,13 @@ func (r *Roomserver) QueryBackfill(ctx context.Context, roomID string, from []st
 			frontier = append(frontier, id)
 		}
 	}
+	return r.reader().walkBack(ctx, roomID, frontier, seen, limit, 0)
+}
+
+// walkBack walks prev_events back breadth first from frontier (marking
+// what it meets in seen), taking the room's DAG events of depth at least
+// minDepth, deepest first in each round, until it has limit of them.
+func (d *dbctx) walkBack(ctx context.Context, roomID string, frontier []string, seen map[string]bool, limit int, minDepth int64) ([]gomatrixserverlib.PDU, error) {
 	var out []gomatrixserverlib.PDU
 	for len(frontier) > 0 && len(out) < limit {
 		evs, err := d.eventsByID(ctx, frontier)
@@ -203,7 +182,7 @@ func (r *Roomserver) QueryBackfill(ctx context.Context, roomID string, from []st
 		}
 		found := make([]*event, 0, len(evs))
 		for _, id := range frontier {
-			if e, ok := evs[id]; ok && e.Kind == storage.KindNormal && e.pdu.RoomID().String() == roomID {
+			if e, ok := evs[id]; ok && e.Kind == storage.KindNormal && e.pdu.RoomID().String() == roomID && e.Depth >= minDepth {
 				found = append(found, e)
 			}
 		}
