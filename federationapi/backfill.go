@@ -115,15 +115,7 @@ func (f *FederationAPI) backfillFrom(ctx context.Context, server spec.ServerName
 	if len(pdus) == 0 {
 		return 0, nil
 	}
-	slices.SortStableFunc(pdus, func(a, b gomatrixserverlib.PDU) int {
-		switch {
-		case a.Depth() < b.Depth():
-			return -1
-		case a.Depth() > b.Depth():
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(pdus, byDepth)
 	// Oldest first: each event goes in when its prev events are in the
 	// DAG or before it in the batch, or with the state before it.
 	var batch []gomatrixserverlib.PDU

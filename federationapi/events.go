@@ -1,6 +1,7 @@
 package federationapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -120,6 +121,17 @@ func (in *intake) kinds(ctx context.Context, ids []string) error {
 		in.known[id] = got[id] // 0: unknown
 	}
 	return nil
+}
+
+// verified verifies events the server sent (dropping those that fail) and
+// learns how the roomserver holds them.
+func (in *intake) verified(ctx context.Context, raws []json.RawMessage) ([]gomatrixserverlib.PDU, error) {
+	evs := in.f.verifyEvents(ctx, in.verImpl, in.roomID, raws)
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.EventID()
+	}
+	return evs, in.kinds(ctx, ids)
 }
 
 // inDAG reports whether an event is in the room's DAG here.
@@ -273,24 +285,12 @@ func (in *intake) missingEvents(ctx context.Context, p gomatrixserverlib.PDU) ([
 	if err != nil {
 		return nil, err
 	}
-	evs := in.f.verifyEvents(ctx, in.verImpl, in.roomID, rawJSONs(res.Events))
-	ids := make([]string, len(evs))
-	for i, e := range evs {
-		ids[i] = e.EventID()
-	}
-	if err := in.kinds(ctx, ids); err != nil {
+	evs, err := in.verified(ctx, rawJSONs(res.Events))
+	if err != nil {
 		return nil, err
 	}
 	evs = slices.DeleteFunc(evs, func(e gomatrixserverlib.PDU) bool { return in.inDAG(e.EventID()) || e.EventID() == p.EventID() })
-	slices.SortStableFunc(evs, func(a, b gomatrixserverlib.PDU) int {
-		switch {
-		case a.Depth() < b.Depth():
-			return -1
-		case a.Depth() > b.Depth():
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(evs, byDepth)
 	var more []string
 	for _, e := range evs {
 		more = append(more, e.PrevEventIDs()...)
@@ -362,12 +362,8 @@ func (in *intake) authEvents(ctx context.Context, e gomatrixserverlib.PDU, have 
 	if err != nil {
 		return nil, err
 	}
-	evs := in.f.verifyEvents(ctx, in.verImpl, in.roomID, rawJSONs(res.AuthEvents))
-	ids := make([]string, len(evs))
-	for i, ev := range evs {
-		ids[i] = ev.EventID()
-	}
-	if err := in.kinds(ctx, ids); err != nil {
+	evs, err := in.verified(ctx, rawJSONs(res.AuthEvents))
+	if err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(evs, func(ev gomatrixserverlib.PDU) bool { return in.stored(ev.EventID()) || haveIDs[ev.EventID()] }), nil
@@ -438,19 +434,14 @@ func (in *intake) input(ctx context.Context, msg *rsapi.InputMessage) map[string
 	return out
 }
 
+// byDepth orders events by depth (oldest first in an honest DAG).
+func byDepth(a, b gomatrixserverlib.PDU) int { return cmp.Compare(a.Depth(), b.Depth()) }
+
 // sortByAuth orders events so that each comes after those of the list it
 // names in auth_events, then by depth.
 func sortByAuth(pdus []gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
 	out := slices.Clone(pdus)
-	slices.SortStableFunc(out, func(a, b gomatrixserverlib.PDU) int {
-		switch {
-		case a.Depth() < b.Depth():
-			return -1
-		case a.Depth() > b.Depth():
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(out, byDepth)
 	return out
 }
 
