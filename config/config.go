@@ -16,21 +16,22 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	ServerName     string          `yaml:"server_name" doc:"The server name: the domain part of user IDs (@alice:<server_name>) and room aliases. It can never change once users exist."`
-	SigningKeyPath string          `yaml:"signing_key_path" doc:"The ed25519 key that signs events and federation requests (Synapse format; generate one with 'myelin generate-keys')."`
-	OldSigningKeys []OldSigningKey `yaml:"old_signing_keys" doc:"Public halves of keys this server signed with before, so that other servers can still verify old events."`
-	Database       Database        `yaml:"database" doc:"Where data is kept."`
-	NATS           NATS            `yaml:"nats" doc:"The message bus between components."`
-	Listeners      Listeners       `yaml:"listeners" doc:"Where the server listens."`
-	Registration   Registration    `yaml:"registration" doc:"Who may create accounts."`
-	Auth           Auth            `yaml:"auth" doc:"Passwords and access tokens."`
-	RateLimiting   RateLimiting    `yaml:"rate_limiting" doc:"Request rate limits (token buckets)."`
-	Media          Media           `yaml:"media" doc:"The media repository."`
-	Presence       Presence        `yaml:"presence" doc:"Online/offline status of users."`
-	Federation     Federation      `yaml:"federation" doc:"Talking to other homeservers."`
-	Logging        Logging         `yaml:"logging" doc:"Log output."`
-	Metrics        Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
-	WellKnown      WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
+	ServerName            string          `yaml:"server_name" doc:"The server name: the domain part of user IDs (@alice:<server_name>) and room aliases. It can never change once users exist."`
+	SigningKeyPath        string          `yaml:"signing_key_path" doc:"The ed25519 key that signs events and federation requests (Synapse format; generate one with 'myelin generate-keys')."`
+	OldSigningKeys        []OldSigningKey `yaml:"old_signing_keys" doc:"Public halves of keys this server signed with before, so that other servers can still verify old events."`
+	Database              Database        `yaml:"database" doc:"Where data is kept."`
+	NATS                  NATS            `yaml:"nats" doc:"The message bus between components."`
+	Listeners             Listeners       `yaml:"listeners" doc:"Where the server listens."`
+	Registration          Registration    `yaml:"registration" doc:"Who may create accounts."`
+	Auth                  Auth            `yaml:"auth" doc:"Passwords and access tokens."`
+	RateLimiting          RateLimiting    `yaml:"rate_limiting" doc:"Request rate limits (token buckets)."`
+	Media                 Media           `yaml:"media" doc:"The media repository."`
+	Presence              Presence        `yaml:"presence" doc:"Online/offline status of users."`
+	Federation            Federation      `yaml:"federation" doc:"Talking to other homeservers."`
+	AppServiceConfigFiles []string        `yaml:"app_service_config_files" doc:"Application service (bridge) registration files, as Synapse's app_service_config_files. They are read and checked at start; bridging itself is not implemented yet."`
+	Logging               Logging         `yaml:"logging" doc:"Log output."`
+	Metrics               Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
+	WellKnown             WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
 }
 
 // OldSigningKey is a retired verify key.

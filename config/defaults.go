@@ -38,8 +38,9 @@ func Defaults(serverName string) *Config {
 			DomainAllowlist: []string{},
 			DomainDenylist:  []string{},
 		},
-		Logging: Logging{Level: "info", Format: "text"},
-		Metrics: Metrics{Address: "127.0.0.1:9092"},
+		AppServiceConfigFiles: []string{},
+		Logging:               Logging{Level: "info", Format: "text"},
+		Metrics:               Metrics{Address: "127.0.0.1:9092"},
 	}
 }
 

@@ -228,6 +228,9 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	abs(&c.SigningKeyPath)
 	abs(&c.Federation.CACertsPath)
+	for i := range c.AppServiceConfigFiles {
+		abs(&c.AppServiceConfigFiles[i])
+	}
 	abs(&c.NATS.StoreDir)
 	abs(&c.Media.StorePath)
 	abs(&c.Listeners.FederationTLS.CertPath)

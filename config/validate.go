@@ -160,6 +160,9 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	if _, err := c.LoadAppServices(); err != nil {
+		bad("app_service_config_files", "%v", err)
+	}
 	if c.Media.StorePath == "" {
 		bad("media.store_path", "must be set")
 	}

@@ -63,18 +63,23 @@ func cmdRun(ctx context.Context, args []string, s stdio) int {
 	if code := parse(fs, args); code >= 0 {
 		return code
 	}
-	firstRun := false
+	firstRun := ""
 	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) {
-		if err := writeFirstRunConfig(*path); err != nil {
+		if firstRun, err = writeFirstRunConfig(*path); err != nil {
 			fmt.Fprintf(s.err, "myelin: %v\n", err)
 			return 1
 		}
-		firstRun = true
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintf(s.err, "myelin: %v\n", err)
 		return 1
+	}
+	if complementMode() {
+		if err := prepareComplement(cfg); err != nil {
+			fmt.Fprintf(s.err, "myelin: %v\n", err)
+			return 1
+		}
 	}
 	srv, err := setup.New(ctx, cfg, setup.Options{})
 	if err != nil {
@@ -87,10 +92,10 @@ func cmdRun(ctx context.Context, args []string, s stdio) int {
 		return 1
 	}
 	abs, _ := filepath.Abs(*path)
-	if firstRun {
-		fmt.Fprintf(s.out, "Myelin found no configuration, so it created one for a server only this machine can reach:\n"+
+	if firstRun != "" {
+		fmt.Fprintf(s.out, "Myelin found no configuration, so it created one for %s:\n"+
 			"  config:      %s\n  signing key: %s\n  data:        %s\n\n",
-			abs, cfg.SigningKeyPath, filepath.Dir(strings.TrimPrefix(cfg.Database.URL, "sqlite:")))
+			firstRun, abs, cfg.SigningKeyPath, filepath.Dir(strings.TrimPrefix(cfg.Database.URL, "sqlite:")))
 	}
 	fmt.Fprintf(s.out, "Myelin %s serving %s as %s (config %s)\n", versionString(), srv.URL(), cfg.ServerName, abs)
 	if cfg.Registration.Enabled {
@@ -111,13 +116,17 @@ func exitCode(s stdio, err error) int {
 	return 0
 }
 
-// writeFirstRunConfig writes the loopback-only configuration, its signing
-// key and data directory next to path.
-func writeFirstRunConfig(path string) error {
-	cfg := config.FirstRun()
+// writeFirstRunConfig writes the first-run configuration (see
+// firstRunConfig), its signing key and data directory next to path, and
+// says what kind of server it is for.
+func writeFirstRunConfig(path string) (string, error) {
+	cfg, what, err := firstRunConfig()
+	if err != nil {
+		return "", err
+	}
 	out, err := cfg.Marshal()
 	if err != nil {
-		return err
+		return "", err
 	}
 	dir := filepath.Dir(path)
 	keyPath := cfg.SigningKeyPath
@@ -127,21 +136,21 @@ func writeFirstRunConfig(path string) error {
 	if _, err := os.Stat(keyPath); errors.Is(err, os.ErrNotExist) {
 		k, err := signingkey.Generate()
 		if err != nil {
-			return err
+			return "", err
 		}
 		if err := signingkey.Write(keyPath, k); err != nil {
-			return fmt.Errorf("write signing key: %w", err)
+			return "", fmt.Errorf("write signing key: %w", err)
 		}
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
-		return err
+		return "", err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	_, err = f.Write(out)
-	return errors.Join(err, f.Close())
+	return what, errors.Join(err, f.Close())
 }
 
 func cmdGenerateConfig(_ context.Context, args []string, s stdio) int {

@@ -5,6 +5,7 @@
 //	myelin generate-keys [--key file] [--tls-cert file --tls-key file --server-name name]
 //	myelin create-account --username alice [--admin] [--config myelin.yaml]
 //	myelin check-config [--config myelin.yaml]
+//	myelin healthcheck [--config myelin.yaml | --url URL]
 //	myelin version
 package main
 
@@ -41,6 +42,7 @@ var commands = []command{
 	{"generate-keys", "create a signing key (and optionally a self-signed TLS certificate)", cmdGenerateKeys},
 	{"create-account", "create an account (the password is read from a prompt or stdin)", cmdCreateAccount},
 	{"check-config", "validate a configuration file and exit", cmdCheckConfig},
+	{"healthcheck", "exit 0 when the server answers (for container health checks)", cmdHealthcheck},
 	{"version", "print the version", cmdVersion},
 }
 

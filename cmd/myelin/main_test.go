@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -101,10 +102,7 @@ func TestFirstRunRestartAndCreateAccount(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "myelin")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	base := "http://" + addr
@@ -171,11 +169,37 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func startBinary(t *testing.T, bin, dir, addr string) *proc {
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// buildBinary builds the myelin binary once for the package's tests.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "myelin-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "myelin")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func startBinary(t *testing.T, bin, dir, addr string, env ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "MYELIN_LISTENERS_HTTP_ADDRESS="+addr, "MYELIN_AUTH_BCRYPT_COST=4", "MYELIN_LOGGING_LEVEL=warn")
+	cmd.Env = append(append(os.Environ(), "MYELIN_LISTENERS_HTTP_ADDRESS="+addr, "MYELIN_AUTH_BCRYPT_COST=4", "MYELIN_LOGGING_LEVEL=warn"), env...)
 	p := &proc{cmd: cmd, stdout: &lockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout = p.stdout
 	cmd.Stderr = os.Stderr
