@@ -163,4 +163,3 @@ func loopbackAddr(addr string) string {
 	}
 	return net.JoinHostPort(host, port)
 }
-
