@@ -189,10 +189,14 @@ func (t *Transport) lookupSRV(ctx context.Context, hostname string) ([]*net.SRV,
 	for _, service := range []string{"matrix-fed", "matrix"} {
 		_, records, err := t.resolver.LookupSRV(ctx, service, "tcp", hostname)
 		if err != nil {
-			if isNotFound(err) {
-				continue
+			// Not found, or a DNS server that fails SRV questions (as
+			// container networks without an upstream resolver do): go on
+			// to the next step, as gomatrixserverlib does, rather than
+			// leave the server unreachable.
+			if !isNotFound(err) {
+				t.log.Debug("SRV lookup failed; going on without it", "service", "_"+service+"._tcp."+hostname, "error", err.Error())
 			}
-			return nil, fmt.Errorf("federation: SRV lookup for _%s._tcp.%s: %w", service, hostname, err)
+			continue
 		}
 		if len(records) == 0 {
 			continue
