@@ -104,13 +104,8 @@ func DeleteQueued(ctx context.Context, db interface {
 }, dest string, seqs []int64) error {
 	return db.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		return sqlutil.InBatches(seqs, 500, func(batch []int64) error {
-			args := make([]any, 0, len(batch)+1)
-			args = append(args, dest)
-			for _, s := range batch {
-				args = append(args, s)
-			}
 			rows, err := tx.QueryContext(ctx, `DELETE FROM fed_queue WHERE destination = ? AND seq IN (`+sqlutil.InList(len(batch))+`)
-				RETURNING payload_nid`, args...)
+				RETURNING payload_nid`, sqlutil.Args(batch, dest)...)
 			nids, err := sqlutil.Collect(rows, err, sqlutil.ScanValue[int64])
 			if err != nil {
 				return err

@@ -248,6 +248,16 @@ func InList(n int) string {
 	return strings.Repeat("?,", n-1) + "?"
 }
 
+// Args turns a list into query arguments (for an InList), after prefix.
+func Args[T any](list []T, prefix ...any) []any {
+	out := make([]any, 0, len(prefix)+len(list))
+	out = append(out, prefix...)
+	for _, v := range list {
+		out = append(out, v)
+	}
+	return out
+}
+
 // ErrNotFound is what storage packages return for a missing row.
 var ErrNotFound = errors.New("not found")
 

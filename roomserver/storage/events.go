@@ -79,7 +79,7 @@ func scanEvents(rows *sql.Rows, err error) ([]Event, error) {
 func SelectEventsByNID(ctx context.Context, q sqlutil.Querier, nids []int64) ([]Event, error) {
 	var out []Event
 	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
-		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...))
+		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_nid IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...))
 		out = append(out, evs...)
 		return err
 	})
@@ -93,7 +93,7 @@ func SelectEventsByNID(ctx context.Context, q sqlutil.Querier, nids []int64) ([]
 func SelectEventsByID(ctx context.Context, q sqlutil.Querier, ids []string) ([]Event, error) {
 	var out []Event
 	err := sqlutil.InBatches(ids, 500, func(batch []string) error {
-		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...))
+		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...))
 		out = append(out, evs...)
 		return err
 	})
@@ -130,7 +130,7 @@ func UpdateEventPlacement(ctx context.Context, tx *sqlutil.Tx, nid int64, kind i
 func SelectEventKinds(ctx context.Context, q sqlutil.Querier, ids []string) (map[string]int, error) {
 	out := make(map[string]int, len(ids))
 	err := sqlutil.InBatches(ids, 500, func(batch []string) error {
-		rows, err := q.QueryContext(ctx, `SELECT event_id, kind FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		rows, err := q.QueryContext(ctx, `SELECT event_id, kind FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var id string
 			var kind int
@@ -148,7 +148,7 @@ func SelectEventKinds(ctx context.Context, q sqlutil.Querier, ids []string) (map
 func SelectEventIDs(ctx context.Context, q sqlutil.Querier, nids []int64) (map[int64]string, error) {
 	out := make(map[int64]string, len(nids))
 	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
-		rows, err := q.QueryContext(ctx, `SELECT event_nid, event_id FROM rs_events WHERE event_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		rows, err := q.QueryContext(ctx, `SELECT event_nid, event_id FROM rs_events WHERE event_nid IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var nid int64
 			var id string

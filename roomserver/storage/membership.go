@@ -60,14 +60,14 @@ func scanMemberships(rows *sql.Rows, err error) ([]Membership, error) {
 // kinds.
 func SelectRoomsForUser(ctx context.Context, q sqlutil.Querier, userID string, memberships []string) ([]Membership, error) {
 	return scanMemberships(q.QueryContext(ctx, `SELECT room_nid, user_id, membership, event_nid, forgotten FROM rs_membership
-		WHERE user_id = ? AND membership IN (`+sqlutil.InList(len(memberships))+`) ORDER BY room_nid`, args(memberships, userID)...))
+		WHERE user_id = ? AND membership IN (`+sqlutil.InList(len(memberships))+`) ORDER BY room_nid`, sqlutil.Args(memberships, userID)...))
 }
 
 // SelectMembers lists the current memberships of a room among the given
 // kinds.
 func SelectMembers(ctx context.Context, q sqlutil.Querier, roomNID int64, memberships []string) ([]Membership, error) {
 	return scanMemberships(q.QueryContext(ctx, `SELECT room_nid, user_id, membership, event_nid, forgotten FROM rs_membership
-		WHERE room_nid = ? AND membership IN (`+sqlutil.InList(len(memberships))+`) ORDER BY user_id`, args(memberships, roomNID)...))
+		WHERE room_nid = ? AND membership IN (`+sqlutil.InList(len(memberships))+`) ORDER BY user_id`, sqlutil.Args(memberships, roomNID)...))
 }
 
 // SetForgotten marks a room as forgotten by a user.

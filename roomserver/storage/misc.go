@@ -157,6 +157,6 @@ func DeleteOutbox(ctx context.Context, q sqlutil.Querier, ids []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := q.ExecContext(ctx, `DELETE FROM rs_outbox WHERE id IN (`+sqlutil.InList(len(ids))+`)`, args(ids)...)
+	_, err := q.ExecContext(ctx, `DELETE FROM rs_outbox WHERE id IN (`+sqlutil.InList(len(ids))+`)`, sqlutil.Args(ids)...)
 	return err
 }

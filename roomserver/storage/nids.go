@@ -46,7 +46,7 @@ func (t nidTable) lookup(ctx context.Context, q sqlutil.Querier, names []string,
 
 func (t nidTable) selectInto(ctx context.Context, q sqlutil.Querier, names []string, out map[string]int64) error {
 	return sqlutil.InBatches(names, 500, func(batch []string) error {
-		rows, err := q.QueryContext(ctx, `SELECT `+t.name+`, `+t.nid+` FROM `+t.table+` WHERE `+t.name+` IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		rows, err := q.QueryContext(ctx, `SELECT `+t.name+`, `+t.nid+` FROM `+t.table+` WHERE `+t.name+` IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var name string
 			var nid int64
@@ -63,7 +63,7 @@ func (t nidTable) selectInto(ctx context.Context, q sqlutil.Querier, names []str
 func (t nidTable) names(ctx context.Context, q sqlutil.Querier, nids []int64) (map[int64]string, error) {
 	out := make(map[int64]string, len(nids))
 	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
-		rows, err := q.QueryContext(ctx, `SELECT `+t.nid+`, `+t.name+` FROM `+t.table+` WHERE `+t.nid+` IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		rows, err := q.QueryContext(ctx, `SELECT `+t.nid+`, `+t.name+` FROM `+t.table+` WHERE `+t.nid+` IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var nid int64
 			var name string

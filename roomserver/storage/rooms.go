@@ -68,7 +68,7 @@ func SelectRoomIDs(ctx context.Context, q sqlutil.Querier, nids []int64) (map[in
 	if len(nids) == 0 {
 		return out, nil
 	}
-	rows, err := q.QueryContext(ctx, `SELECT room_nid, room_id FROM rs_rooms WHERE room_nid IN (`+sqlutil.InList(len(nids))+`)`, args(nids)...)
+	rows, err := q.QueryContext(ctx, `SELECT room_nid, room_id FROM rs_rooms WHERE room_nid IN (`+sqlutil.InList(len(nids))+`)`, sqlutil.Args(nids)...)
 	err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 		var nid int64
 		var id string

@@ -83,7 +83,7 @@ func SelectSnapshotBlocks(ctx context.Context, q sqlutil.Querier, snapshotNID in
 func SelectBlocks(ctx context.Context, q sqlutil.Querier, nids []int64) (map[int64]state.Snapshot, error) {
 	out := make(map[int64]state.Snapshot, len(nids))
 	err := sqlutil.InBatches(nids, 500, func(batch []int64) error {
-		rows, err := q.QueryContext(ctx, `SELECT block_nid, entries FROM rs_state_blocks WHERE block_nid IN (`+sqlutil.InList(len(batch))+`)`, args(batch)...)
+		rows, err := q.QueryContext(ctx, `SELECT block_nid, entries FROM rs_state_blocks WHERE block_nid IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var nid int64
 			var enc []byte

@@ -50,16 +50,6 @@ func notFound(err error) error {
 	return err
 }
 
-// args turns a list into query arguments for an IN list.
-func args[T any](list []T, prefix ...any) []any {
-	out := make([]any, 0, len(prefix)+len(list))
-	out = append(out, prefix...)
-	for _, v := range list {
-		out = append(out, v)
-	}
-	return out
-}
-
 func affected(res sql.Result, err error) (int64, error) {
 	if err != nil {
 		return 0, err

@@ -39,7 +39,7 @@ func ReceiptsSince(ctx context.Context, q sqlutil.Querier, rooms []string, from,
 	var out []Receipt
 	err := sqlutil.InBatches(rooms, 500, func(batch []string) error {
 		rows, err := q.QueryContext(ctx, `SELECT room_id, receipt_type, user_id, thread_id, event_id, ts, pos FROM sync_receipts
-			WHERE pos > ? AND pos <= ? AND room_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch, from, to)...)
+			WHERE pos > ? AND pos <= ? AND room_id IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch, from, to)...)
 		rs, err := sqlutil.Collect(rows, err, func(rows *sql.Rows) (Receipt, error) {
 			var r Receipt
 			err := rows.Scan(&r.RoomID, &r.Type, &r.UserID, &r.ThreadID, &r.EventID, &r.TS, &r.Pos)
@@ -131,7 +131,7 @@ func PresenceSince(ctx context.Context, q sqlutil.Querier, users []string, from,
 	var out []Presence
 	err := sqlutil.InBatches(users, 500, func(batch []string) error {
 		rows, err := q.QueryContext(ctx, `SELECT `+presenceColumns+` FROM sync_presence WHERE pos > ? AND pos <= ? AND user_id IN (`+
-			sqlutil.InList(len(batch))+`)`, anyArgs(batch, from, to)...)
+			sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch, from, to)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			p, err := scanPresence(rows)
 			if err != nil {
@@ -162,7 +162,7 @@ func StrippedStates(ctx context.Context, q sqlutil.Querier, userID string, rooms
 		return out, nil
 	}
 	rows, err := q.QueryContext(ctx, `SELECT room_id, state FROM sync_stripped_state s WHERE user_id = ? AND room_id IN (`+sqlutil.InList(len(rooms))+`)
-		AND pos = (SELECT MAX(pos) FROM sync_stripped_state t WHERE t.user_id = s.user_id AND t.room_id = s.room_id)`, anyArgs(rooms, userID)...)
+		AND pos = (SELECT MAX(pos) FROM sync_stripped_state t WHERE t.user_id = s.user_id AND t.room_id = s.room_id)`, sqlutil.Args(rooms, userID)...)
 	err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 		var room, st string
 		if err := rows.Scan(&room, &st); err != nil {

@@ -98,7 +98,7 @@ func MaxEventPos(ctx context.Context, q sqlutil.Querier) (int64, error) {
 func EventsByID(ctx context.Context, q sqlutil.Querier, ids []string) (map[string]*Event, error) {
 	out := map[string]*Event{}
 	err := sqlutil.InBatches(ids, 500, func(batch []string) error {
-		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM sync_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch)...))
+		evs, err := scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM sync_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...))
 		if err != nil {
 			return err
 		}
@@ -211,15 +211,6 @@ func prefixed(alias, cols string) string {
 		parts[i] = alias + strings.TrimSpace(c)
 	}
 	return strings.Join(parts, ", ")
-}
-
-func anyArgs[T any](list []T, prefix ...any) []any {
-	out := make([]any, 0, len(prefix)+len(list))
-	out = append(out, prefix...)
-	for _, v := range list {
-		out = append(out, v)
-	}
-	return out
 }
 
 // MinEventPos is the lowest timeline position (0 when empty). Backfilled

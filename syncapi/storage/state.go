@@ -38,7 +38,7 @@ func CloseState(ctx context.Context, tx *sqlutil.Tx, roomID string, eventIDs []s
 		return nil
 	}
 	_, err := tx.ExecContext(ctx, `UPDATE sync_state SET to_pos = ? WHERE room_id = ? AND to_pos IS NULL AND event_id IN (`+sqlutil.InList(len(eventIDs))+`)`,
-		anyArgs(eventIDs, pos, roomID)...)
+		sqlutil.Args(eventIDs, pos, roomID)...)
 	return err
 }
 
@@ -212,7 +212,7 @@ func currentMembers(ctx context.Context, q sqlutil.Querier, rooms []string, cond
 	}
 	var out []RoomMember
 	err := sqlutil.InBatches(rooms, 500, func(batch []string) error {
-		rows, err := q.QueryContext(ctx, query+` AND room_id IN (`+sqlutil.InList(len(batch))+`)`, anyArgs(batch)...)
+		rows, err := q.QueryContext(ctx, query+` AND room_id IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
 		members, err := sqlutil.Collect(rows, err, scan)
 		out = append(out, members...)
 		return err
@@ -246,7 +246,7 @@ func MembershipChanges(ctx context.Context, q sqlutil.Querier, userID string, fr
 			return nil, nil
 		}
 		query += ` AND room_id IN (` + sqlutil.InList(len(rooms)) + `)`
-		args = anyArgs(rooms, args...)
+		args = sqlutil.Args(rooms, args...)
 	}
 	rows, err := q.QueryContext(ctx, query+` ORDER BY pos`, args...)
 	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (MembershipChange, error) {
@@ -272,7 +272,7 @@ func CurrentStateEvents(ctx context.Context, q sqlutil.Querier, roomID string, e
 	out := map[string]bool{}
 	err := sqlutil.InBatches(eventIDs, 500, func(batch []string) error {
 		rows, err := q.QueryContext(ctx, `SELECT event_id FROM sync_state WHERE room_id = ? AND to_pos IS NULL AND event_id IN (`+
-			sqlutil.InList(len(batch))+`)`, anyArgs(batch, roomID)...)
+			sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch, roomID)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var id string
 			if err := rows.Scan(&id); err != nil {
