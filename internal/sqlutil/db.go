@@ -261,6 +261,14 @@ func Args[T any](list []T, prefix ...any) []any {
 // ErrNotFound is what storage packages return for a missing row.
 var ErrNotFound = errors.New("not found")
 
+// NotFound turns database/sql's "no rows" into ErrNotFound.
+func NotFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}
+
 // IsUniqueViolation reports whether err is a unique or primary key
 // constraint violation on either engine.
 func IsUniqueViolation(err error) bool {

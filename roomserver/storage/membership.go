@@ -22,7 +22,7 @@ type Membership struct {
 func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID, membership string, eventNID int64) (string, error) {
 	var prev string
 	err := tx.QueryRowContext(ctx, `SELECT membership FROM rs_membership WHERE room_nid = ? AND user_id = ?`, roomNID, userID).Scan(&prev)
-	if err != nil && notFound(err) != ErrNotFound {
+	if err != nil && sqlutil.NotFound(err) != ErrNotFound {
 		return "", err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO rs_membership (room_nid, user_id, membership, event_nid) VALUES (?, ?, ?, ?)
@@ -43,7 +43,7 @@ func SelectMembership(ctx context.Context, q sqlutil.Querier, roomNID int64, use
 	err := q.QueryRowContext(ctx, `SELECT membership, event_nid, forgotten FROM rs_membership WHERE room_nid = ? AND user_id = ?`,
 		roomNID, userID).Scan(&m.Membership, &m.EventNID, &m.Forgotten)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, sqlutil.NotFound(err)
 	}
 	return &m, nil
 }

@@ -50,13 +50,13 @@ func InsertAlias(ctx context.Context, q sqlutil.Querier, alias, roomID, creator 
 // SelectAlias returns an alias's room and creator, or ErrNotFound.
 func SelectAlias(ctx context.Context, q sqlutil.Querier, alias string) (roomID, creator string, err error) {
 	err = q.QueryRowContext(ctx, `SELECT room_id, creator FROM rs_aliases WHERE alias = ?`, alias).Scan(&roomID, &creator)
-	return roomID, creator, notFound(err)
+	return roomID, creator, sqlutil.NotFound(err)
 }
 
 // DeleteAlias removes an alias and returns its room and creator.
 func DeleteAlias(ctx context.Context, tx *sqlutil.Tx, alias string) (roomID, creator string, err error) {
 	err = tx.QueryRowContext(ctx, `DELETE FROM rs_aliases WHERE alias = ? RETURNING room_id, creator`, alias).Scan(&roomID, &creator)
-	return roomID, creator, notFound(err)
+	return roomID, creator, sqlutil.NotFound(err)
 }
 
 // SelectAliasesForRoom lists a room's aliases.

@@ -24,7 +24,7 @@ func InsertRoom(ctx context.Context, tx *sqlutil.Tx, roomID, version string) (in
 	err := tx.QueryRowContext(ctx, `INSERT INTO rs_rooms (room_id, room_version, latest_event_nids) VALUES (?, ?, ?)
 		ON CONFLICT (room_id) DO NOTHING RETURNING room_nid`, roomID, version, []byte{}).Scan(&nid)
 	if err != nil {
-		if notFound(err) == ErrNotFound {
+		if sqlutil.NotFound(err) == ErrNotFound {
 			return 0, ErrExists
 		}
 		return 0, err
@@ -38,7 +38,7 @@ func scanRoom(sc interface{ Scan(...any) error }) (*Room, error) {
 	var r Room
 	var latest []byte
 	if err := sc.Scan(&r.NID, &r.RoomID, &r.Version, &r.SnapshotNID, &latest, &r.JoinedMembers); err != nil {
-		return nil, notFound(err)
+		return nil, sqlutil.NotFound(err)
 	}
 	var err error
 	r.LatestNIDs, err = state.DecodeNIDs(latest)

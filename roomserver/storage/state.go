@@ -74,7 +74,7 @@ func InsertSnapshot(ctx context.Context, tx *sqlutil.Tx, blockNIDs []int64) (int
 func SelectSnapshotBlocks(ctx context.Context, q sqlutil.Querier, snapshotNID int64) ([]int64, error) {
 	var enc []byte
 	if err := q.QueryRowContext(ctx, `SELECT blocks FROM rs_state_snapshots WHERE snapshot_nid = ?`, snapshotNID).Scan(&enc); err != nil {
-		return nil, notFound(err)
+		return nil, sqlutil.NotFound(err)
 	}
 	return state.DecodeNIDs(enc)
 }

@@ -43,13 +43,6 @@ func (s *Storage) WithTx(ctx context.Context, fn func(tx *sqlutil.Tx) error) err
 // DB is the handle for reads outside a transaction.
 func (s *Storage) DB() sqlutil.Querier { return s.db }
 
-func notFound(err error) error {
-	if errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
-	}
-	return err
-}
-
 func affected(res sql.Result, err error) (int64, error) {
 	if err != nil {
 		return 0, err

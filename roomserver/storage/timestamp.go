@@ -22,5 +22,5 @@ func SelectEventAtTimestamp(ctx context.Context, q sqlutil.Querier, roomNID, ts 
 		ORDER BY origin_server_ts ASC, depth ASC, event_nid ASC LIMIT 1`
 	}
 	err = q.QueryRowContext(ctx, query, roomNID, KindNormal, ts).Scan(&eventID, &originTS)
-	return eventID, originTS, notFound(err)
+	return eventID, originTS, sqlutil.NotFound(err)
 }

@@ -48,7 +48,7 @@ func SelectAccount(ctx context.Context, q sqlutil.Querier, userID string) (*Acco
 		FROM user_accounts WHERE user_id = ?`, userID).
 		Scan(&a.UserID, &hash, &a.CreatedTS, &a.IsAdmin, &a.IsGuest, &a.Deactivated, &a.UserType)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, sqlutil.NotFound(err)
 	}
 	a.PasswordHash = hash.String
 	return &a, nil

@@ -60,7 +60,7 @@ func SelectDevices(ctx context.Context, q sqlutil.Querier, userID string) ([]Dev
 // SelectDevice returns one device, or ErrNotFound.
 func SelectDevice(ctx context.Context, q sqlutil.Querier, userID, deviceID string) (*Device, error) {
 	d, err := scanDevice(q.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM user_devices WHERE user_id = ? AND device_id = ?`, userID, deviceID))
-	return d, notFound(err)
+	return d, sqlutil.NotFound(err)
 }
 
 // UpdateDeviceName renames a device; ErrNotFound for an unknown one.

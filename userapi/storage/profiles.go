@@ -53,7 +53,7 @@ func SelectAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, d
 	err := q.QueryRowContext(ctx, `SELECT content FROM user_account_data WHERE user_id = ? AND room_id = ? AND type = ?`,
 		userID, roomID, dataType).Scan(&content)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, sqlutil.NotFound(err)
 	}
 	return json.RawMessage(content), nil
 }

@@ -5,7 +5,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"errors"
 
@@ -41,10 +40,3 @@ func (s *Storage) WithTx(ctx context.Context, fn func(tx *sqlutil.Tx) error) err
 
 // DB is the handle for queries outside a transaction.
 func (s *Storage) DB() sqlutil.Querier { return s.db }
-
-func notFound(err error) error {
-	if errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
-	}
-	return err
-}

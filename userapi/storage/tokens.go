@@ -36,7 +36,7 @@ func SelectAccessToken(ctx context.Context, q sqlutil.Querier, hash []byte) (*Ac
 		FROM user_access_tokens WHERE token_hash = ?`, hash).
 		Scan(&t.ID, &t.UserID, &t.DeviceID, &t.CreatedTS, &exp, &ref, &t.Used)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, sqlutil.NotFound(err)
 	}
 	t.ExpiresTS, t.RefreshTokenID = exp.Int64, ref.Int64
 	return &t, nil
@@ -96,7 +96,7 @@ func SelectRefreshToken(ctx context.Context, q sqlutil.Querier, hash []byte) (*R
 	err := q.QueryRowContext(ctx, `SELECT id, user_id, device_id, next_token_id FROM user_refresh_tokens WHERE token_hash = ?`, hash).
 		Scan(&t.ID, &t.UserID, &t.DeviceID, &next)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, sqlutil.NotFound(err)
 	}
 	t.NextTokenID = next.Int64
 	return &t, nil
@@ -157,5 +157,5 @@ func InsertOpenIDToken(ctx context.Context, q sqlutil.Querier, hash []byte, user
 func SelectOpenIDToken(ctx context.Context, q sqlutil.Querier, hash []byte, now int64) (string, error) {
 	var userID string
 	err := q.QueryRowContext(ctx, `SELECT user_id FROM user_openid_tokens WHERE token_hash = ? AND expires_ts > ?`, hash, now).Scan(&userID)
-	return userID, notFound(err)
+	return userID, sqlutil.NotFound(err)
 }
