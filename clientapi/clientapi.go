@@ -1,7 +1,8 @@
 // Package clientapi serves /_matrix/client (except /sync, filters and
 // media): registration with User-Interactive Authentication, login and
-// tokens, devices, profiles, account data, capabilities and discovery, plus
-// Synapse's shared-secret registration and registration-token admin APIs.
+// tokens, devices, profiles, account data, push rules and pushers,
+// capabilities and discovery, plus Synapse's shared-secret registration
+// and registration-token admin APIs.
 package clientapi
 
 import (
@@ -54,6 +55,8 @@ type UserAPI interface {
 	api.ProfileAPI
 	api.AccountDataAPI
 	api.OpenIDAPI
+	api.PushRulesAPI
+	api.PushersAPI
 }
 
 // ClientAPI is the client API component.
@@ -138,6 +141,25 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/user/{userId}/account_data/{type}", c.putAccountData, auth, guests)
 	srv.HandleClient(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.getAccountData, auth, guests)
 	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.putAccountData, auth, guests)
+
+	// Push rules (the GETs of the whole ruleset also without the trailing
+	// slash the spec writes) and pushers.
+	for _, p := range []string{"/pushrules/", "/pushrules"} {
+		srv.HandleClient(http.MethodGet, p, c.getPushRules, auth)
+	}
+	for _, p := range []string{"/pushrules/{scope}/", "/pushrules/{scope}"} {
+		srv.HandleClient(http.MethodGet, p, c.getPushRulesScope, auth)
+	}
+	srv.HandleClient(http.MethodGet, "/pushrules/{scope}/{kind}/", c.getPushRulesKind, auth)
+	srv.HandleClient(http.MethodGet, "/pushrules/{scope}/{kind}/{ruleId}", c.getPushRule, auth)
+	srv.HandleClient(http.MethodPut, "/pushrules/{scope}/{kind}/{ruleId}", c.putPushRule, auth)
+	srv.HandleClient(http.MethodDelete, "/pushrules/{scope}/{kind}/{ruleId}", c.deletePushRule, auth)
+	srv.HandleClient(http.MethodGet, "/pushrules/{scope}/{kind}/{ruleId}/enabled", c.getPushRuleEnabled, auth)
+	srv.HandleClient(http.MethodPut, "/pushrules/{scope}/{kind}/{ruleId}/enabled", c.putPushRuleEnabled, auth)
+	srv.HandleClient(http.MethodGet, "/pushrules/{scope}/{kind}/{ruleId}/actions", c.getPushRuleActions, auth)
+	srv.HandleClient(http.MethodPut, "/pushrules/{scope}/{kind}/{ruleId}/actions", c.putPushRuleActions, auth)
+	srv.HandleClient(http.MethodGet, "/pushers", c.getPushers, auth)
+	srv.HandleClient(http.MethodPost, "/pushers/set", c.postPushersSet, auth)
 
 	c.registerRooms(srv)
 

@@ -137,6 +137,11 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 		}
 		return nil, err
 	}
+	// A room created as the successor of another (a manual upgrade) gets
+	// the creator's push rules of the old room.
+	if p, ok := req.CreationContent["predecessor"]; ok {
+		c.copyPushRules(ctx, dev.UserID, predecessorRoom(jsonObject(p)), res.RoomID)
+	}
 	if alias != "" {
 		if err := c.rooms.SetAlias(ctx, alias, res.RoomID, dev.UserID); err != nil {
 			return nil, err

@@ -200,6 +200,7 @@ func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarg
 	if err != nil {
 		return nil, federationError(err, "Join")
 	}
+	c.copyPushRulesAfterJoin(ctx, dev.UserID, roomID)
 	return map[string]string{"room_id": roomID}, nil
 }
 

@@ -143,6 +143,7 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 	if _, err := c.setMembership(ctx, roomID, dev.UserID, dev.UserID, rsapi.Join, body.Reason, extra); err != nil {
 		return nil, err
 	}
+	c.copyPushRulesAfterJoin(ctx, dev.UserID, roomID)
 	return map[string]string{"room_id": roomID}, nil
 }
 

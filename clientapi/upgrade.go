@@ -79,6 +79,7 @@ func (c *ClientAPI) postUpgrade(r *http.Request) (any, error) {
 		return nil, err
 	}
 	newID := res.RoomID
+	c.copyPushRules(ctx, dev.UserID, oldID, newID)
 
 	tombstone := rsapi.ProtoEvent{Sender: dev.UserID, Type: "m.room.tombstone", StateKey: strPtr(""),
 		Content: jsonObject(map[string]any{"body": "This room has been replaced", "replacement_room": newID})}

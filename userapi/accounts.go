@@ -139,20 +139,26 @@ func (u *UserAPI) CheckPassword(ctx context.Context, userID, password string) (*
 	return toAccount(a), nil
 }
 
-// SetPassword replaces the password and optionally logs out other devices.
+// SetPassword replaces the password and optionally logs out other devices
+// (deleting them as DeleteDevices does).
 func (u *UserAPI) SetPassword(ctx context.Context, userID, password string, logoutDevices bool, keepDeviceID string) error {
 	hash, err := hashPassword(password, u.cfg.BcryptCost)
 	if err != nil {
 		return err
 	}
-	var deleted []string
+	var gone *deviceLeftovers
 	err = u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if err := storage.UpdatePasswordHash(ctx, tx, userID, hash); err != nil {
 			return err
 		}
-		if logoutDevices {
-			deleted, err = storage.DeleteAllDevices(ctx, tx, userID, keepDeviceID)
+		if !logoutDevices {
+			return nil
 		}
+		deleted, err := storage.DeleteAllDevices(ctx, tx, userID, keepDeviceID)
+		if err != nil {
+			return err
+		}
+		gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
 		return err
 	})
 	if errors.Is(err, storage.ErrNotFound) {
@@ -164,18 +170,22 @@ func (u *UserAPI) SetPassword(ctx context.Context, userID, password string, logo
 	if logoutDevices {
 		u.tokens.purgeUser(userID, keepDeviceID)
 	}
-	return u.publishDevices(ctx, userID, deleted, true)
+	return u.announceDeviceDeletion(ctx, gone)
 }
 
-// Deactivate blocks the account and deletes its devices and tokens.
+// Deactivate blocks the account and deletes its devices, tokens and
+// pushers.
 func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) error {
-	var deleted []string
+	var gone *deviceLeftovers
 	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if err := storage.MarkDeactivated(ctx, tx, userID); err != nil {
 			return err
 		}
-		var err error
-		if deleted, err = storage.DeleteAllDevices(ctx, tx, userID, ""); err != nil {
+		deleted, err := storage.DeleteAllDevices(ctx, tx, userID, "")
+		if err != nil {
+			return err
+		}
+		if gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, true); err != nil {
 			return err
 		}
 		if erase {
@@ -190,7 +200,7 @@ func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) err
 		return fmt.Errorf("deactivate: %w", err)
 	}
 	u.tokens.purgeUser(userID, "")
-	if err := u.publishDevices(ctx, userID, deleted, true); err != nil {
+	if err := u.announceDeviceDeletion(ctx, gone); err != nil {
 		return err
 	}
 	if erase {

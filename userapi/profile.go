@@ -55,8 +55,17 @@ func (u *UserAPI) DeleteProfileField(ctx context.Context, userID, key string) er
 	return u.publish(ctx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: key})
 }
 
-// QueryAccountData returns one account data item or api.ErrNotFound.
+// QueryAccountData returns one account data item or api.ErrNotFound. The
+// global m.push_rules is the user's effective push rules, which are always
+// set.
 func (u *UserAPI) QueryAccountData(ctx context.Context, userID, roomID, dataType string) (json.RawMessage, error) {
+	if roomID == "" && dataType == PushRulesType {
+		rs, err := u.QueryPushRules(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		return pushRulesContent(rs)
+	}
 	c, err := storage.SelectAccountData(ctx, u.store.DB(), userID, roomID, dataType)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, api.ErrNotFound

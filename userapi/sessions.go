@@ -233,32 +233,40 @@ func (u *UserAPI) UpdateDevice(ctx context.Context, userID, deviceID, displayNam
 	return u.publishDevices(ctx, userID, []string{deviceID}, false)
 }
 
-// DeleteDevices deletes devices and their tokens.
+// DeleteDevices deletes devices with their tokens, pushers and local
+// notification settings.
 func (u *UserAPI) DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error {
-	var deleted []string
+	var gone *deviceLeftovers
 	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		var err error
-		deleted, err = storage.DeleteDevices(ctx, tx, userID, deviceIDs)
+		deleted, err := storage.DeleteDevices(ctx, tx, userID, deviceIDs)
+		if err != nil {
+			return err
+		}
+		gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete devices: %w", err)
 	}
 	u.tokens.purgeDevices(userID, deviceIDs...)
-	return u.publishDevices(ctx, userID, deleted, true)
+	return u.announceDeviceDeletion(ctx, gone)
 }
 
-// DeleteAllDevices deletes every device of the user but except.
+// DeleteAllDevices deletes every device of the user but except, as
+// DeleteDevices does.
 func (u *UserAPI) DeleteAllDevices(ctx context.Context, userID, except string) error {
-	var deleted []string
+	var gone *deviceLeftovers
 	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		var err error
-		deleted, err = storage.DeleteAllDevices(ctx, tx, userID, except)
+		deleted, err := storage.DeleteAllDevices(ctx, tx, userID, except)
+		if err != nil {
+			return err
+		}
+		gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("delete devices: %w", err)
 	}
 	u.tokens.purgeUser(userID, except)
-	return u.publishDevices(ctx, userID, deleted, true)
+	return u.announceDeviceDeletion(ctx, gone)
 }

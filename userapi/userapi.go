@@ -1,7 +1,7 @@
 // Package userapi owns users: accounts and passwords, devices with their
-// access and refresh tokens, profiles and account data. It implements
-// userapi/api, announces changes on the UserOutput stream, and is the
-// Authenticator of every client route.
+// access and refresh tokens, profiles, account data, push rules and
+// pushers. It implements userapi/api, announces changes on the UserOutput
+// stream, and is the Authenticator of every client route.
 package userapi
 
 import (
@@ -24,8 +24,8 @@ type Config struct {
 	AccessTokenLifetime time.Duration
 }
 
-// UserAPI implements api.AccountsAPI, api.SessionsAPI, api.ProfileAPI and
-// api.AccountDataAPI.
+// UserAPI implements api.AccountsAPI, api.SessionsAPI, api.ProfileAPI,
+// api.AccountDataAPI, api.PushRulesAPI and api.PushersAPI.
 type UserAPI struct {
 	cfg      Config
 	store    *storage.Storage
@@ -33,6 +33,9 @@ type UserAPI struct {
 	log      *slog.Logger
 	tokens   *tokenCache
 	lastSeen *lastSeen
+	// pushLocks orders each user's push rule edits with their
+	// announcements.
+	pushLocks userLocks
 	// dummyHash is compared against for unknown users, so that a login
 	// for a missing account costs as much as a wrong password.
 	dummyHash string
@@ -43,6 +46,8 @@ var (
 	_ api.SessionsAPI    = (*UserAPI)(nil)
 	_ api.ProfileAPI     = (*UserAPI)(nil)
 	_ api.AccountDataAPI = (*UserAPI)(nil)
+	_ api.PushRulesAPI   = (*UserAPI)(nil)
+	_ api.PushersAPI     = (*UserAPI)(nil)
 )
 
 // New migrates the user API's tables and returns the component.

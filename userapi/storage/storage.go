@@ -1,6 +1,6 @@
 // Package storage is the user API's tables (prefix user_): accounts,
-// devices, access and refresh tokens, profiles and account data, on SQLite or
-// PostgreSQL with one query text.
+// devices, access and refresh tokens, profiles, account data, push rules
+// and pushers, on SQLite or PostgreSQL with one query text.
 package storage
 
 import (
