@@ -28,6 +28,7 @@ type Config struct {
 	Media                 Media           `yaml:"media" doc:"The media repository."`
 	Presence              Presence        `yaml:"presence" doc:"Online/offline status of users."`
 	Federation            Federation      `yaml:"federation" doc:"Talking to other homeservers."`
+	Push                  Push            `yaml:"push" doc:"Push notifications, sent to the push gateways of users' HTTP pushers (POST /_matrix/push/v1/notify)."`
 	AppServiceConfigFiles []string        `yaml:"app_service_config_files" doc:"Application service (bridge) registration files, as Synapse's app_service_config_files. They are read and checked at start; bridging itself is not implemented yet."`
 	Logging               Logging         `yaml:"logging" doc:"Log output."`
 	Metrics               Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
@@ -126,6 +127,11 @@ type Federation struct {
 	AllowPrivateAddresses bool               `yaml:"allow_private_addresses" doc:"Allow outgoing federation requests to loopback, private and link-local addresses. Leave off on a public server: a remote server name could otherwise point this server at your internal network."`
 	DomainAllowlist       []string           `yaml:"domain_allowlist" doc:"If not empty, the only server names this server federates with."`
 	DomainDenylist        []string           `yaml:"domain_denylist" doc:"Server names this server never federates with."`
+}
+
+// Push configures delivery to push gateways.
+type Push struct {
+	AllowPrivateAddresses bool `yaml:"allow_private_addresses" doc:"Allow push gateways on loopback, private and link-local addresses, such as a Sygnal on this machine or network. Leave off on a public server: any user can choose a pusher's URL, which could otherwise point this server at your internal network. Env: MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES."`
 }
 
 // TrustedKeyServer is a notary for other servers' keys.

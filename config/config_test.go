@@ -170,3 +170,43 @@ func TestByteSize(t *testing.T) {
 		t.Error("want error for 'lots'")
 	}
 }
+
+// Push gateways on private addresses are refused unless the file or
+// MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES allows them.
+func TestPushAllowPrivateAddresses(t *testing.T) {
+	c, err := Parse([]byte("server_name: a.org\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Push.AllowPrivateAddresses {
+		t.Fatal("private push gateways allowed by default")
+	}
+	out, err := Production("example.org").Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "\npush:\n") || !strings.Contains(string(out), "allow_private_addresses: false") {
+		t.Fatalf("sample has no push section:\n%s", out)
+	}
+	if c, err = Parse([]byte("server_name: a.org\npush:\n  allow_private_addresses: true\n")); err != nil || !c.Push.AllowPrivateAddresses {
+		t.Fatalf("from the file: %v, %+v", err, c.Push)
+	}
+	t.Setenv("MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES", "true")
+	if c, err = Parse([]byte("server_name: a.org\n")); err != nil || !c.Push.AllowPrivateAddresses {
+		t.Fatalf("from the environment: %v, %+v", err, c.Push)
+	}
+	if c.Federation.AllowPrivateAddresses {
+		t.Fatal("the push override changed federation")
+	}
+	found := false
+	for _, n := range EnvNames() {
+		found = found || n == "MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES"
+	}
+	if !found {
+		t.Error("MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES is not a known override")
+	}
+	t.Setenv("MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES", "yes please")
+	if _, err := Parse([]byte("server_name: a.org\n")); err == nil || !strings.Contains(err.Error(), "MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES") {
+		t.Fatalf("bad boolean: err = %v", err)
+	}
+}

@@ -73,7 +73,8 @@ func TestComplementMode(t *testing.T) {
 		t.Fatalf("key server: %d %+v", resp.StatusCode, keys)
 	}
 	cfg, err := config.Load(filepath.Join(dir, "myelin.yaml"))
-	if err != nil || cfg.Registration.SharedSecret != "complement" || cfg.RateLimiting.Enabled || !cfg.Federation.AllowPrivateAddresses {
+	if err != nil || cfg.Registration.SharedSecret != "complement" || cfg.RateLimiting.Enabled || !cfg.Federation.AllowPrivateAddresses ||
+		!cfg.Push.AllowPrivateAddresses {
 		t.Fatalf("complement configuration %+v %v", cfg, err)
 	}
 	// The health check the image runs.
