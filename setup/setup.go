@@ -164,6 +164,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	syncCfg := syncapi.Config{
 		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
+		PushAllowPrivateAddresses: cfg.Push.AllowPrivateAddresses, Registry: s.Registry,
 	}
 	if s.Federation != nil {
 		fed = s.Federation

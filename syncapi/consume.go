@@ -41,6 +41,7 @@ type wakes struct {
 	users   []string
 	members []memberChange
 	active  []string // local users who sent something: back online
+	unread  *unreadChange
 }
 
 type memberChange struct {
@@ -85,6 +86,9 @@ func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 
 // afterCommit updates the notifier and wakes the syncs concerned.
 func (s *SyncAPI) afterCommit(w *wakes) {
+	if c := w.unread; c != nil {
+		s.applyUnread(context.Background(), c.pos, c.roomID, c.sender, c.senderThread, c.ev)
+	}
 	for _, mc := range w.members {
 		s.notifier.setMember(mc.roomID, mc.userID, mc.membership, mc.local)
 		if mc.membership != spec.Join {
@@ -190,6 +194,9 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 		return 0, err
 	}
 	if err := s.applyState(ctx, tx, roomID, pdu.EventID(), added, pos, w); err != nil {
+		return 0, err
+	}
+	if err := s.evaluatePush(ctx, tx, roomID, pdu, verImpl, pos, w); err != nil {
 		return 0, err
 	}
 	return pos, nil
@@ -556,6 +563,9 @@ func (s *SyncAPI) applyRedaction(ctx context.Context, tx *sqlutil.Tx, red *rsapi
 
 // onUserOutput applies account data changes.
 func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
+	if strings.HasSuffix(m.Subject, userapi.SubjectPushers) {
+		return s.onPushersUpdate(ctx, m)
+	}
 	if !strings.HasSuffix(m.Subject, userapi.SubjectAccountData) {
 		return s.setConsumed(ctx, userOutputConsumer, m.Seq, &s.applied.userOutput)
 	}
@@ -572,6 +582,9 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 	})
 	if err != nil {
 		return err
+	}
+	if u.RoomID == "" && u.Type == pushRulesType {
+		s.push.forgetRules(u.UserID)
 	}
 	s.pos.accountData.Store(pos)
 	s.applied.userOutput.Store(m.Seq)

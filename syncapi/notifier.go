@@ -183,3 +183,34 @@ func (n *notifier) hasLocalJoined(roomID string) bool {
 	}
 	return false
 }
+
+// pushTargets returns the joined local members of a room other than
+// sender, whose push rules an event of sender's is evaluated against, and
+// the number of joined members, local and remote.
+func (n *notifier) pushTargets(roomID, sender string) (users []string, joined int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for u, j := range n.members[roomID] {
+		if !j {
+			continue
+		}
+		joined++
+		if u != sender {
+			users = append(users, u)
+		}
+	}
+	return users, joined + len(n.remote[roomID])
+}
+
+// joinedRooms lists the rooms a local user is joined to.
+func (n *notifier) joinedRooms(userID string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for room := range n.rooms[userID] {
+		if n.members[room][userID] {
+			out = append(out, room)
+		}
+	}
+	return out
+}

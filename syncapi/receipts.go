@@ -96,6 +96,13 @@ func (s *SyncAPI) storeReceipts(ctx context.Context, list []receiptWrite, extra 
 		return nil, err
 	}
 	for _, r := range stored {
+		if clearsNotifications(r.Type) && s.isLocal(r.UserID) {
+			if err := s.markRead(ctx, r.UserID, r.RoomID, r.ThreadID); err != nil {
+				s.log.Warn("unread counts not saved after a receipt (saved later)", "room_id", r.RoomID, "user_id", r.UserID, "error", err.Error())
+			}
+		}
+	}
+	for _, r := range stored {
 		if r.Type == "m.read.private" {
 			s.notifier.wakeUsers(r.UserID)
 		} else {
@@ -103,6 +110,12 @@ func (s *SyncAPI) storeReceipts(ctx context.Context, list []receiptWrite, extra 
 		}
 	}
 	return stored, nil
+}
+
+// clearsNotifications reports whether a receipt type marks notifications
+// read: both the public and the private read receipt do.
+func clearsNotifications(receiptType string) bool {
+	return receiptType == "m.read" || receiptType == "m.read.private"
 }
 
 // storeReceipt records a local user's receipt of an event at eventPos and

@@ -38,6 +38,10 @@ type (
 		Timeline    *timeline  `json:"timeline"`
 		Ephemeral   *eventList `json:"ephemeral"`
 		AccountData *eventList `json:"account_data"`
+		// UnreadNotifications is always set; UnreadThreadNotifications
+		// only when the filter asks for counts by thread.
+		UnreadNotifications       *unreadCounts            `json:"unread_notifications,omitempty"`
+		UnreadThreadNotifications map[string]*unreadCounts `json:"unread_thread_notifications,omitempty"`
 	}
 	leftRoom struct {
 		State       *eventList `json:"state,omitempty"`
@@ -181,6 +185,9 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 	if err := s.fillRooms(ctx, dev, req, flt, fm, plans, since, now, ad, resp); err != nil {
 		return nil, false, err
 	}
+	if err := s.fillUnreadCounts(dev.UserID, flt, resp); err != nil {
+		return nil, false, err
+	}
 	stripped, err := storage.StrippedStates(ctx, db, dev.UserID, append(append([]string(nil), invites...), knocks...))
 	if err != nil {
 		return nil, false, err
@@ -262,8 +269,14 @@ func (s *SyncAPI) accountData(ctx context.Context, userID string, since, now Str
 		return nil, err
 	}
 	out := map[string][]storage.AccountData{}
+	hasRules := false
 	for _, d := range rows {
 		out[d.RoomID] = append(out[d.RoomID], d)
+		hasRules = hasRules || (d.RoomID == "" && d.Type == pushRulesType)
+	}
+	if initial && !hasRules {
+		// A user who never changed a push rule has the server defaults.
+		out[""] = append(out[""], storage.AccountData{Type: pushRulesType, Content: defaultPushRules(userID)})
 	}
 	return out, nil
 }

@@ -18,12 +18,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
+	"github.com/myelin-chat/myelin/syncapi/pushgateway"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
@@ -35,10 +37,22 @@ type Config struct {
 	// IdleAfter and OfflineAfter are the presence timeouts (Synapse's
 	// 5 minutes and 30 seconds when zero).
 	IdleAfter, OfflineAfter time.Duration
+	// PushAllowPrivateAddresses lets pushers deliver to push gateways on
+	// loopback and private addresses.
+	PushAllowPrivateAddresses bool
+	// Registry receives the sync API's metrics (nil: none).
+	Registry prometheus.Registerer
 	// Backfiller fetches history from other servers when /messages
 	// reaches the start of what the sync API holds of a room; nil when
 	// there is no federation.
 	Backfiller Backfiller
+}
+
+// UserAPI is what the sync API uses of the user API: account data (the
+// read marker) and pushers.
+type UserAPI interface {
+	userapi.AccountDataAPI
+	userapi.PushersAPI
 }
 
 // SyncAPI is the sync component.
@@ -47,13 +61,16 @@ type SyncAPI struct {
 	store    *storage.Storage
 	bus      *bus.Bus
 	rooms    rsapi.QueryAPI
-	users    userapi.AccountDataAPI
+	users    UserAPI
 	log      *slog.Logger
 	notifier *notifier
 	typing   *typingStore
 	presence *presenceTracker
 	lazy     *lazyCache
+	push     *pushCache
+	unread   *unreadStore
 	edus     *eduSender // nil without a bus
+	pushers  *pushers
 
 	// pos holds the highest committed position of each stream.
 	pos struct {
@@ -83,7 +100,7 @@ type SyncAPI struct {
 }
 
 // New migrates the sync API's tables and returns the component.
-func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsapi.QueryAPI, users userapi.AccountDataAPI, log *slog.Logger) (*SyncAPI, error) {
+func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsapi.QueryAPI, users UserAPI, log *slog.Logger) (*SyncAPI, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -98,13 +115,18 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 		return nil, fmt.Errorf("syncapi: %w", err)
 	}
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
-		notifier: newNotifier(), lazy: newLazyCache(10000), draining: make(chan struct{})}
+		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{})}
 	s.waitCond = sync.NewCond(&s.waitMu)
 	if b != nil {
 		s.edus = newEDUSender(b, s.log)
 	}
 	s.typing = newTypingStore(func(roomID string) { s.notifier.wakeRoom(roomID) }, s.sendTyping)
 	s.presence = newPresenceTracker(s)
+	if users != nil {
+		client := pushgateway.NewClient(pushgateway.ClientConfig{AllowPrivateAddresses: cfg.PushAllowPrivateAddresses})
+		s.pushers = &pushers{api: users, known: map[string][]pushgateway.Target{},
+			pool: pushgateway.NewPool(pushSource{s}, client, s.log, cfg.Registry)}
+	}
 	return s, nil
 }
 
@@ -129,6 +151,15 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("syncapi: remote presence: %w", err)
 	}
 	s.addStop(s.edus.start())
+	if s.pushers != nil {
+		s.addStop(s.pushers.pool.Close) // stopped after the consumers
+	}
+	stopUnread, err := s.startUnread(ctx)
+	if err != nil {
+		s.Close()
+		return fmt.Errorf("syncapi: unread counts: %w", err)
+	}
+	s.addStop(stopUnread) // saved once the consumers have stopped
 	var fedIn jetstream.Stream
 	for _, c := range []struct {
 		name, stream string
@@ -162,6 +193,10 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 	}
 	s.addStop(s.presence.start())
 	s.addStop(s.typing.stop)
+	if err := s.resumePushers(ctx); err != nil {
+		s.Close()
+		return fmt.Errorf("syncapi: pushers: %w", err)
+	}
 	return nil
 }
 
@@ -202,6 +237,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPost, "/rooms/{roomId}/read_markers", s.postReadMarkers, auth, guests)
 	srv.HandleClient(http.MethodPut, "/presence/{userId}/status", s.putPresence, auth, guests)
 	srv.HandleClient(http.MethodGet, "/presence/{userId}/status", s.getPresence, auth, guests)
+	srv.HandleClient(http.MethodGet, "/notifications", s.getNotifications, auth)
 }
 
 // catchUp waits (at most catchUpLimit) until the consumers have applied

@@ -82,6 +82,7 @@ func start(t testing.TB, o Options, n *Network, name string) *Server {
 	cfg.Listeners.HTTP.Address = addr
 	cfg.Auth.BcryptCost = 4
 	cfg.RateLimiting.Enabled = false
+	cfg.Push.AllowPrivateAddresses = true // fake push gateways listen on 127.0.0.1
 	cfg.Registration.Enabled = true
 	cfg.Registration.SharedSecret = SharedSecret
 	cfg.Database.URL = "sqlite:" + filepath.Join(dir, "myelin.db")
