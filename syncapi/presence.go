@@ -98,26 +98,11 @@ func (p *presenceTracker) start() func() {
 	if !p.s.cfg.PresenceEnabled {
 		return func() {}
 	}
-	done := make(chan struct{})
-	stopped := make(chan struct{})
 	// Check the timeouts ten times per the shorter of them (at most every
 	// 5 s): cheap, and no idle CPU to speak of.
 	interval := min(p.s.cfg.OfflineAfter, p.s.cfg.IdleAfter) / 10
 	interval = min(max(interval, 10*time.Millisecond), 5*time.Second)
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				p.expire(context.Background())
-			}
-		}
-	}()
-	return func() { close(done); <-stopped }
+	return every(interval, func() { p.expire(context.Background()) })
 }
 
 // expire applies the idle and offline timeouts.

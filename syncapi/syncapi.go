@@ -130,8 +130,8 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 	return s, nil
 }
 
-// Start loads positions and memberships, and starts the stream consumers.
-func (s *SyncAPI) Start(ctx context.Context) error {
+// load reads the streams' positions and the rooms' members.
+func (s *SyncAPI) load(ctx context.Context) error {
 	ev, rc, ad, pr, err := storage.MaxPositions(ctx, s.store.DB())
 	if err != nil {
 		return fmt.Errorf("syncapi: positions: %w", err)
@@ -146,6 +146,34 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 	}
 	for _, m := range members {
 		s.notifier.setMember(m.RoomID, m.UserID, m.Membership, s.isLocal(m.UserID))
+	}
+	return nil
+}
+
+// every runs fn every interval until the returned function is called
+// (which waits for a run in progress).
+func every(interval time.Duration, fn func()) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// Start loads positions and memberships, and starts the stream consumers.
+func (s *SyncAPI) Start(ctx context.Context) error {
+	if err := s.load(ctx); err != nil {
+		return err
 	}
 	if err := s.presence.loadRemote(ctx); err != nil {
 		return fmt.Errorf("syncapi: remote presence: %w", err)

@@ -353,26 +353,13 @@ func (s *SyncAPI) startUnread(ctx context.Context) (stop func(), err error) {
 	if err := s.saveUnread(ctx); err != nil {
 		return nil, err
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(unreadSaveEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if err := s.saveUnread(context.Background()); err != nil {
-					s.log.Warn("unread counts not saved (retrying)", "error", err.Error())
-				}
-			}
+	stopSaving := every(unreadSaveEvery, func() {
+		if err := s.saveUnread(context.Background()); err != nil {
+			s.log.Warn("unread counts not saved (retrying)", "error", err.Error())
 		}
-	}()
+	})
 	return func() {
-		close(done)
-		<-finished
+		stopSaving()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := s.saveUnread(ctx); err != nil {

@@ -22,20 +22,8 @@ func TestUnreadCountsSurviveACrash(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ev, rc, ad, pr, err := storage.MaxPositions(ctx, s.store.DB())
-			if err != nil {
+			if err := s.load(ctx); err != nil {
 				t.Fatal(err)
-			}
-			s.pos.pdu.Store(ev)
-			s.pos.receipt.Store(rc)
-			s.pos.accountData.Store(ad)
-			s.pos.presence.Store(pr)
-			members, err := storage.EveryCurrentMember(ctx, s.store.DB())
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, m := range members {
-				s.notifier.setMember(m.RoomID, m.UserID, m.Membership, s.isLocal(m.UserID))
 			}
 			return s
 		}

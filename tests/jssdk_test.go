@@ -3,7 +3,6 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -99,7 +98,7 @@ func TestJSSDKPush(t *testing.T) {
 	cmd.Dir = jssdkDir
 	cmd.Env = append(os.Environ(), "NODE_NO_WARNINGS=1")
 	cmd.WaitDelay = 5 * time.Second
-	var out lockedBuf
+	var out testutil.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
 	runErr := cmd.Run()
@@ -165,7 +164,7 @@ func npmCI(npm, dir string) error {
 type firstRun struct {
 	base string
 	cmd  *exec.Cmd
-	out  *lockedBuf
+	out  *testutil.LockedBuffer
 	done chan error
 }
 
@@ -190,7 +189,7 @@ func startFirstRun(t *testing.T, bin string) *firstRun {
 	}
 	env = append(env, "MYELIN_LISTENERS_HTTP_ADDRESS="+addr, "MYELIN_PUSH_ALLOW_PRIVATE_ADDRESSES=true")
 
-	s := &firstRun{base: "http://" + addr, out: &lockedBuf{}, done: make(chan error, 1)}
+	s := &firstRun{base: "http://" + addr, out: &testutil.LockedBuffer{}, done: make(chan error, 1)}
 	s.cmd = exec.Command(bin)
 	s.cmd.Dir = t.TempDir()
 	s.cmd.Env = env
@@ -244,24 +243,6 @@ func (s *firstRun) stop(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Errorf("myelin did not stop within 15s of SIGTERM")
 	}
-}
-
-// lockedBuf is written by exec's copying goroutines while the test reads it.
-type lockedBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // tail returns the last n lines of s.

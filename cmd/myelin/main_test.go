@@ -147,26 +147,8 @@ func TestFirstRunRestartAndCreateAccount(t *testing.T) {
 
 type proc struct {
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
+	stdout *testutil.LockedBuffer
 	done   chan error
-}
-
-// lockedBuffer is written by exec's copying goroutine while the test reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 var (
@@ -200,7 +182,7 @@ func startBinary(t *testing.T, bin, dir, addr string, env ...string) *proc {
 	cmd := exec.Command(bin)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "MYELIN_LISTENERS_HTTP_ADDRESS="+addr, "MYELIN_AUTH_BCRYPT_COST=4", "MYELIN_LOGGING_LEVEL=warn"), env...)
-	p := &proc{cmd: cmd, stdout: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, stdout: &testutil.LockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout = p.stdout
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

@@ -1,5 +1,6 @@
 // Package testutil holds test helpers that need no component: a Matrix
-// client for black-box tests and polling with a deadline.
+// client for black-box tests, polling with a deadline, a fake push
+// gateway, and a buffer for a process's output.
 package testutil
 
 import (
