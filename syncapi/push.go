@@ -183,6 +183,7 @@ type unreadChange struct {
 	roomID               string
 	sender, senderThread string // a local sender, who has read up to the event
 	ev                   *storage.NotificationEvent
+	notified             []storage.Notified // the users ev notified
 }
 
 // evaluatePush runs a new timeline event through the push rules of the
@@ -245,7 +246,7 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 		if !ok || !res.Notify {
 			continue
 		}
-		a, _ := json.Marshal(res.Actions)
+		a := joinActions(res.Actions)
 		i, ok := actionsIdx[string(a)]
 		if !ok {
 			i = len(actions)
@@ -260,7 +261,26 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 	ch.ev = &storage.NotificationEvent{EventPos: pos, RoomID: roomID, EventID: pdu.EventID(), ThreadID: s.threadOf(ctx, q, content),
 		TS: int64(pdu.OriginServerTS()), Actions: actions}
 	ch.ev.SetUsers(notified)
+	ch.notified = notified
 	return ch, nil
+}
+
+// joinActions is the JSON array of a rule's actions (each valid JSON
+// already).
+func joinActions(actions []json.RawMessage) json.RawMessage {
+	n := 2
+	for _, a := range actions {
+		n += len(a) + 1
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for i, a := range actions {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, a...)
+	}
+	return append(out, ']')
 }
 
 // pushFields keeps of an event's JSON what push rules may look at, so

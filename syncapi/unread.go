@@ -129,12 +129,13 @@ func (u *unreadStore) roomsWithUnread(user string, rooms []string) int {
 // applyUnread counts the notifications of an event applied at pos and
 // what its sender has read by sending it (recounting, when needed, from
 // the stored notification events).
-func (s *SyncAPI) applyUnread(ctx context.Context, pos int64, roomID, sender, senderThread string, ev *storage.NotificationEvent) {
+func (s *SyncAPI) applyUnread(ctx context.Context, pos int64, roomID, sender, senderThread string, ev *storage.NotificationEvent,
+	notified []storage.Notified) {
 	u := s.unread
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if ev != nil {
-		for _, n := range ev.Users() {
+		for _, n := range notified {
 			u.addLocked(n.UserID, roomID, ev.ThreadID, n.Highlight, pos)
 		}
 		u.pending = append(u.pending, ev)
@@ -259,10 +260,8 @@ func (s *SyncAPI) saveUnread(ctx context.Context) error {
 		if err := storage.SaveUnread(ctx, tx, rows); err != nil {
 			return err
 		}
-		for _, e := range events {
-			if err := storage.InsertNotificationEvent(ctx, tx, e); err != nil {
-				return err
-			}
+		if err := storage.InsertNotificationEvents(ctx, tx, events); err != nil {
+			return err
 		}
 		return storage.SetConsumerPosition(ctx, tx, unreadConsumer, uint64(max(pos, 0)))
 	})

@@ -94,16 +94,24 @@ func (e *NotificationEvent) ActionsOf(n Notified) json.RawMessage {
 	return json.RawMessage(`["notify"]`)
 }
 
-// InsertNotificationEvent stores a notification event; a redelivery
-// (same position) changes nothing.
-func InsertNotificationEvent(ctx context.Context, tx *sqlutil.Tx, e *NotificationEvent) error {
-	actions, err := json.Marshal(e.Actions)
-	if err != nil {
+// InsertNotificationEvents stores notification events, a batch per
+// statement; a redelivery (same position) changes nothing.
+func InsertNotificationEvents(ctx context.Context, tx *sqlutil.Tx, evs []*NotificationEvent) error {
+	return sqlutil.InBatches(evs, 100, func(batch []*NotificationEvent) error {
+		values := make([]string, len(batch))
+		args := make([]any, 0, 7*len(batch))
+		for i, e := range batch {
+			actions, err := json.Marshal(e.Actions)
+			if err != nil {
+				return err
+			}
+			values[i] = "(CAST(? AS BIGINT), ?, ?, ?, CAST(? AS BIGINT), ?, ?)"
+			args = append(args, e.EventPos, e.RoomID, e.EventID, e.ThreadID, e.TS, e.users, string(actions))
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO sync_notification_events (event_pos, room_id, event_id, thread_id, ts, users, actions)
+			VALUES `+strings.Join(values, ", ")+` ON CONFLICT (event_pos) DO NOTHING`, args...)
 		return err
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO sync_notification_events (event_pos, room_id, event_id, thread_id, ts, users, actions)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_pos) DO NOTHING`, e.EventPos, e.RoomID, e.EventID, e.ThreadID, e.TS, e.users, string(actions))
-	return err
+	})
 }
 
 const notificationEventCols = `event_pos, room_id, event_id, thread_id, ts, users, actions`
