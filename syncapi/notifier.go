@@ -190,6 +190,7 @@ func (n *notifier) hasLocalJoined(roomID string) bool {
 func (n *notifier) pushTargets(roomID, sender string) (users []string, joined int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	users = make([]string, 0, len(n.members[roomID]))
 	for u, j := range n.members[roomID] {
 		if !j {
 			continue

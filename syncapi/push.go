@@ -1,8 +1,10 @@
 package syncapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -52,15 +54,15 @@ func (c *pushCache) forgetRules(userID string) {
 	c.rules.Remove(userID)
 }
 
-// compiledRules returns the compiled rules of each user: from the cache,
-// or read (one query for all the users missing) and compiled. A user with
-// no stored rules has the server defaults.
-func (s *SyncAPI) compiledRules(ctx context.Context, q sqlutil.Querier, users []string) (map[string]*pushrules.Compiled, error) {
-	out := make(map[string]*pushrules.Compiled, len(users))
+// compiledRules returns the compiled rules of each user (in the order of
+// users): from the cache, or read (one query for all the users missing)
+// and compiled. A user with no stored rules has the server defaults.
+func (s *SyncAPI) compiledRules(ctx context.Context, q sqlutil.Querier, users []string) ([]*pushrules.Compiled, error) {
+	out := make([]*pushrules.Compiled, len(users))
 	var missing []string
-	for _, u := range users {
+	for i, u := range users {
 		if c, ok := s.push.rules.Get(u); ok {
-			out[u] = c
+			out[i] = c
 		} else {
 			missing = append(missing, u)
 		}
@@ -73,9 +75,12 @@ func (s *SyncAPI) compiledRules(ctx context.Context, q sqlutil.Querier, users []
 	if err != nil {
 		return nil, err
 	}
-	for _, u := range missing {
+	for i, u := range users {
+		if out[i] != nil {
+			continue
+		}
 		c := pushrules.Compile(u, rulesetOf(u, stored[u]))
-		out[u] = c
+		out[i] = c
 		if s.push.gen.Load() == gen {
 			s.push.rules.Put(u, c)
 		}
@@ -207,8 +212,9 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 	sender := string(pdu.SenderID())
 	content := pdu.Content()
 	ch := &unreadChange{pos: pos, roomID: roomID}
+	thread := s.threadOf(ctx, q, content)
 	if s.isLocal(sender) {
-		ch.sender, ch.senderThread = sender, s.threadOf(ctx, q, content)
+		ch.sender, ch.senderThread = sender, thread
 	}
 	users, joined := s.notifier.pushTargets(roomID, sender)
 	if pdu.Type() == spec.MRoomMember && pdu.StateKey() != nil && *pdu.StateKey() != sender && s.isLocal(*pdu.StateKey()) {
@@ -238,27 +244,36 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 	if err != nil {
 		return nil, err
 	}
-	var notified []storage.Notified
-	var actions []json.RawMessage
-	actionsIdx := map[string]int{}
-	for _, u := range users {
-		res, ok := rules[u].Evaluate(ev, rc, info.names[u])
-		if !ok || !res.Notify {
+	notified := make([]storage.Notified, 0, len(users))
+	var actions []json.RawMessage // distinct: most users share one or two
+	type seen struct {
+		first *json.RawMessage // the rule's actions, by identity
+		idx   int
+	}
+	var known []seen
+	for i, u := range users {
+		res, ok := rules[i].Evaluate(ev, rc, info.names[u])
+		if !ok || !res.Notify || len(res.Actions) == 0 {
 			continue
 		}
-		a := joinActions(res.Actions)
-		i, ok := actionsIdx[string(a)]
-		if !ok {
-			i = len(actions)
-			actionsIdx[string(a)] = i
-			actions = append(actions, a)
+		first := &res.Actions[0]
+		k := slices.IndexFunc(known, func(s seen) bool { return s.first == first })
+		if k < 0 {
+			a := joinActions(res.Actions)
+			idx := slices.IndexFunc(actions, func(b json.RawMessage) bool { return bytes.Equal(a, b) })
+			if idx < 0 {
+				idx = len(actions)
+				actions = append(actions, a)
+			}
+			known = append(known, seen{first, idx})
+			k = len(known) - 1
 		}
-		notified = append(notified, storage.Notified{UserID: u, Highlight: res.Highlight, Actions: i})
+		notified = append(notified, storage.Notified{UserID: u, Highlight: res.Highlight, Actions: known[k].idx})
 	}
 	if len(notified) == 0 {
 		return ch, nil
 	}
-	ch.ev = &storage.NotificationEvent{EventPos: pos, RoomID: roomID, EventID: pdu.EventID(), ThreadID: s.threadOf(ctx, q, content),
+	ch.ev = &storage.NotificationEvent{EventPos: pos, RoomID: roomID, EventID: pdu.EventID(), ThreadID: thread,
 		TS: int64(pdu.OriginServerTS()), Actions: actions}
 	ch.ev.SetUsers(notified)
 	ch.notified = notified
@@ -289,20 +304,20 @@ func joinActions(actions []json.RawMessage) json.RawMessage {
 func pushFields(eventJSON []byte) []byte {
 	out := make([]byte, 0, len(eventJSON))
 	out = append(out, '{')
-	for i, r := range gjson.GetManyBytes(eventJSON, "type", "sender", "state_key", "room_id", "content") {
-		if !r.Exists() {
-			continue
+	gjson.ParseBytes(eventJSON).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "type", "sender", "state_key", "room_id", "content":
+			if len(out) > 1 {
+				out = append(out, ',')
+			}
+			out = append(out, k.Raw...)
+			out = append(out, ':')
+			out = append(out, v.Raw...)
 		}
-		if len(out) > 1 {
-			out = append(out, ',')
-		}
-		out = append(out, pushFieldNames[i]...)
-		out = append(out, r.Raw...)
-	}
+		return true
+	})
 	return append(out, '}')
 }
-
-var pushFieldNames = []string{`"type":`, `"sender":`, `"state_key":`, `"room_id":`, `"content":`}
 
 // maxThreadHops bounds how many relations are followed to find an
 // event's thread, as the spec recommends.

@@ -50,7 +50,9 @@ func TestNotificationEvents(t *testing.T) {
 				ns = append(ns, Notified{UserID: u})
 			}
 			e.SetUsers(ns)
-			rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error { return InsertNotificationEvents(ctx, tx, []*NotificationEvent{e}) })
+			rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
+				return InsertNotificationEvents(ctx, tx, []*NotificationEvent{e})
+			})
 		}
 		add(1, "!a:x", "@u:x", "@v:x")
 		add(2, "!b:x", "@u:x")
