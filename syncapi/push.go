@@ -79,7 +79,7 @@ func (s *SyncAPI) compiledRules(ctx context.Context, q sqlutil.Querier, users []
 		if out[i] != nil {
 			continue
 		}
-		c := pushrules.Compile(u, rulesetOf(u, stored[u]))
+		c := compileRules(u, stored[u])
 		out[i] = c
 		if s.push.gen.Load() == gen {
 			s.push.rules.Put(u, c)
@@ -88,18 +88,18 @@ func (s *SyncAPI) compiledRules(ctx context.Context, q sqlutil.Querier, users []
 	return out, nil
 }
 
-// rulesetOf reads the global ruleset of m.push_rules account data, the
-// server defaults when there is none.
-func rulesetOf(userID string, content []byte) pushrules.Ruleset {
+// compileRules compiles the global ruleset of m.push_rules account data,
+// the server defaults when there is none.
+func compileRules(userID string, content []byte) *pushrules.Compiled {
 	if len(content) > 0 {
 		var v struct {
 			Global *pushrules.Ruleset `json:"global"`
 		}
 		if json.Unmarshal(content, &v) == nil && v.Global != nil {
-			return *v.Global
+			return pushrules.Compile(userID, *v.Global)
 		}
 	}
-	return pushrules.Defaults(userID)
+	return pushrules.CompileDefaults(userID)
 }
 
 // defaultPushRules is the m.push_rules content of a user who never
@@ -247,17 +247,20 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 	notified := make([]storage.Notified, 0, len(users))
 	var actions []json.RawMessage // distinct: most users share one or two
 	type seen struct {
-		first *json.RawMessage // the rule's actions, by identity
-		idx   int
+		ruleID  string
+		actions []json.RawMessage
+		idx     int
 	}
-	var known []seen
+	var known []seen // the rules that matched so far, with their actions' index
+	ee := pushrules.NewEventEval(ev, rc)
 	for i, u := range users {
-		res, ok := rules[i].Evaluate(ev, rc, info.names[u])
-		if !ok || !res.Notify || len(res.Actions) == 0 {
+		res, ok := rules[i].EvaluateShared(ee, info.names[u])
+		if !ok || !res.Notify {
 			continue
 		}
-		first := &res.Actions[0]
-		k := slices.IndexFunc(known, func(s seen) bool { return s.first == first })
+		k := slices.IndexFunc(known, func(s seen) bool {
+			return s.ruleID == res.RuleID && slices.EqualFunc(s.actions, res.Actions, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) })
+		})
 		if k < 0 {
 			a := joinActions(res.Actions)
 			idx := slices.IndexFunc(actions, func(b json.RawMessage) bool { return bytes.Equal(a, b) })
@@ -265,7 +268,7 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 				idx = len(actions)
 				actions = append(actions, a)
 			}
-			known = append(known, seen{first, idx})
+			known = append(known, seen{res.RuleID, res.Actions, idx})
 			k = len(known) - 1
 		}
 		notified = append(notified, storage.Notified{UserID: u, Highlight: res.Highlight, Actions: known[k].idx})

@@ -43,8 +43,10 @@ type unreadStore struct {
 	// applied is the position of the last event applied; saved what the
 	// saved rows reflect.
 	applied, saved int64
-	// pending are the notification events applied but not saved yet.
-	pending []*storage.NotificationEvent
+	// pending are the notification events applied but not saved yet,
+	// and the users each notified.
+	pending      []*storage.NotificationEvent
+	pendingUsers [][]storage.Notified
 	saving  sync.Mutex // one save at a time
 }
 
@@ -139,6 +141,7 @@ func (s *SyncAPI) applyUnread(ctx context.Context, pos int64, roomID, sender, se
 			u.addLocked(n.UserID, roomID, ev.ThreadID, n.Highlight, pos)
 		}
 		u.pending = append(u.pending, ev)
+		u.pendingUsers = append(u.pendingUsers, notified)
 	}
 	if sender != "" {
 		if recount := u.readLocked(sender, roomID, senderThread, pos); len(recount) > 0 {
@@ -252,6 +255,7 @@ func (s *SyncAPI) saveUnread(ctx context.Context) error {
 	u.dirty = map[unreadKey]bool{}
 	pos := u.applied
 	events := u.pending[:len(u.pending):len(u.pending)]
+	users := u.pendingUsers[:len(events):len(events)]
 	u.mu.Unlock()
 	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if err := storage.DeleteUnreadRooms(ctx, tx, keysOf(keys)); err != nil {
@@ -276,12 +280,13 @@ func (s *SyncAPI) saveUnread(ctx context.Context) error {
 	u.mu.Lock()
 	u.saved = pos
 	u.pending = u.pending[len(events):]
+	u.pendingUsers = u.pendingUsers[len(events):]
 	u.mu.Unlock()
 	// The pushers of the users notified have something to deliver now.
 	var notified []string
 	seen := map[string]bool{}
-	for _, e := range events {
-		for _, n := range e.Users() {
+	for _, ns := range users {
+		for _, n := range ns {
 			if !seen[n.UserID] {
 				seen[n.UserID] = true
 				notified = append(notified, n.UserID)
@@ -423,6 +428,7 @@ func (s *SyncAPI) replayUnread(ctx context.Context, pos int64) error {
 				u.addLocked(nu.UserID, n.RoomID, n.ThreadID, nu.Highlight, e.Pos)
 			}
 			u.pending = append(u.pending, n)
+			u.pendingUsers = append(u.pendingUsers, ch.notified)
 		}
 		if ch.sender != "" {
 			u.readLocked(ch.sender, e.RoomID, ch.senderThread, e.Pos)

@@ -42,7 +42,7 @@ type pushSync struct {
 }
 
 // syncPush runs a /sync (since "" for an initial one; filter may be "").
-func syncPush(t *testing.T, c *testutil.Client, since, filter string, timeout time.Duration) *pushSync {
+func syncPush(t testing.TB, c *testutil.Client, since, filter string, timeout time.Duration) *pushSync {
 	t.Helper()
 	q := url.Values{"timeout": {fmt.Sprint(timeout.Milliseconds())}}
 	if since != "" {

@@ -81,8 +81,9 @@ type crule struct {
 // enabled rules in order, patterns compiled, results precomputed. It is
 // immutable and safe for concurrent use.
 type Compiled struct {
-	userID string
-	rules  []crule
+	userID   string
+	rules    []crule
+	defaults bool // from CompileDefaults
 }
 
 // Compile prepares rs, the effective ruleset of userID (as Merge returns
