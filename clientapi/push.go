@@ -97,29 +97,31 @@ func (c *ClientAPI) getPushRulesScope(r *http.Request) (any, error) {
 
 // GET /_matrix/client/v3/pushrules/{scope}/{kind}/ (Synapse's extension)
 func (c *ClientAPI) getPushRulesKind(r *http.Request) (any, error) {
-	userID, kind, _, err := pushRuleTarget(r, true)
+	rules, _, _, err := c.pushRulesOfKind(r)
+	return rules, err
+}
+
+// pushRulesOfKind returns the rules of the route's kind in the caller's
+// effective ruleset, and the route's kind and rule ID.
+func (c *ClientAPI) pushRulesOfKind(r *http.Request) (rules []pushrules.Rule, kind, ruleID string, err error) {
+	userID, kind, ruleID, err := pushRuleTarget(r, true)
 	if err != nil {
-		return nil, err
+		return nil, "", "", err
 	}
 	rs, err := c.users.QueryPushRules(r.Context(), userID)
 	if err != nil {
-		return nil, err
+		return nil, "", "", err
 	}
-	rules, _ := rulesOfKind(rs, kind)
-	return rules, nil
+	rules, _ = rulesOfKind(rs, kind)
+	return rules, kind, ruleID, nil
 }
 
 // findPushRule returns one rule of the user's effective ruleset.
 func (c *ClientAPI) findPushRule(r *http.Request) (*pushrules.Rule, error) {
-	userID, kind, ruleID, err := pushRuleTarget(r, true)
+	rules, kind, ruleID, err := c.pushRulesOfKind(r)
 	if err != nil {
 		return nil, err
 	}
-	rs, err := c.users.QueryPushRules(r.Context(), userID)
-	if err != nil {
-		return nil, err
-	}
-	rules, _ := rulesOfKind(rs, kind)
 	for i := range rules {
 		if rules[i].RuleID == ruleID {
 			return &rules[i], nil
