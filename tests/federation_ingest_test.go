@@ -390,6 +390,19 @@ func TestFederationIngestHostile(t *testing.T) {
 	if got := ingTBodies(r.alice, r.roomID); slices.ContainsFunc(got, func(b string) bool { return b != "" && b != "original" }) {
 		t.Fatalf("alice sees %v", got)
 	}
+	// Nor did it notify anyone: push rules saw none of the refused events.
+	notifs := r.alice.MustDo("GET", "/_matrix/client/v3/notifications", nil, 200)["notifications"].([]any)
+	if len(notifs) == 0 {
+		t.Errorf("the accepted message (kept redacted) did not notify alice")
+	}
+	for _, n := range notifs {
+		id, _ := n.(map[string]any)["event"].(map[string]any)["event_id"].(string)
+		for _, e := range []gomatrixserverlib.PDU{badSig, forged, stranger} {
+			if id == e.EventID() {
+				t.Errorf("refused event %q notified alice", gjson.GetBytes(e.Content(), "body").Str)
+			}
+		}
+	}
 	roomTSend(r.alice, r.roomID, "still here")
 	if got := ingTBodies(r.alice, r.roomID); got[len(got)-1] != "still here" {
 		t.Fatalf("after hostile input alice sees %v", got)
