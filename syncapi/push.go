@@ -43,8 +43,8 @@ type roomPush struct {
 
 func newPushCache() *pushCache {
 	return &pushCache{
-		rules: lru.New[string, *pushrules.Compiled](20000, nil),
-		rooms: lru.New[string, *roomPush](2000, nil),
+		rules: lru.New[string, *pushrules.Compiled](10000, nil), // ~2 KB each for default rules
+		rooms: lru.New[string, *roomPush](500, nil),
 	}
 }
 

@@ -81,9 +81,12 @@ type crule struct {
 // enabled rules in order, patterns compiled, results precomputed. It is
 // immutable and safe for concurrent use.
 type Compiled struct {
-	userID   string
-	rules    []crule
-	defaults bool // from CompileDefaults
+	userID string
+	rules  []crule
+	// defaults: from CompileDefaults; rules are then only the rules
+	// that differ between users, at specIdx in the template.
+	defaults bool
+	specIdx  []int
 }
 
 // Compile prepares rs, the effective ruleset of userID (as Merge returns
@@ -247,6 +250,9 @@ func actionsOutcome(acts []json.RawMessage) outcome {
 func (c *Compiled) Evaluate(ev *Event, room *RoomContext, displayName string) (Result, bool) {
 	if c == nil || ev == nil {
 		return Result{}, false
+	}
+	if c.defaults {
+		return c.EvaluateShared(NewEventEval(ev, room), displayName)
 	}
 	if c.userID != "" && ev.str(slotSender) == c.userID {
 		return Result{}, false

@@ -60,12 +60,21 @@ func defaultTemplate() *template {
 }
 
 // CompileDefaults is Compile(userID, Defaults(userID)) for a user who
-// changed no rule, marked so that EvaluateShared can share the work of
-// the rules common to all such users.
+// changed no rule: it keeps only the rules that differ between users
+// (the others are the template's), so that EvaluateShared shares the
+// work of the common ones and a user costs little memory.
 func CompileDefaults(userID string) *Compiled {
-	c := Compile(userID, Defaults(userID))
-	if t := defaultTemplate(); t != nil && len(t.c.rules) == len(c.rules) {
-		c.defaults = true
+	full := Compile(userID, Defaults(userID))
+	t := defaultTemplate()
+	if t == nil || len(t.c.rules) != len(full.rules) {
+		return full
+	}
+	c := &Compiled{userID: userID, defaults: true}
+	for i := range full.rules {
+		if t.specific[i] {
+			c.rules = append(c.rules, full.rules[i])
+			c.specIdx = append(c.specIdx, i)
+		}
 	}
 	return c
 }
@@ -105,18 +114,17 @@ func NewEventEval(ev *Event, room *RoomContext) *EventEval {
 // EvaluateShared is c.Evaluate(ee's event and room, displayName), sharing
 // ee's work when c is a CompileDefaults ruleset.
 func (c *Compiled) EvaluateShared(ee *EventEval, displayName string) (Result, bool) {
-	t := defaultTemplate()
-	if c == nil || !c.defaults || t == nil {
+	if c == nil || !c.defaults {
 		return c.Evaluate(ee.ev, ee.room, displayName)
 	}
 	if c.userID != "" && ee.ev.str(slotSender) == c.userID {
 		return Result{}, false
 	}
-	for i := 0; i < ee.first; i++ {
-		if !t.specific[i] {
-			continue
+	for j, i := range c.specIdx {
+		if i >= ee.first {
+			break
 		}
-		r := &c.rules[i]
+		r := &c.rules[j]
 		if r.legacy && ee.ev.hasMentions {
 			continue
 		}

@@ -41,7 +41,7 @@ func TestEvaluateSharedMatchesEvaluate(t *testing.T) {
 					if !c.defaults {
 						t.Fatal("CompileDefaults did not mark the ruleset")
 					}
-					want, wok := c.Evaluate(ev, room, u.name)
+					want, wok := Compile(u.id, Defaults(u.id)).Evaluate(ev, room, u.name)
 					got, gok := c.EvaluateShared(ee, u.name)
 					if gok != wok || got.RuleID != want.RuleID || got.Kind != want.Kind || got.Notify != want.Notify || got.Highlight != want.Highlight ||
 						fmt.Sprint(got.Tweaks) != fmt.Sprint(want.Tweaks) {
