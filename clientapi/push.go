@@ -97,14 +97,15 @@ func (c *ClientAPI) getPushRulesScope(r *http.Request) (any, error) {
 
 // GET /_matrix/client/v3/pushrules/{scope}/{kind}/ (Synapse's extension)
 func (c *ClientAPI) getPushRulesKind(r *http.Request) (any, error) {
-	rules, _, _, err := c.pushRulesOfKind(r)
+	rules, _, _, err := c.pushRulesOfKind(r, true)
 	return rules, err
 }
 
 // pushRulesOfKind returns the rules of the route's kind in the caller's
-// effective ruleset, and the route's kind and rule ID.
-func (c *ClientAPI) pushRulesOfKind(r *http.Request) (rules []pushrules.Rule, kind, ruleID string, err error) {
-	userID, kind, ruleID, err := pushRuleTarget(r, true)
+// effective ruleset, and the route's kind and rule ID. An unknown kind is
+// a 400 with knownKind, or has no rules.
+func (c *ClientAPI) pushRulesOfKind(r *http.Request, knownKind bool) (rules []pushrules.Rule, kind, ruleID string, err error) {
+	userID, kind, ruleID, err := pushRuleTarget(r, knownKind)
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -118,7 +119,9 @@ func (c *ClientAPI) pushRulesOfKind(r *http.Request) (rules []pushrules.Rule, ki
 
 // findPushRule returns one rule of the user's effective ruleset.
 func (c *ClientAPI) findPushRule(r *http.Request) (*pushrules.Rule, error) {
-	rules, kind, ruleID, err := c.pushRulesOfKind(r)
+	// A rule of a kind this server does not have (such as MSC4306's
+	// postcontent) does not exist: 404, as clients probing for it expect.
+	rules, kind, ruleID, err := c.pushRulesOfKind(r, false)
 	if err != nil {
 		return nil, err
 	}

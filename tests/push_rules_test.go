@@ -301,7 +301,10 @@ func TestPushRulesErrors(t *testing.T) {
 	}
 	fail("PUT", "/_matrix/client/v3/pushrules/device/override/x", ok, http.StatusBadRequest, "M_UNRECOGNIZED")
 	fail("DELETE", "/_matrix/client/v3/pushrules/device/override/x", nil, http.StatusBadRequest, "M_UNRECOGNIZED")
-	fail("GET", pushRulePath("nokind", "x"), nil, http.StatusBadRequest, "M_UNRECOGNIZED")
+	// A rule of an unknown kind does not exist (clients probe for MSC4306's
+	// postcontent rules and expect a 404 when the server has none).
+	fail("GET", pushRulePath("nokind", "x"), nil, http.StatusNotFound, "M_NOT_FOUND")
+	fail("GET", pushRulePath("postcontent", ".io.element.msc4306.rule.subscribed_thread"), nil, http.StatusNotFound, "M_NOT_FOUND")
 	fail("GET", pushRulePath("nokind")+"/", nil, http.StatusBadRequest, "M_UNRECOGNIZED")
 	fail("PUT", pushRulePath("nokind", "x"), ok, http.StatusBadRequest, "M_INVALID_PARAM")
 	fail("DELETE", pushRulePath("nokind", "x"), nil, http.StatusNotFound, "M_NOT_FOUND")
