@@ -586,6 +586,11 @@ func ephemeral(roomID, userID string, receipts []storage.Receipt, typing map[str
 		if content[r.EventID][r.Type] == nil {
 			content[r.EventID][r.Type] = map[string]map[string]any{}
 		}
+		if prev, ok := content[r.EventID][r.Type][r.UserID]; ok && prev["thread_id"] == nil {
+			// A user's unthreaded and threaded receipts of one event:
+			// the unthreaded one is shown (MSC4102), it reads more.
+			continue
+		}
 		entry := map[string]any{"ts": r.TS}
 		if r.ThreadID != "" {
 			entry["thread_id"] = r.ThreadID

@@ -395,6 +395,13 @@ func TestReceipts(t *testing.T) {
 		if rc := epTReceipt(t, m, r.roomID, reply, "m.read", r.bob.UserID); rc == nil || rc["thread_id"] != root {
 			t.Fatalf("thread receipt: %v, want thread_id %s", rc, root)
 		}
+		// Unthreaded and threaded receipts of the same event, in either
+		// order: the unthreaded one shows (MSC4102).
+		r.bob.MustDo("POST", epTReceiptPath(r.roomID, "m.read", r.evs[2]), map[string]any{}, http.StatusOK)
+		r.bob.MustDo("POST", epTReceiptPath(r.roomID, "m.read", r.evs[2]), map[string]any{"thread_id": "main"}, http.StatusOK)
+		if rc := epTReceipt(t, msgTSync(r.alice), r.roomID, r.evs[2], "m.read", r.bob.UserID); rc == nil || rc["thread_id"] != nil {
+			t.Fatalf("unthreaded and threaded receipts of one event: %v, want the unthreaded one", rc)
+		}
 	})
 
 	t.Run("errors", func(t *testing.T) {
