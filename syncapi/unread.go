@@ -47,7 +47,7 @@ type unreadStore struct {
 	// and the users each notified.
 	pending      []*storage.NotificationEvent
 	pendingUsers [][]storage.Notified
-	saving  sync.Mutex // one save at a time
+	saving       sync.Mutex // one save at a time
 }
 
 func newUnreadStore() *unreadStore {
@@ -119,6 +119,11 @@ func (u *unreadStore) counts(user string, rooms []string) map[string]map[string]
 func (u *unreadStore) roomsWithUnread(user string, rooms []string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	return u.roomsWithUnreadLocked(user, rooms)
+}
+
+// roomsWithUnreadLocked is roomsWithUnread with u.mu held.
+func (u *unreadStore) roomsWithUnreadLocked(user string, rooms []string) int {
 	n := 0
 	for _, r := range rooms {
 		if len(u.m[unreadKey{user, r}]) > 0 {
@@ -168,6 +173,8 @@ func (s *SyncAPI) markRead(ctx context.Context, user, room, thread string) error
 	}
 	u := s.unread
 	u.mu.Lock()
+	rooms := s.notifier.joinedRooms(user)
+	before := u.roomsWithUnreadLocked(user, rooms)
 	var threads []string
 	if thread != "" {
 		threads = []string{thread}
@@ -182,7 +189,11 @@ func (s *SyncAPI) markRead(ctx context.Context, user, room, thread string) error
 			s.recountLocked(ctx, user, room, recount, pos)
 		}
 	}
+	after := u.roomsWithUnreadLocked(user, rooms)
 	u.mu.Unlock()
+	if s.pushers != nil && after != before {
+		s.pushers.pool.Badge(user, after) // the phone's badge follows the read
+	}
 	return s.saveUnread(ctx)
 }
 

@@ -113,6 +113,21 @@ func TestPushGatewayPayload(t *testing.T) {
 	if short["room_id"] != roomID || short["counts"].(map[string]any)["unread"] != float64(1) {
 		t.Errorf("event_id_only push: %v", short)
 	}
+
+	// Reading the room sends each pusher the badge alone: no event,
+	// counts.unread 0, as Synapse does so that the phone clears its badge.
+	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/rooms/%s/receipt/m.read/%s", roomID, second), map[string]any{}, http.StatusOK)
+	all = gw.WaitFor(t, 5, 10*time.Second)
+	badges := 0
+	for _, p := range all[3:] {
+		counts, _ := p.Notification["counts"].(map[string]any)
+		if p.EventID == "" && counts["unread"] == float64(0) && len(p.PushKeys) == 1 {
+			badges++
+		}
+	}
+	if badges != 2 {
+		t.Errorf("badge updates after reading: %d of the last pushes, want one per pusher (2)", badges)
+	}
 }
 
 func TestPushGatewayOutageAndRestart(t *testing.T) {

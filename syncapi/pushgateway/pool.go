@@ -222,6 +222,33 @@ func (p *Pool) Wake(userIDs ...string) {
 	}
 }
 
+// Badge sends each of userID's targets a notification with nothing but
+// the badge count (unread), as Synapse does when a user has read
+// something, so that phones update the app's badge. It is best effort:
+// not queued and not retried (the next notification carries the count
+// again). It does not wait for the sends.
+func (p *Pool) Badge(userID string, unread int) {
+	p.mu.Lock()
+	var targets []Target
+	if !p.closed {
+		for _, w := range p.users[userID] {
+			targets = append(targets, w.t)
+		}
+	}
+	if len(targets) > 0 {
+		p.wg.Add(len(targets))
+	}
+	p.mu.Unlock()
+	for _, t := range targets {
+		go func() {
+			defer p.wg.Done()
+			if _, err := p.client.Notify(p.ctx, t, Notification{Unread: unread}); err != nil {
+				p.log.Debug("badge update not delivered", "user_id", t.UserID, "app_id", t.AppID, "error", err.Error())
+			}
+		}()
+	}
+}
+
 // Close stops every worker, cancelling requests in flight and backoff
 // waits, and returns when all have returned. Progress of a notification
 // already delivered is still recorded (bounded by a 10s timeout).
