@@ -91,6 +91,9 @@ func (s *SyncAPI) afterCommit(w *wakes) {
 	}
 	for _, mc := range w.members {
 		s.notifier.setMember(mc.roomID, mc.userID, mc.membership, mc.local)
+		if mc.local && mc.membership != spec.Join && mc.membership != spec.Invite {
+			s.unread.forget(mc.userID, mc.roomID) // counts of a room left are of no use
+		}
 		if mc.membership != spec.Join {
 			s.typing.set(mc.roomID, mc.userID, false, 0, mc.local) // leaving ends typing
 		}

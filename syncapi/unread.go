@@ -99,6 +99,17 @@ func (u *unreadStore) readLocked(user, room, thread string, pos int64) (recount 
 	return recount
 }
 
+// forget drops a user's counts in a room they left.
+func (u *unreadStore) forget(user, room string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	k := unreadKey{user, room}
+	if _, ok := u.m[k]; ok {
+		delete(u.m, k)
+		u.dirty[k] = true
+	}
+}
+
 // counts returns a user's counts in rooms, per room and thread.
 func (u *unreadStore) counts(user string, rooms []string) map[string]map[string]threadCount {
 	u.mu.Lock()
