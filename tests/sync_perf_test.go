@@ -553,38 +553,60 @@ func TestLongPollFanout(t *testing.T) {
 	// Nor did his sync run at all: statements run while messages are sent
 	// are the same with his long-poll waiting as with none (a woken sync
 	// runs several). Control: a waiting member's sync shows in the count.
-	const msgs = 10
-	sendAll := func(what string) uint64 {
+	// Other work (the unread counts saved every 250 ms) only adds to a
+	// count, and by how many saves fall in the window: each count is the
+	// fewest of three tries, each between waits longer than that period.
+	const msgs, tries = 10, 3
+	quiet := 300 * time.Millisecond
+	sendAll := func(what string, before func() func()) uint64 {
 		t.Helper()
-		syncPIdle(t, srv, 100*time.Millisecond)
-		before := srv.DB.Queries()
-		for i := range msgs {
-			if _, err := syncPSendMsg(dora, room, fmt.Sprintf("%s %d", what, i)); err != nil {
-				t.Fatal(err)
+		best := uint64(math.MaxUint64)
+		for try := range tries {
+			after := before()
+			syncPIdle(t, srv, quiet)
+			start := srv.DB.Queries()
+			for i := range msgs {
+				if _, err := syncPSendMsg(dora, room, fmt.Sprintf("%s %d.%d", what, try, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			syncPIdle(t, srv, quiet)
+			best = min(best, srv.DB.Queries()-start)
+			after()
+		}
+		return best
+	}
+	nothing := func() func() { return func() {} }
+	base := sendAll("nobody waiting", nothing)
+	zedCtx, zedCancel := context.WithCancel(ctx)
+	zedPoll = syncPStartPoll(zedCtx, zed, syncPPath("", zedToken, 60000))
+	withZed := sendAll("zed waiting", nothing)
+	select {
+	case <-zedPoll.done:
+		t.Errorf("zed's long-poll returned while messages were sent in a room he is not in: %v %s", zedPoll.err, zedPoll.body)
+	default:
+	}
+	zedCancel()
+	withMember := sendAll("a member waiting", func() func() {
+		tokens[0] = syncPNextBatch(t, users[0].Do("GET", syncPPath("", tokens[0], 0), nil))
+		poll := syncPStartPoll(ctx, users[0], syncPPath("", tokens[0], 30000))
+		return func() {
+			if r := poll.wait(t, 10*time.Second); len(syncPJoined(t, r)[room].Timeline.Events) == 0 {
+				t.Errorf("the member's long-poll returned without the messages: %s", r.Body)
+			} else {
+				tokens[0] = syncPNextBatch(t, r)
 			}
 		}
-		syncPIdle(t, srv, 100*time.Millisecond)
-		return srv.DB.Queries() - before
-	}
-	base := sendAll("nobody waiting")
-	zedPoll = syncPStartPoll(ctx, zed, syncPPath("", zedToken, 3000))
-	syncPIdle(t, srv, 100*time.Millisecond)
-	withZed := sendAll("zed waiting")
-	tokens[0] = syncPNextBatch(t, users[0].Do("GET", syncPPath("", tokens[0], 0), nil))
-	memberPoll := syncPStartPoll(ctx, users[0], syncPPath("", tokens[0], 3000))
-	syncPIdle(t, srv, 100*time.Millisecond)
-	withMember := sendAll("a member waiting")
-	t.Logf("statements for %d messages: %d with nobody waiting, %d with zed waiting, %d with a member waiting", msgs, base, withZed, withMember)
+	})
+	t.Logf("statements for %d messages (fewest of %d tries): %d with nobody waiting, %d with zed waiting, %d with a member waiting",
+		msgs, tries, base, withZed, withMember)
 	if withZed > base {
 		t.Errorf("messages in a room zed is not in ran %d more statements with his long-poll waiting: his sync was woken", withZed-base)
 	}
 	if withMember <= base {
 		t.Errorf("control: a woken member's sync ran no statement (%d vs %d): the count cannot see wake-ups", withMember, base)
 	}
-	if r := memberPoll.wait(t, 10*time.Second); len(syncPJoined(t, r)[room].Timeline.Events) == 0 {
-		t.Errorf("the member's long-poll returned without the messages: %s", r.Body)
-	}
-	zedPoll.wait(t, 10*time.Second)
+	<-zedPoll.done
 }
 
 // ---- (d) idle long-polls cost no CPU ----
