@@ -87,7 +87,7 @@ func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 // afterCommit updates the notifier and wakes the syncs concerned.
 func (s *SyncAPI) afterCommit(w *wakes) {
 	if c := w.unread; c != nil {
-		s.applyUnread(context.Background(), c.pos, c.roomID, c.sender, c.senderThread, c.ev, c.notified)
+		s.applyUnread(context.Background(), c.pos, c.roomID, c.sender, c.senderThread, c.ev)
 	}
 	for _, mc := range w.members {
 		s.notifier.setMember(mc.roomID, mc.userID, mc.membership, mc.local)

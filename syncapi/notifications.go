@@ -122,13 +122,9 @@ func (s *SyncAPI) getNotifications(r *http.Request) (any, error) {
 	if len(rooms) == 0 {
 		return resp, nil
 	}
-	reads, err := storage.ReadPositions(ctx, db, []string{dev.UserID}, rooms)
+	reads, err := storage.UserReadPositions(ctx, db, dev.UserID, rooms)
 	if err != nil {
 		return nil, err
-	}
-	readAt := map[[2]string]int64{}
-	for _, r := range reads {
-		readAt[[2]string{r.RoomID, r.ThreadID}] = r.Pos
 	}
 	// Newest first through the notification events of the user's rooms,
 	// keeping the user's, at most notificationsScan events per request.
@@ -176,7 +172,7 @@ func (s *SyncAPI) getNotifications(r *http.Request) (any, error) {
 		if !ok {
 			continue
 		}
-		read := readAt[[2]string{h.e.RoomID, ""}] >= h.e.EventPos || readAt[[2]string{h.e.RoomID, h.e.ThreadID}] >= h.e.EventPos
+		read := h.e.EventPos <= reads.Position(h.e.RoomID, h.e.ThreadID)
 		resp.Notifications = append(resp.Notifications, notification{Actions: h.e.ActionsOf(h.n), Event: fm.event(e), Read: read,
 			RoomID: h.e.RoomID, TS: h.e.TS})
 	}

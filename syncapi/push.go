@@ -188,7 +188,6 @@ type unreadChange struct {
 	roomID               string
 	sender, senderThread string // a local sender, who has read up to the event
 	ev                   *storage.NotificationEvent
-	notified             []storage.Notified // the users ev notified
 }
 
 // evaluatePush runs a new timeline event through the push rules of the
@@ -279,7 +278,6 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 	ch.ev = &storage.NotificationEvent{EventPos: pos, RoomID: roomID, EventID: pdu.EventID(), ThreadID: thread,
 		TS: int64(pdu.OriginServerTS()), Actions: actions}
 	ch.ev.SetUsers(notified)
-	ch.notified = notified
 	return ch, nil
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
@@ -88,18 +87,14 @@ func (s *SyncAPI) loadPushers(ctx context.Context, users []string) ([]string, er
 	return with, nil
 }
 
-// targetOf is where an HTTP pusher delivers (false for other kinds).
+// targetOf is where an HTTP pusher delivers (false for other kinds, and
+// for data without a url).
 func targetOf(p userapi.Pusher) (pushgateway.Target, bool) {
-	url := gjson.GetBytes(p.Data, "url").Str
-	if p.Kind != "http" || url == "" {
+	if p.Kind != "http" {
 		return pushgateway.Target{}, false
 	}
-	data, err := sjson.DeleteBytes(p.Data, "url")
-	if err != nil {
-		data = []byte(`{}`)
-	}
-	return pushgateway.Target{UserID: p.UserID, AppID: p.AppID, PushKey: p.PushKey, URL: url,
-		Format: gjson.GetBytes(p.Data, "format").Str, Data: data, PushKeyTS: p.CreatedTS, ProfileTag: p.ProfileTag}, true
+	t, err := pushgateway.NewTarget(p.UserID, p.AppID, p.PushKey, p.Data, p.CreatedTS, p.ProfileTag)
+	return t, err == nil
 }
 
 // onPushersUpdate reloads a user's pushers after they changed, and
@@ -215,13 +210,9 @@ func (ps pushSource) Pending(ctx context.Context, t pushgateway.Target, after in
 	if err != nil || len(evs) == 0 {
 		return nil, err
 	}
-	reads, err := storage.ReadPositions(ctx, db, []string{t.UserID}, rooms)
+	reads, err := storage.UserReadPositions(ctx, db, t.UserID, rooms)
 	if err != nil {
 		return nil, err
-	}
-	readAt := map[[2]string]int64{}
-	for _, r := range reads {
-		readAt[[2]string{r.RoomID, r.ThreadID}] = r.Pos
 	}
 	type hit struct {
 		e *storage.NotificationEvent
@@ -231,7 +222,7 @@ func (ps pushSource) Pending(ctx context.Context, t pushgateway.Target, after in
 	scannedTo := evs[len(evs)-1].EventPos
 	for _, e := range evs {
 		n, ok := e.Find(t.UserID)
-		if !ok || readAt[[2]string{e.RoomID, ""}] >= e.EventPos || readAt[[2]string{e.RoomID, e.ThreadID}] >= e.EventPos {
+		if !ok || e.EventPos <= reads.Position(e.RoomID, e.ThreadID) {
 			continue
 		}
 		if e.TS < t.PushKeyTS {

@@ -43,11 +43,9 @@ type unreadStore struct {
 	// applied is the position of the last event applied; saved what the
 	// saved rows reflect.
 	applied, saved int64
-	// pending are the notification events applied but not saved yet,
-	// and the users each notified.
-	pending      []*storage.NotificationEvent
-	pendingUsers [][]storage.Notified
-	saving       sync.Mutex // one save at a time
+	// pending are the notification events applied but not saved yet.
+	pending []*storage.NotificationEvent
+	saving  sync.Mutex // one save at a time
 }
 
 func newUnreadStore() *unreadStore {
@@ -147,17 +145,15 @@ func (u *unreadStore) roomsWithUnreadLocked(user string, rooms []string) int {
 // applyUnread counts the notifications of an event applied at pos and
 // what its sender has read by sending it (recounting, when needed, from
 // the stored notification events).
-func (s *SyncAPI) applyUnread(ctx context.Context, pos int64, roomID, sender, senderThread string, ev *storage.NotificationEvent,
-	notified []storage.Notified) {
+func (s *SyncAPI) applyUnread(ctx context.Context, pos int64, roomID, sender, senderThread string, ev *storage.NotificationEvent) {
 	u := s.unread
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if ev != nil {
-		for _, n := range notified {
+		for _, n := range ev.Users() {
 			u.addLocked(n.UserID, roomID, ev.ThreadID, n.Highlight, pos)
 		}
 		u.pending = append(u.pending, ev)
-		u.pendingUsers = append(u.pendingUsers, notified)
 	}
 	if sender != "" {
 		if recount := u.readLocked(sender, roomID, senderThread, pos); len(recount) > 0 {
@@ -174,38 +170,47 @@ func (s *SyncAPI) applyUnread(ctx context.Context, pos int64, roomID, sender, se
 // are saved at once (receipts are not replayed from the timeline after a
 // crash).
 func (s *SyncAPI) markRead(ctx context.Context, user, room, thread string) error {
-	reads, err := storage.ReadPositions(ctx, s.store.DB(), []string{user}, []string{room})
+	reads, err := storage.UserReadPositions(ctx, s.store.DB(), user, []string{room})
 	if err != nil {
 		return err
-	}
-	at := map[string]int64{}
-	for _, r := range reads {
-		at[r.ThreadID] = r.Pos
 	}
 	u := s.unread
 	u.mu.Lock()
 	rooms := s.notifier.joinedRooms(user)
 	before := u.roomsWithUnreadLocked(user, rooms)
-	var threads []string
-	if thread != "" {
-		threads = []string{thread}
-	} else {
-		for t := range u.m[unreadKey{user, room}] {
-			threads = append(threads, t)
-		}
+	threads := []string{thread}
+	if thread == "" {
+		threads = u.threadsLocked(unreadKey{user, room})
 	}
-	for _, t := range threads {
-		pos := max(at[""], at[t])
-		if recount := u.readLocked(user, room, t, pos); len(recount) > 0 {
-			s.recountLocked(ctx, user, room, recount, pos)
-		}
-	}
+	s.readThreadsLocked(ctx, user, room, threads, reads)
 	after := u.roomsWithUnreadLocked(user, rooms)
 	u.mu.Unlock()
 	if s.pushers != nil && after != before {
 		s.pushers.pool.Badge(user, after) // the phone's badge follows the read
 	}
 	return s.saveUnread(ctx)
+}
+
+// threadsLocked lists the threads with counts of a user's room; u.mu is
+// held.
+func (u *unreadStore) threadsLocked(k unreadKey) []string {
+	threads := make([]string, 0, len(u.m[k]))
+	for t := range u.m[k] {
+		threads = append(threads, t)
+	}
+	return threads
+}
+
+// readThreadsLocked reads each of the threads of a user's room up to
+// where the user's receipts say it is read, counting again what is newer.
+// u.mu is held.
+func (s *SyncAPI) readThreadsLocked(ctx context.Context, user, room string, threads []string, reads storage.UserReads) {
+	for _, t := range threads {
+		pos := reads.Position(room, t)
+		if recount := s.unread.readLocked(user, room, t, pos); len(recount) > 0 {
+			s.recountLocked(ctx, user, room, recount, pos)
+		}
+	}
 }
 
 // recountLocked counts again a user's notifications in the threads of a
@@ -277,7 +282,6 @@ func (s *SyncAPI) saveUnread(ctx context.Context) error {
 	u.dirty = map[unreadKey]bool{}
 	pos := u.applied
 	events := u.pending[:len(u.pending):len(u.pending)]
-	users := u.pendingUsers[:len(events):len(events)]
 	u.mu.Unlock()
 	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if err := storage.DeleteUnreadRooms(ctx, tx, keysOf(keys)); err != nil {
@@ -302,13 +306,12 @@ func (s *SyncAPI) saveUnread(ctx context.Context) error {
 	u.mu.Lock()
 	u.saved = pos
 	u.pending = u.pending[len(events):]
-	u.pendingUsers = u.pendingUsers[len(events):]
 	u.mu.Unlock()
 	// The pushers of the users notified have something to deliver now.
 	var notified []string
 	seen := map[string]bool{}
-	for _, ns := range users {
-		for _, n := range ns {
+	for _, e := range events {
+		for _, n := range e.Users() {
 			if !seen[n.UserID] {
 				seen[n.UserID] = true
 				notified = append(notified, n.UserID)
@@ -396,29 +399,13 @@ func (s *SyncAPI) startUnread(ctx context.Context) (stop func(), err error) {
 
 // replayUnread applies again the events after pos, which were applied
 // but whose counts were not saved: evaluated again against the push
-// rules (with the rooms' current members and state), counting what the
-// users' receipts have not read since, and their senders' reading.
+// rules (with the rooms' current members and state), and their senders'
+// reading. What receipts have read since, applyReadPositions reads next.
 func (s *SyncAPI) replayUnread(ctx context.Context, pos int64) error {
 	db := s.store.DB()
 	evs, err := storage.EventsAfter(ctx, db, pos)
 	if err != nil || len(evs) == 0 {
 		return err
-	}
-	roomSet := map[string]bool{}
-	for _, e := range evs {
-		roomSet[e.RoomID] = true
-	}
-	rooms := make([]string, 0, len(roomSet))
-	for r := range roomSet {
-		rooms = append(rooms, r)
-	}
-	reads, err := storage.ReadPositions(ctx, db, nil, rooms)
-	if err != nil {
-		return err
-	}
-	readAt := map[[3]string]int64{}
-	for _, r := range reads {
-		readAt[[3]string{r.UserID, r.RoomID, r.ThreadID}] = r.Pos
 	}
 	versions := map[string]gomatrixserverlib.IRoomVersion{}
 	u := s.unread
@@ -444,13 +431,9 @@ func (s *SyncAPI) replayUnread(ctx context.Context, pos int64) error {
 		u.mu.Lock()
 		if n := ch.ev; n != nil {
 			for _, nu := range n.Users() {
-				if readAt[[3]string{nu.UserID, n.RoomID, ""}] >= e.Pos || readAt[[3]string{nu.UserID, n.RoomID, n.ThreadID}] >= e.Pos {
-					continue
-				}
 				u.addLocked(nu.UserID, n.RoomID, n.ThreadID, nu.Highlight, e.Pos)
 			}
 			u.pending = append(u.pending, n)
-			u.pendingUsers = append(u.pendingUsers, ch.notified)
 		}
 		if ch.sender != "" {
 			u.readLocked(ch.sender, e.RoomID, ch.senderThread, e.Pos)
@@ -463,7 +446,8 @@ func (s *SyncAPI) replayUnread(ctx context.Context, pos int64) error {
 }
 
 // applyReadPositions reads the counts up to the users' receipts: after a
-// crash, a receipt may have been stored without the counts it cleared.
+// crash, a receipt may have been stored without the counts it cleared,
+// and replayed events may be read already.
 func (s *SyncAPI) applyReadPositions(ctx context.Context) error {
 	u := s.unread
 	u.mu.Lock()
@@ -483,26 +467,21 @@ func (s *SyncAPI) applyReadPositions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	at := map[unreadKey]map[string]int64{}
+	byUser := map[string]storage.UserReads{}
 	for _, r := range reads {
-		k := unreadKey{r.UserID, r.RoomID}
-		if at[k] == nil {
-			at[k] = map[string]int64{}
+		if byUser[r.UserID] == nil {
+			byUser[r.UserID] = storage.UserReads{}
 		}
-		at[k][r.ThreadID] = r.Pos
+		byUser[r.UserID][[2]string{r.RoomID, r.ThreadID}] = r.Pos
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for k, pos := range at {
-		var threads []string
-		for t := range u.m[k] {
-			threads = append(threads, t)
-		}
-		for _, t := range threads {
-			p := max(pos[""], pos[t])
-			if recount := u.readLocked(k.user, k.room, t, p); len(recount) > 0 {
-				s.recountLocked(ctx, k.user, k.room, recount, p)
-			}
+	done := map[unreadKey]bool{}
+	for _, r := range reads {
+		k := unreadKey{r.UserID, r.RoomID}
+		if !done[k] {
+			done[k] = true
+			s.readThreadsLocked(ctx, k.user, k.room, u.threadsLocked(k), byUser[k.user])
 		}
 	}
 	return nil

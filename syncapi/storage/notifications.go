@@ -25,7 +25,8 @@ type NotificationEvent struct {
 	TS       int64
 	// Actions are the distinct actions arrays of the rules that matched.
 	Actions []json.RawMessage
-	users   string // the encoded users column
+	users   string     // the encoded users column
+	decoded []Notified // users decoded (or as set)
 }
 
 // Notified is a user a notification event notified.
@@ -35,8 +36,9 @@ type Notified struct {
 	Actions   int // index into NotificationEvent.Actions
 }
 
-// SetUsers encodes the users the event notified.
+// SetUsers records (and encodes) the users the event notified.
 func (e *NotificationEvent) SetUsers(users []Notified) {
+	e.decoded = users
 	var b strings.Builder
 	b.Grow(len(users) * 32)
 	b.WriteByte('\n')
@@ -72,8 +74,11 @@ func (e *NotificationEvent) Find(userID string) (n Notified, ok bool) {
 	return Notified{UserID: userID, Highlight: rest[0] == '1', Actions: idx}, true
 }
 
-// Users decodes every user the event notified.
+// Users returns every user the event notified (decoded once).
 func (e *NotificationEvent) Users() []Notified {
+	if e.decoded != nil {
+		return e.decoded
+	}
 	var out []Notified
 	for _, line := range strings.Split(strings.Trim(e.users, "\n"), "\n") {
 		parts := strings.Split(line, "\t")
@@ -83,6 +88,7 @@ func (e *NotificationEvent) Users() []Notified {
 		idx, _ := strconv.Atoi(parts[2])
 		out = append(out, Notified{UserID: parts[0], Highlight: parts[1] == "1", Actions: idx})
 	}
+	e.decoded = out
 	return out
 }
 
@@ -238,6 +244,29 @@ func ReadPositions(ctx context.Context, q sqlutil.Querier, users, rooms []string
 		return err
 	})
 	return out, err
+}
+
+// UserReads is where one user has read rooms up to, by room and thread
+// ("" for the unthreaded receipts), as ReadPositions gives them.
+type UserReads map[[2]string]int64
+
+// UserReadPositions returns a user's read positions in rooms.
+func UserReadPositions(ctx context.Context, q sqlutil.Querier, userID string, rooms []string) (UserReads, error) {
+	ps, err := ReadPositions(ctx, q, []string{userID}, rooms)
+	if err != nil {
+		return nil, err
+	}
+	out := UserReads{}
+	for _, p := range ps {
+		out[[2]string{p.RoomID, p.ThreadID}] = p.Pos
+	}
+	return out, nil
+}
+
+// Position is how far a thread of a room is read: by its own receipts or
+// by the unthreaded ones, whichever is further.
+func (r UserReads) Position(roomID, threadID string) int64 {
+	return max(r[[2]string{roomID, ""}], r[[2]string{roomID, threadID}])
 }
 
 // EventsAfter returns the sender, room and content of the timeline
