@@ -19,11 +19,18 @@ const toDevicePerSyncLimit = 100
 // devices (the target is under 100 ms), each with its own 400-byte
 // content as Olm messages have, on SQLite: the devices of one user, of
 // 100 users with 10 each, and of 1,000 users with one each (one device
-// lookup per recipient user).
+// lookup per recipient user); and the first on PostgreSQL.
 func BenchmarkSendToDevice1000(b *testing.B) {
-	for _, shape := range []struct{ users, devices int }{{1, 1000}, {100, 10}, {1000, 1}} {
-		b.Run(fmt.Sprintf("users=%d,devices=%d", shape.users, shape.devices), func(b *testing.B) {
-			srv := testserver.Start(b)
+	for _, shape := range []struct {
+		users, devices int
+		postgres       bool
+	}{{1, 1000, false}, {100, 10, false}, {1000, 1, false}, {1, 1000, true}} {
+		name := fmt.Sprintf("users=%d,devices=%d", shape.users, shape.devices)
+		if shape.postgres {
+			name += ",postgres"
+		}
+		b.Run(name, func(b *testing.B) {
+			srv := testserver.Start(b, testserver.Options{Postgres: shape.postgres})
 			sender := srv.Client().Register("sender", "password1")
 			var mu sync.Mutex
 			var recipients []*testutil.Client
