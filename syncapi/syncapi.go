@@ -5,7 +5,8 @@
 // (FederationIn). It publishes its users' typing, receipts and presence
 // for other servers (FederationOut), and has the federation API backfill
 // history /messages reaches the start of. It also owns filters, which
-// shape those reads.
+// shape those reads, and the devices' send-to-device inboxes
+// (/sendToDevice, m.direct_to_device; see todevice.go).
 package syncapi
 
 import (
