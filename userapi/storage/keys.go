@@ -82,6 +82,13 @@ func DeleteDeviceKeys(ctx context.Context, tx *sqlutil.Tx, userID string, device
 	})
 }
 
+// DeleteDeviceSignatures deletes the signatures over a device's keys (its
+// keys changed).
+func DeleteDeviceSignatures(ctx context.Context, tx *sqlutil.Tx, userID, deviceID string) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM user_key_signatures WHERE target_user_id = ? AND target_key_id = ?`, userID, deviceID)
+	return err
+}
+
 // OneTimeKey is a one-time or fallback key of a device.
 type OneTimeKey struct {
 	Algorithm string
