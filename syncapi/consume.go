@@ -569,6 +569,12 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 	if strings.HasSuffix(m.Subject, userapi.SubjectPushers) {
 		return s.onPushersUpdate(ctx, m)
 	}
+	if strings.HasSuffix(m.Subject, userapi.SubjectKeyChange) {
+		return s.onKeyChange(ctx, m, false)
+	}
+	if strings.HasSuffix(m.Subject, userapi.SubjectRemoteKeyChange) {
+		return s.onKeyChange(ctx, m, true)
+	}
 	if !strings.HasSuffix(m.Subject, userapi.SubjectAccountData) {
 		return s.setConsumed(ctx, userOutputConsumer, m.Seq, &s.applied.userOutput)
 	}
