@@ -10,11 +10,16 @@ import (
 // client (fmt.Errorf("%w: ...")), so callers test with errors.Is and may
 // show err.Error().
 var (
-	// ErrInvalidKeys: a key object is malformed, not signed as it must
-	// be, or names another user or device (400 M_INVALID_PARAM).
+	// ErrInvalidKeys: a key object is malformed or names another user
+	// or device (400: M_BAD_JSON in /keys/upload, M_INVALID_PARAM in
+	// /keys/device_signing/upload, as Synapse answers).
 	ErrInvalidKeys = errors.New("invalid keys")
-	// ErrKeyExists: a one-time or fallback key ID was uploaded before
-	// with other content (400 M_INVALID_PARAM).
+	// ErrInvalidSignature: a key is not signed as it must be: device keys
+	// by the device's ed25519 key, self-signing and user-signing keys by
+	// the master key (400 M_INVALID_SIGNATURE).
+	ErrInvalidSignature = errors.New("invalid signature")
+	// ErrKeyExists: a one-time key ID was uploaded before with other
+	// content (400 M_UNKNOWN, as Synapse answers).
 	ErrKeyExists = errors.New("key already exists")
 	// ErrMissingMasterKey: self-signing or user-signing keys were
 	// uploaded while the user has no master key (400 M_MISSING_PARAM).
@@ -127,11 +132,14 @@ type UserDevices struct {
 // over federation for those). Storage failures are opaque errors.
 type KeysAPI interface {
 	// UploadKeys stores a device's keys and returns its counts. It fails
-	// with ErrInvalidKeys (device keys not for this user and device, not
-	// self-signed, or malformed; a malformed one-time or fallback key),
-	// ErrKeyExists (a key ID reused with other content), or ErrNotFound
-	// (the device does not exist). Re-uploading identical keys changes
-	// nothing; new device keys (the first or changed ones) are
+	// with ErrInvalidKeys (device keys not for this user and device or
+	// malformed; a malformed one-time or fallback key, two fallback keys
+	// of one algorithm), ErrInvalidSignature (device keys not signed by
+	// their own ed25519 key), ErrKeyExists (a one-time key ID reused with
+	// other content; signatures may differ), or ErrNotFound (the device
+	// does not exist). Nothing is stored when it fails. Re-uploading
+	// identical keys changes nothing; new device keys (the first or
+	// changed ones, which replace the old ones as Synapse does) are
 	// announced.
 	UploadKeys(ctx context.Context, req UploadKeysRequest) (*OneTimeKeyCounts, error)
 	// OneTimeKeyCounts returns what the device has left; an unknown
@@ -151,10 +159,10 @@ type KeysAPI interface {
 	// (UploadCrossSigningKeys is then a no-op).
 	CrossSigningUploadNeedsAuth(ctx context.Context, keys CrossSigningKeys) (bool, error)
 	// UploadCrossSigningKeys replaces the keys given. It fails with
-	// ErrInvalidKeys (wrong usage or user, not exactly one public key,
-	// self-signing or user-signing key not signed by the master key) or
-	// ErrMissingMasterKey. A new master key drops the signatures made by
-	// or over the old one.
+	// ErrInvalidKeys (wrong usage or user, not exactly one ed25519 public
+	// key), ErrInvalidSignature (self-signing or user-signing key not
+	// signed by the master key, the new one if given) or
+	// ErrMissingMasterKey. Keys equal to the stored ones change nothing.
 	UploadCrossSigningKeys(ctx context.Context, keys CrossSigningKeys) error
 	// UploadSignatures stores signatures made by userID: of its own
 	// devices and master key (by the self-signing key or a device), and
