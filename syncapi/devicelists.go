@@ -17,8 +17,8 @@ import (
 	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
 
-// deviceLists is the device_lists section of /sync, and the body of
-// /keys/changes.
+// deviceLists is the body of /keys/changes (both lists always there, as
+// in Synapse).
 type deviceLists struct {
 	Changed []string `json:"changed"`
 	Left    []string `json:"left"`
@@ -183,7 +183,7 @@ func (s *SyncAPI) fillDeviceLists(ctx context.Context, dev *httputil.Device, sin
 			return err
 		}
 		if len(changed) > 0 || len(left) > 0 {
-			resp.DeviceLists = &deviceLists{Changed: changed, Left: left}
+			resp.DeviceLists = &syncDeviceLists{Changed: changed, Left: left}
 		}
 	}
 	counts := map[string]int{}
@@ -204,7 +204,6 @@ func (s *SyncAPI) fillDeviceLists(ctx context.Context, dev *httputil.Device, sin
 	}
 	resp.OneTimeKeyCounts = counts
 	resp.UnusedFallbackKeyTypes = fallback
-	resp.UnstableFallbackKeyTypes = fallback
 	return nil
 }
 

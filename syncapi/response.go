@@ -66,13 +66,16 @@ type (
 		AccountData *eventList     `json:"account_data,omitempty"`
 		Presence    *eventList     `json:"presence,omitempty"`
 		Rooms       *roomsResponse `json:"rooms,omitempty"`
-		DeviceLists *deviceLists   `json:"device_lists,omitempty"`
+		// DeviceLists has only its non-empty lists, as in Synapse.
+		DeviceLists *syncDeviceLists `json:"device_lists,omitempty"`
 		// The device's one-time key counts and unused fallback key types
-		// are always there (as in Synapse), with the unstable name of
-		// MSC2732 too.
-		OneTimeKeyCounts         map[string]int `json:"device_one_time_keys_count"`
-		UnusedFallbackKeyTypes   []string       `json:"device_unused_fallback_key_types"`
-		UnstableFallbackKeyTypes []string       `json:"org.matrix.msc2732.device_unused_fallback_key_types"`
+		// are always there (as in Synapse).
+		OneTimeKeyCounts       map[string]int `json:"device_one_time_keys_count"`
+		UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+	}
+	syncDeviceLists struct {
+		Changed []string `json:"changed,omitempty"`
+		Left    []string `json:"left,omitempty"`
 	}
 )
 

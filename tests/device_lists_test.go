@@ -26,9 +26,8 @@ type dlSyncResponse struct {
 		Changed []string `json:"changed"`
 		Left    []string `json:"left"`
 	} `json:"device_lists"`
-	OTKCounts        map[string]int `json:"device_one_time_keys_count"`
-	Fallback         []string       `json:"device_unused_fallback_key_types"`
-	UnstableFallback []string       `json:"org.matrix.msc2732.device_unused_fallback_key_types"`
+	OTKCounts map[string]int `json:"device_one_time_keys_count"`
+	Fallback  []string       `json:"device_unused_fallback_key_types"`
 }
 
 func (s *dlSyncResponse) changed() []string {
@@ -111,7 +110,7 @@ func (k *dlKeys) deviceKeys(curve string) json.RawMessage {
 	return k.sign(map[string]any{
 		"user_id": c.UserID, "device_id": c.DeviceID,
 		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
-		"keys": map[string]string{"ed25519:" + c.DeviceID: k.pub, "curve25519:" + c.DeviceID: curve},
+		"keys":       map[string]string{"ed25519:" + c.DeviceID: k.pub, "curve25519:" + c.DeviceID: curve},
 	})
 }
 
@@ -260,17 +259,16 @@ func TestDeviceListsKeyCountsInSync(t *testing.T) {
 	srv := syncTStart(t)
 	alice := srv.Client().Register("alice", "alice-pw")
 	s := dlSync(alice, "")
-	if s.OTKCounts == nil || s.OTKCounts["signed_curve25519"] != 0 || s.Fallback == nil || len(s.Fallback) != 0 || s.UnstableFallback == nil {
-		t.Fatalf("initial sync counts = %v, fallback %v / %v", s.OTKCounts, s.Fallback, s.UnstableFallback)
+	if s.OTKCounts == nil || s.OTKCounts["signed_curve25519"] != 0 || s.Fallback == nil || len(s.Fallback) != 0 {
+		t.Fatalf("initial sync counts = %v, fallback %v", s.OTKCounts, s.Fallback)
 	}
 	if s.DeviceLists != nil {
 		t.Fatalf("an initial sync has device_lists: %+v", s.DeviceLists)
 	}
 	dlNewKeys(t, alice).upload(dlCurve("counts"), 3, true)
 	s = dlSync(alice, s.NextBatch)
-	if s.OTKCounts["signed_curve25519"] != 3 || !slices.Equal(s.Fallback, []string{"signed_curve25519"}) ||
-		!slices.Equal(s.UnstableFallback, s.Fallback) {
-		t.Fatalf("counts after an upload = %v, fallback %v / %v", s.OTKCounts, s.Fallback, s.UnstableFallback)
+	if s.OTKCounts["signed_curve25519"] != 3 || !slices.Equal(s.Fallback, []string{"signed_curve25519"}) {
+		t.Fatalf("counts after an upload = %v, fallback %v", s.OTKCounts, s.Fallback)
 	}
 	if !slices.Contains(s.changed(), alice.UserID) {
 		t.Fatalf("alice does not see her own new keys: %+v", s.DeviceLists)
