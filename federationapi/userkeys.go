@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
+	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/mxerr"
+	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
 
 // Users' end-to-end encryption keys over federation: the client side of
@@ -110,4 +114,119 @@ func (f *FederationAPI) QueryUserDevices(ctx context.Context, server, userID str
 		return nil, fmt.Errorf("%w: %s answered the devices of %q for %q", fedapi.ErrNoServer, server, res.UserID, userID)
 	}
 	return &res, nil
+}
+
+// Bounds of the served key requests.
+const (
+	// serveMaxKeyUsers bounds the users of one /user/keys/query.
+	serveMaxKeyUsers = 10000
+	// serveMaxKeyClaims bounds the devices of one /user/keys/claim.
+	serveMaxKeyClaims = 10000
+)
+
+// registerUserKeys mounts the served key routes.
+func (f *FederationAPI) registerUserKeys(srv *httputil.Server) {
+	const v1 = "/_matrix/federation/v1"
+	f.handle(srv, http.MethodPost, v1+"/user/keys/query", f.serveUserKeysQuery)
+	f.handle(srv, http.MethodPost, v1+"/user/keys/claim", f.serveUserKeysClaim)
+	f.handle(srv, http.MethodGet, v1+"/user/devices/{userId}", f.serveUserDevices)
+}
+
+// localKeyUser checks that userID is a valid ID of a local user (400
+// M_INVALID_PARAM otherwise, as Synapse answers "User is not hosted on
+// this homeserver").
+func (f *FederationAPI) localKeyUser(userID string) error {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return mxerr.InvalidParam("Invalid user ID %q", userID)
+	}
+	if !f.isLocal(uid.Domain()) {
+		return mxerr.InvalidParam("User %s is not hosted on this homeserver", userID)
+	}
+	return nil
+}
+
+// POST /_matrix/federation/v1/user/keys/query: device keys (without
+// display names, as Synapse serves them by default), master and
+// self-signing keys of local users.
+func (f *FederationAPI) serveUserKeysQuery(r *http.Request, _ spec.ServerName, body []byte) (any, error) {
+	var req struct {
+		DeviceKeys map[string][]string `json:"device_keys"`
+	}
+	if err := httputil.UnmarshalObject(body, &req); err != nil {
+		return nil, err
+	}
+	if req.DeviceKeys == nil {
+		return nil, mxerr.BadJSON("'device_keys' must be a JSON object")
+	}
+	if len(req.DeviceKeys) > serveMaxKeyUsers {
+		return nil, mxerr.New(mxerr.CodeTooLarge, "Too many users: at most %d", serveMaxKeyUsers).WithStatus(http.StatusBadRequest)
+	}
+	for u := range req.DeviceKeys {
+		if err := f.localKeyUser(u); err != nil {
+			return nil, err
+		}
+	}
+	res, err := f.users.QueryKeys(r.Context(), userapi.QueryKeysRequest{DeviceKeys: req.DeviceKeys, OverFederation: true})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{"device_keys": res.DeviceKeys}
+	if len(res.MasterKeys) > 0 {
+		out["master_keys"] = res.MasterKeys
+	}
+	if len(res.SelfSigningKeys) > 0 {
+		out["self_signing_keys"] = res.SelfSigningKeys
+	}
+	return out, nil
+}
+
+// POST /_matrix/federation/v1/user/keys/claim: one key per device of local
+// users.
+func (f *FederationAPI) serveUserKeysClaim(r *http.Request, _ spec.ServerName, body []byte) (any, error) {
+	var req struct {
+		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+	}
+	if err := httputil.UnmarshalObject(body, &req); err != nil {
+		return nil, err
+	}
+	if req.OneTimeKeys == nil {
+		return nil, mxerr.BadJSON("'one_time_keys' must be a JSON object")
+	}
+	n := 0
+	for u, devs := range req.OneTimeKeys {
+		if err := f.localKeyUser(u); err != nil {
+			return nil, err
+		}
+		n += len(devs)
+	}
+	if n > serveMaxKeyClaims {
+		return nil, mxerr.New(mxerr.CodeTooLarge, "Too many devices: at most %d", serveMaxKeyClaims).WithStatus(http.StatusBadRequest)
+	}
+	res, err := f.users.ClaimKeys(r.Context(), userapi.ClaimKeysRequest{OneTimeKeys: req.OneTimeKeys})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"one_time_keys": res.OneTimeKeys}, nil
+}
+
+// GET /_matrix/federation/v1/user/devices/{userId}: a local user's devices
+// with keys (without display names, as Synapse serves them by default),
+// the stream ID of their last change, and the master and self-signing
+// keys.
+func (f *FederationAPI) serveUserDevices(r *http.Request, _ spec.ServerName, _ []byte) (any, error) {
+	userID := httputil.Vars(r)["userId"]
+	if err := f.localKeyUser(userID); err != nil {
+		return nil, err
+	}
+	res, err := f.users.QueryUserDevices(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	devices := make([]fedapi.UserDevice, len(res.Devices))
+	for i, d := range res.Devices {
+		devices[i] = fedapi.UserDevice{DeviceID: d.DeviceID, Keys: d.Keys}
+	}
+	return fedapi.UserDevicesResponse{UserID: userID, StreamID: res.StreamID, Devices: devices,
+		MasterKey: res.MasterKey, SelfSigningKey: res.SelfSigningKey}, nil
 }
