@@ -309,9 +309,9 @@ func TestDeviceListsLongPollWokenByKeyChange(t *testing.T) {
 	alice := c.Register("alice", "alice-pw")
 	bob := c.Register("bob", "bob-pw")
 	roomID := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	since := dlSync(alice, "").NextBatch
 	bob.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", roomID), map[string]any{}, http.StatusOK)
-	since := dlWaitChanged(t, alice, dlSync(alice, "").NextBatch, "changed", bob.UserID).NextBatch
-	since = dlSync(alice, since).NextBatch
+	since = dlWaitChanged(t, alice, since, "changed", bob.UserID).NextBatch
 
 	type result struct {
 		s       dlSyncResponse
