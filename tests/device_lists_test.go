@@ -396,6 +396,15 @@ func TestDeviceListsOverFederation(t *testing.T) {
 	if got := dlQueryKeys(alice, bob.UserID); len(got) != 1 {
 		t.Fatalf("bob's devices after the deletion: %v", got)
 	}
+	// hs1's cache of bob's list is up to date: it answers with hs2 away.
+	p.n.Partition("hs1.test", "hs2.test")
+	r := alice.Do("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string]any{bob.UserID: []string{}}})
+	m := r.JSON(t)
+	if fails, _ := m["failures"].(map[string]any); r.Status != http.StatusOK || len(fails) != 0 ||
+		dlCurveOf(dlQueryKeys(alice, bob.UserID)[bob.DeviceID], bob.DeviceID) != dlCurve("fed-two") {
+		t.Fatalf("keys/query of a cached user with hs2 away: %d %s", r.Status, r.Body)
+	}
+	p.n.Heal()
 
 	// A join over federation: alice sees carol; carol (on hs2) can read
 	// alice's keys.

@@ -161,9 +161,13 @@ func (u *UserAPI) StoreRemoteDevices(ctx context.Context, list *api.UserDevices)
 		if err := storage.InsertRemoteDevices(ctx, tx, devs); err != nil {
 			return err
 		}
-		// Fresh unless an update newer than the answer has come meanwhile.
-		l.Stale = l.SeenID > list.StreamID
-		l.StreamID, l.SeenID = list.StreamID, max(l.SeenID, list.StreamID)
+		// The answer is the list as its server has it now: up to date.
+		// (An update that came while it was fetched and does not follow
+		// it asks for a resync of its own; a remote's made-up stream ID
+		// must not keep the list stale forever, so seen_id does not
+		// count here.)
+		l.Stale = false
+		l.StreamID, l.SeenID = list.StreamID, list.StreamID
 		l.MasterKey, l.SelfSigningKey = list.MasterKey, list.SelfSigningKey
 		return storage.UpsertRemoteDeviceList(ctx, tx, l)
 	})

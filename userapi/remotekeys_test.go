@@ -48,14 +48,9 @@ func TestRemoteDeviceCache(t *testing.T) {
 		if stale, _ := u.StaleRemoteUsers(ctx, 10); len(stale) != 1 || stale[0] != bob {
 			t.Fatalf("stale users = %v", stale)
 		}
-		// A resync answer older than an update received stays stale.
+		// A resync answer replaces the list and makes it fresh; one older
+		// than the cache's fresh list is ignored.
 		name := "Phone"
-		if err := u.StoreRemoteDevices(ctx, &api.UserDevices{UserID: bob, StreamID: 2, Devices: []api.UserDevice{{DeviceID: "D0", Keys: keys("D0", "k0")}}}); err != nil {
-			t.Fatal(err)
-		}
-		if _, missing := query(); !has(missing, bob) {
-			t.Fatal("a resync older than the updates made the list fresh")
-		}
 		err := u.StoreRemoteDevices(ctx, &api.UserDevices{UserID: bob, StreamID: 3, MasterKey: json.RawMessage(`{"usage":["master"]}`),
 			Devices: []api.UserDevice{{DeviceID: "D1", Keys: keys("D1", "k1"), DisplayName: &name}, {DeviceID: "D2"}}})
 		if err != nil {
@@ -76,6 +71,12 @@ func TestRemoteDeviceCache(t *testing.T) {
 		}
 		if stale, _ := u.StaleRemoteUsers(ctx, 10); len(stale) != 0 {
 			t.Fatalf("stale users after the resync = %v", stale)
+		}
+		if err := u.StoreRemoteDevices(ctx, &api.UserDevices{UserID: bob, StreamID: 2, Devices: []api.UserDevice{{DeviceID: "D0", Keys: keys("D0", "k0")}}}); err != nil {
+			t.Fatal(err)
+		}
+		if resp, _ := query(); len(resp.DeviceKeys[bob]) != 1 || resp.DeviceKeys[bob]["D1"] == nil {
+			t.Fatalf("an older answer replaced the list: %v", resp.DeviceKeys[bob])
 		}
 
 		// Updates that follow are applied; a redelivery changes nothing.
