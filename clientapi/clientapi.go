@@ -58,6 +58,7 @@ type UserAPI interface {
 	api.PushRulesAPI
 	api.PushersAPI
 	api.KeysAPI
+	api.DehydratedDevicesAPI
 }
 
 // ClientAPI is the client API component.
@@ -164,6 +165,7 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 
 	// End-to-end encryption keys (keys.go).
 	c.registerKeys(srv)
+	c.registerDehydrated(srv)
 
 	c.registerRooms(srv)
 

@@ -55,6 +55,7 @@ type UserAPI interface {
 	userapi.AccountDataAPI
 	userapi.PushersAPI
 	QueryDevices(ctx context.Context, userID string) ([]userapi.DeviceInfo, error)
+	QueryDehydratedDevice(ctx context.Context, userID string) (*userapi.DehydratedDevice, error)
 }
 
 // SyncAPI is the sync component.
@@ -280,6 +281,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/presence/{userId}/status", s.getPresence, auth, guests)
 	srv.HandleClient(http.MethodGet, "/notifications", s.getNotifications, auth)
 	srv.HandleClient(http.MethodPut, "/sendToDevice/{eventType}/{txnId}", s.putSendToDevice, auth, guests)
+	s.registerDehydrated(srv)
 }
 
 // catchUp waits (at most catchUpLimit) until the consumers have applied

@@ -41,6 +41,8 @@ type UserAPI struct {
 	// pushLocks orders each user's push rule edits with their
 	// announcements.
 	pushLocks userLocks
+	// dehydratedLocks orders each user's dehydrated device changes.
+	dehydratedLocks userLocks
 	// dummyHash is compared against for unknown users, so that a login
 	// for a missing account costs as much as a wrong password.
 	dummyHash string
