@@ -59,6 +59,7 @@ type UserAPI interface {
 	api.PushersAPI
 	api.KeysAPI
 	api.RemoteKeysAPI
+	api.DehydratedDevicesAPI
 }
 
 // ClientAPI is the client API component.
@@ -165,6 +166,7 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 
 	// End-to-end encryption keys (keys.go).
 	c.registerKeys(srv)
+	c.registerDehydrated(srv)
 
 	c.registerRooms(srv)
 

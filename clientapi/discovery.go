@@ -20,7 +20,7 @@ var supportedVersions = []string{
 func (c *ClientAPI) getVersions(r *http.Request) (any, error) {
 	return map[string]any{
 		"versions":          supportedVersions,
-		"unstable_features": map[string]bool{},
+		"unstable_features": map[string]bool{"org.matrix.msc3814": true},
 	}, nil
 }
 

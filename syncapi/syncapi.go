@@ -55,6 +55,7 @@ type UserAPI interface {
 	userapi.AccountDataAPI
 	userapi.PushersAPI
 	QueryDevices(ctx context.Context, userID string) ([]userapi.DeviceInfo, error)
+	QueryDehydratedDevice(ctx context.Context, userID string) (*userapi.DehydratedDevice, error)
 }
 
 // KeyCounter reports what one-time and fallback keys a device has left
@@ -296,6 +297,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/notifications", s.getNotifications, auth)
 	srv.HandleClient(http.MethodPut, "/sendToDevice/{eventType}/{txnId}", s.putSendToDevice, auth, guests)
 	srv.HandleClient(http.MethodGet, "/keys/changes", s.getKeyChanges, auth, guests)
+	s.registerDehydrated(srv)
 }
 
 // catchUp waits (at most catchUpLimit) until the consumers have applied

@@ -115,6 +115,10 @@ func (u *UserAPI) deleteDeviceLeftovers(ctx context.Context, tx *sqlutil.Tx, use
 	if err := u.Keys.DevicesDeleted(ctx, tx, userID, deviceIDs); err != nil {
 		return nil, err
 	}
+	// A dehydrated device among them is no more.
+	if err := storage.DeleteDehydratedDevices(ctx, tx, userID, deviceIDs); err != nil {
+		return nil, err
+	}
 	if allPushers {
 		n, err := storage.DeleteAllPushers(ctx, tx, userID)
 		if err != nil {

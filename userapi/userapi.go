@@ -44,6 +44,8 @@ type UserAPI struct {
 	// remoteLocks orders the changes of each remote user's cached device
 	// list (remotekeys.go).
 	remoteLocks userLocks
+	// dehydratedLocks orders each user's dehydrated device changes.
+	dehydratedLocks userLocks
 	// dummyHash is compared against for unknown users, so that a login
 	// for a missing account costs as much as a wrong password.
 	dummyHash string
