@@ -433,7 +433,19 @@ func TestDeviceListsSentOnJoinOverFederation(t *testing.T) {
 	roomID := roomTCreate(bob, map[string]any{"preset": "public_chat"})
 	bobSince := dlSync(bob, "").NextBatch
 	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s?server_name=hs2.test", roomID), map[string]any{}, http.StatusOK)
-	dlWaitChanged(t, bob, bobSince, "changed", alice.UserID)
+	joined := dlWaitChanged(t, bob, bobSince, "changed", alice.UserID)
+	// ...once: the device list update that follows the join (hs2 had no
+	// list of alice's) does not list her again (Complement's
+	// TestDeviceListsUpdateOverFederation wants exactly the users that
+	// changed).
+	tok := joined.NextBatch
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		s := dlSync(bob, tok)
+		if slices.Contains(s.changed(), alice.UserID) {
+			t.Fatalf("alice is in bob's device_lists.changed again after her join: %+v", s.DeviceLists)
+		}
+		tok = s.NextBatch
+	}
 	// hs2 learnt of alice's device from the join's device list update
 	// (it has no keys, so it is absent from /keys/query but the list is
 	// tracked): her first keys then reach bob as a change that follows.

@@ -53,11 +53,18 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 	}
 	unlock := u.remoteLocks.lock(up.UserID)
 	defer unlock()
+	// announce: whether local users sharing a room with the user learn of
+	// a change. Not on first contact (no list cached): they learnt of the
+	// user when they started to share a room (the sync API lists joiners
+	// in device_lists.changed), and an update that comes with or after
+	// a join would list them a second time.
+	announce := true
 	err = u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		resync = false
+		resync, announce = false, true
 		l, err := storage.SelectRemoteDeviceList(ctx, tx, up.UserID)
 		if errors.Is(err, storage.ErrNotFound) {
 			l, err = &storage.RemoteDeviceList{UserID: up.UserID, Stale: true}, nil
+			announce = false
 		}
 		if err != nil {
 			return err
@@ -88,8 +95,8 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 		}
 		return storage.UpsertRemoteDeviceList(ctx, tx, l)
 	})
-	if err != nil {
-		return false, err
+	if err != nil || !announce {
+		return resync, err
 	}
 	return resync, u.announceRemote(ctx, up.UserID, "rkey:"+up.UserID+":"+strconv.FormatInt(up.StreamID, 10))
 }
