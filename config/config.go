@@ -127,6 +127,7 @@ type Federation struct {
 	AllowPrivateAddresses bool               `yaml:"allow_private_addresses" doc:"Allow outgoing federation requests to loopback, private and link-local addresses. Leave off on a public server: a remote server name could otherwise point this server at your internal network."`
 	DomainAllowlist       []string           `yaml:"domain_allowlist" doc:"If not empty, the only server names this server federates with."`
 	DomainDenylist        []string           `yaml:"domain_denylist" doc:"Server names this server never federates with."`
+	AllowDeviceNameLookup bool               `yaml:"allow_device_name_lookup" doc:"Give other servers the display names of local users' devices (in /user/devices, /user/keys/query and device list updates), as Synapse's allow_device_name_lookup_over_federation. Off by default: a device's name often tells who uses it, and on what."`
 }
 
 // Push configures delivery to push gateways.

@@ -115,11 +115,21 @@ type deviceListEDU struct {
 	PrevID   []int64         `json:"prev_id"`
 	Deleted  bool            `json:"deleted,omitempty"`
 	Keys     json.RawMessage `json:"keys,omitempty"`
+	// DisplayName only with Config.AllowDeviceNameLookup.
+	DisplayName string `json:"device_display_name,omitempty"`
+}
+
+// deviceName is what other servers get of a device's display name.
+func (f *FederationAPI) deviceName(name *string) string {
+	if name == nil || !f.cfg.AllowDeviceNameLookup {
+		return ""
+	}
+	return *name
 }
 
 // onKeyChange sends a local user's device or cross-signing key change to
 // the servers sharing a room with them. Device names stay on this server
-// (as Synapse does by default, and as /user/keys/query does).
+// unless Config.AllowDeviceNameLookup (as in Synapse).
 func (f *FederationAPI) onKeyChange(ctx context.Context, m *bus.Msg) error {
 	var c userapi.KeyChange
 	if err := json.Unmarshal(m.Data, &c); err != nil {
@@ -138,7 +148,7 @@ func (f *FederationAPI) onKeyChange(ctx context.Context, m *bus.Msg) error {
 		}
 		eduType = fedapi.EDUDeviceList
 		content, _ = json.Marshal(deviceListEDU{UserID: c.UserID, DeviceID: c.DeviceID, StreamID: c.StreamID, PrevID: prev,
-			Deleted: c.Deleted, Keys: nonNull(c.Keys)})
+			Deleted: c.Deleted, Keys: nonNull(c.Keys), DisplayName: f.deviceName(c.DeviceDisplayName)})
 	case userapi.KeyChangeCrossSigning:
 		eduType = fedapi.EDUSigningKey
 		content, _ = json.Marshal(map[string]any{"user_id": c.UserID, "master_key": nonNull(c.MasterKey), "self_signing_key": nonNull(c.SelfSigningKey)})
@@ -277,7 +287,8 @@ func (f *FederationAPI) joinDeviceLists(ctx context.Context, roomID, userID stri
 	}
 	edus := make([][]byte, 0, len(devices))
 	for _, d := range devices {
-		b, _ := json.Marshal(deviceListEDU{UserID: userID, DeviceID: d.DeviceID, StreamID: list.StreamID, PrevID: []int64{}, Keys: nonNull(keys[d.DeviceID])})
+		b, _ := json.Marshal(deviceListEDU{UserID: userID, DeviceID: d.DeviceID, StreamID: list.StreamID, PrevID: []int64{},
+			Keys: nonNull(keys[d.DeviceID]), DisplayName: f.deviceName(d.DisplayName)})
 		edus = append(edus, b)
 	}
 	return dests, edus, nil

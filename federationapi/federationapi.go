@@ -45,6 +45,9 @@ type Config struct {
 	// this server talks to.
 	DomainAllowlist []string
 	DomainDenylist  []string
+	// AllowDeviceNameLookup gives other servers the display names of local
+	// users' devices (Synapse's allow_device_name_lookup_over_federation).
+	AllowDeviceNameLookup bool
 	// Transport carries outgoing federation requests (server discovery,
 	// TLS, the address guard); see the transport package.
 	Transport http.RoundTripper

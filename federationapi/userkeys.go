@@ -146,8 +146,8 @@ func (f *FederationAPI) localKeyUser(userID string) error {
 	return nil
 }
 
-// POST /_matrix/federation/v1/user/keys/query: device keys (without
-// display names, as Synapse serves them by default), master and
+// POST /_matrix/federation/v1/user/keys/query: device keys (with display
+// names only if Config.AllowDeviceNameLookup, as in Synapse), master and
 // self-signing keys of local users.
 func (f *FederationAPI) serveUserKeysQuery(r *http.Request, _ spec.ServerName, body []byte) (any, error) {
 	var req struct {
@@ -167,7 +167,8 @@ func (f *FederationAPI) serveUserKeysQuery(r *http.Request, _ spec.ServerName, b
 			return nil, err
 		}
 	}
-	res, err := f.users.QueryKeys(r.Context(), userapi.QueryKeysRequest{DeviceKeys: req.DeviceKeys, OverFederation: true})
+	res, err := f.users.QueryKeys(r.Context(), userapi.QueryKeysRequest{DeviceKeys: req.DeviceKeys, OverFederation: true,
+		DeviceNames: f.cfg.AllowDeviceNameLookup})
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +212,7 @@ func (f *FederationAPI) serveUserKeysClaim(r *http.Request, _ spec.ServerName, b
 }
 
 // GET /_matrix/federation/v1/user/devices/{userId}: a local user's devices
-// with keys (without display names, as Synapse serves them by default),
+// with keys (display names only if Config.AllowDeviceNameLookup),
 // the stream ID of their last change, and the master and self-signing
 // keys.
 func (f *FederationAPI) serveUserDevices(r *http.Request, _ spec.ServerName, _ []byte) (any, error) {
@@ -225,7 +226,7 @@ func (f *FederationAPI) serveUserDevices(r *http.Request, _ spec.ServerName, _ [
 	}
 	devices := make([]fedapi.UserDevice, len(res.Devices))
 	for i, d := range res.Devices {
-		devices[i] = fedapi.UserDevice{DeviceID: d.DeviceID, Keys: d.Keys}
+		devices[i] = fedapi.UserDevice{DeviceID: d.DeviceID, Keys: d.Keys, DeviceDisplayName: f.deviceName(d.DisplayName)}
 	}
 	return fedapi.UserDevicesResponse{UserID: userID, StreamID: res.StreamID, Devices: devices,
 		MasterKey: res.MasterKey, SelfSigningKey: res.SelfSigningKey}, nil

@@ -46,6 +46,7 @@ func newFederation(ctx context.Context, s *Server, o Options, inputer *rsapi.Inp
 	}
 	fc.DomainAllowlist = append(fc.DomainAllowlist, cfg.Federation.DomainAllowlist...)
 	fc.DomainDenylist = append(fc.DomainDenylist, cfg.Federation.DomainDenylist...)
+	fc.AllowDeviceNameLookup = cfg.Federation.AllowDeviceNameLookup
 	for _, k := range cfg.OldSigningKeys {
 		pub, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(k.PublicKey, "="))
 		if err != nil {

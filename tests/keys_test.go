@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/setup/testserver"
 )
@@ -495,5 +496,23 @@ func TestKeysFederationServing(t *testing.T) {
 	if status, body, _ := remote.Do("POST", "hs1.test", "/_matrix/federation/v1/user/keys/query", map[string]any{"device_keys": map[string]any{alice.UserID: []string{}}}); status != http.StatusOK ||
 		!json.Valid(body) {
 		t.Fatalf("query: %d %s", status, body)
+	}
+}
+
+// With federation.allow_device_name_lookup (Synapse's
+// allow_device_name_lookup_over_federation) other servers get the display
+// names of devices.
+func TestKeysFederationDeviceNames(t *testing.T) {
+	n := testserver.NewNetwork(t)
+	hs1 := n.Start("hs1.test")
+	hs2 := n.Start("hs2.test", testserver.Options{Configure: func(c *config.Config) { c.Federation.AllowDeviceNameLookup = true }})
+	alice := testutil.NewClient(t, hs1.URL).Register("alice", keysPassword)
+	bob := testutil.NewClient(t, hs2.URL).Register("bob", keysPassword)
+	bob.MustDo("PUT", testutil.Path("/_matrix/client/v3/devices/%s", bob.DeviceID), map[string]any{"display_name": "Bob's laptop"}, http.StatusOK)
+	dev := testutil.NewE2EEDevice(t, bob.UserID, bob.DeviceID)
+	keysUpload(bob, map[string]any{"device_keys": dev.DeviceKeys(t)})
+	m := keysQuery(alice, bob.UserID)
+	if got := dig(m, "device_keys", bob.UserID, bob.DeviceID, "unsigned", "device_display_name"); got != "Bob's laptop" {
+		t.Fatalf("display name over federation with allow_device_name_lookup: %v", got)
 	}
 }

@@ -68,6 +68,9 @@ type QueryKeysRequest struct {
 	// OverFederation leaves out device display names, as Synapse does
 	// by default (allow_device_name_lookup_over_federation: false).
 	OverFederation bool `json:"over_federation,omitempty"`
+	// DeviceNames keeps device display names over federation (the
+	// operator's allow_device_name_lookup).
+	DeviceNames bool `json:"device_names,omitempty"`
 }
 
 // QueryKeysResponse holds the keys found, in the shape of the spec's

@@ -212,7 +212,7 @@ func (k *Keys) QueryKeys(ctx context.Context, req api.QueryKeysRequest) (*api.Qu
 			continue
 		}
 		unsigned := map[string]any{}
-		if d.DisplayName != nil && !req.OverFederation {
+		if d.DisplayName != nil && (!req.OverFederation || req.DeviceNames) {
 			unsigned["device_display_name"] = *d.DisplayName
 		}
 		js, err := withSignatures([]byte(d.KeyJSON), idx.own(d.UserID, d.DeviceID), unsigned)
