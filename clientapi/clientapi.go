@@ -57,6 +57,7 @@ type UserAPI interface {
 	api.OpenIDAPI
 	api.PushRulesAPI
 	api.PushersAPI
+	api.KeyBackupAPI
 }
 
 // ClientAPI is the client API component.
@@ -160,6 +161,18 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/pushrules/{scope}/{kind}/{ruleId}/actions", c.putPushRuleActions, auth)
 	srv.HandleClient(http.MethodGet, "/pushers", c.getPushers, auth)
 	srv.HandleClient(http.MethodPost, "/pushers/set", c.postPushersSet, auth)
+
+	// Server-side key backups.
+	srv.HandleClient(http.MethodPost, "/room_keys/version", c.postRoomKeysVersion, auth)
+	srv.HandleClient(http.MethodGet, "/room_keys/version", c.getRoomKeysVersionCurrent, auth)
+	srv.HandleClient(http.MethodGet, "/room_keys/version/{version}", c.getRoomKeysVersion, auth)
+	srv.HandleClient(http.MethodPut, "/room_keys/version/{version}", c.putRoomKeysVersion, auth)
+	srv.HandleClient(http.MethodDelete, "/room_keys/version/{version}", c.deleteRoomKeysVersion, auth)
+	for _, p := range []string{"/room_keys/keys", "/room_keys/keys/{roomId}", "/room_keys/keys/{roomId}/{sessionId}"} {
+		srv.HandleClient(http.MethodGet, p, c.getRoomKeys, auth)
+		srv.HandleClient(http.MethodPut, p, c.putRoomKeys, auth, httputil.MaxBody(maxRoomKeysBody))
+		srv.HandleClient(http.MethodDelete, p, c.deleteRoomKeys, auth)
+	}
 
 	c.registerRooms(srv)
 
