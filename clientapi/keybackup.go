@@ -86,30 +86,6 @@ func (f jsonFields) str(key, name string) (string, error) {
 	return s, nil
 }
 
-// index returns a field that must be a non-negative integer.
-func (f jsonFields) index(key, name string) (int64, error) {
-	if !f.has(key) {
-		return 0, mxerr.MissingParam("Missing %s", name)
-	}
-	var n json.Number
-	if t := bytes.TrimLeft(f[key], " \t\r\n"); len(t) == 0 || t[0] != '-' && (t[0] < '0' || t[0] > '9') || json.Unmarshal(t, &n) != nil {
-		return 0, mxerr.BadJSON("%s must be an integer", name)
-	}
-	i, err := n.Int64()
-	if err != nil {
-		// 10.0 is an integer too.
-		fl, ferr := n.Float64()
-		if ferr != nil || fl != float64(int64(fl)) {
-			return 0, mxerr.InvalidParam("%s must be an integer", name)
-		}
-		i = int64(fl)
-	}
-	if i < 0 || i > maxKeyIndex {
-		return 0, mxerr.InvalidParam("%s must be between 0 and %d", name, int64(maxKeyIndex))
-	}
-	return i, nil
-}
-
 func isObject(raw json.RawMessage) bool {
 	t := bytes.TrimLeft(raw, " \t\r\n")
 	return len(t) > 0 && t[0] == '{'
@@ -260,45 +236,133 @@ func checkBackupIDs(roomID, sessionID string) error {
 	return nil
 }
 
-// parseRoomKey reads a KeyBackupData; name says where it is in the body.
-func parseRoomKey(raw json.RawMessage, roomID, sessionID, name string) (userapi.RoomKey, error) {
+// An upload is decoded in one pass into these types (a big upload is
+// megabytes of JSON: each extra pass over it shows), then checked field by
+// field. A field absent or null is a nil or "null" RawMessage.
+type (
+	uploadBody struct {
+		Rooms map[string]*uploadRoom `json:"rooms"`
+	}
+	uploadRoom struct {
+		Sessions map[string]*uploadKey `json:"sessions"`
+	}
+	uploadKey struct {
+		FirstMessageIndex json.RawMessage `json:"first_message_index"`
+		ForwardedCount    json.RawMessage `json:"forwarded_count"`
+		IsVerified        json.RawMessage `json:"is_verified"`
+		SessionData       json.RawMessage `json:"session_data"`
+	}
+)
+
+// decodeUpload decodes a body that must be a JSON object into v: invalid
+// JSON is M_NOT_JSON; another value, or a field of the wrong type,
+// M_BAD_JSON. It validates the body once (httputil.UnmarshalObject would
+// twice).
+func decodeUpload(b []byte, v any) error {
+	if !isObject(b) {
+		if !json.Valid(b) {
+			return mxerr.NotJSON("Content not JSON")
+		}
+		return mxerr.BadJSON("Content must be a JSON object")
+	}
+	err := json.Unmarshal(b, v)
+	var syntaxErr *json.SyntaxError
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &syntaxErr):
+		return mxerr.NotJSON("Content not JSON")
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return mxerr.BadJSON("%s has the wrong type: expected %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+	}
+	return mxerr.BadJSON("Malformed JSON: %v", err)
+}
+
+// jsonKind names a Go kind as the JSON type it decodes.
+func jsonKind(kind string) string {
+	switch kind {
+	case "map", "struct", "ptr":
+		return "an object"
+	case "slice":
+		return "an array"
+	}
+	return "a string"
+}
+
+// missing reports whether an uploaded field is absent or null.
+func missing(raw json.RawMessage) bool { return raw == nil || string(raw) == "null" }
+
+// backupIndex reads first_message_index or forwarded_count: a
+// non-negative integer (10.0 is one).
+func backupIndex(raw json.RawMessage, name string) (int64, error) {
+	if missing(raw) {
+		return 0, mxerr.MissingParam("Missing %s", name)
+	}
+	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
+		return 0, mxerr.BadJSON("%s must be an integer", name)
+	}
+	n := json.Number(raw)
+	i, err := n.Int64()
+	if err != nil {
+		fl, ferr := n.Float64()
+		if ferr != nil || fl != float64(int64(fl)) {
+			return 0, mxerr.InvalidParam("%s must be an integer", name)
+		}
+		i = int64(fl)
+	}
+	if i < 0 || i > maxKeyIndex {
+		return 0, mxerr.InvalidParam("%s must be between 0 and %d", name, int64(maxKeyIndex))
+	}
+	return i, nil
+}
+
+// roomKeyOf checks an uploaded KeyBackupData; name says where it is in
+// the body.
+func roomKeyOf(u *uploadKey, roomID, sessionID, name string) (userapi.RoomKey, error) {
 	k := userapi.RoomKey{RoomID: roomID, SessionID: sessionID}
 	if err := checkBackupIDs(roomID, sessionID); err != nil {
 		return k, err
 	}
-	var f jsonFields
-	if !isObject(raw) || json.Unmarshal(raw, &f) != nil {
+	if u == nil {
 		return k, mxerr.BadJSON("%s must be an object", name)
 	}
 	var err error
-	if k.FirstMessageIndex, err = f.index("first_message_index", name+".first_message_index"); err != nil {
+	if k.FirstMessageIndex, err = backupIndex(u.FirstMessageIndex, name+".first_message_index"); err != nil {
 		return k, err
 	}
-	if k.ForwardedCount, err = f.index("forwarded_count", name+".forwarded_count"); err != nil {
+	if k.ForwardedCount, err = backupIndex(u.ForwardedCount, name+".forwarded_count"); err != nil {
 		return k, err
 	}
-	if !f.has("is_verified") {
+	switch string(u.IsVerified) {
+	case "true":
+		k.IsVerified = true
+	case "false":
+	case "", "null":
 		return k, mxerr.MissingParam("Missing %s.is_verified", name)
-	}
-	if json.Unmarshal(f["is_verified"], &k.IsVerified) != nil {
+	default:
 		return k, mxerr.InvalidParam("%s.is_verified must be a boolean", name)
 	}
-	if _, err := f.object("session_data", name+".session_data"); err != nil {
-		return k, err
+	if missing(u.SessionData) {
+		return k, mxerr.MissingParam("Missing %s.session_data", name)
 	}
-	k.SessionData = compactJSON(f["session_data"])
+	if !isObject(u.SessionData) {
+		return k, mxerr.BadJSON("%s.session_data must be an object", name)
+	}
+	k.SessionData = u.SessionData
 	return k, nil
 }
 
-// parseRoomSessions reads a RoomKeyBackup ({"sessions": {...}}) of a room
-// and appends its keys to keys.
-func parseRoomSessions(f jsonFields, roomID, name string, keys []userapi.RoomKey) ([]userapi.RoomKey, error) {
-	sessions, err := f.object("sessions", name+".sessions")
-	if err != nil {
+// roomKeysOf checks the uploaded keys of a room and appends them to keys.
+func roomKeysOf(room *uploadRoom, roomID, name string, keys []userapi.RoomKey) ([]userapi.RoomKey, error) {
+	if err := checkBackupIDs(roomID, "-"); err != nil {
 		return nil, err
 	}
-	for sessionID, raw := range sessions {
-		k, err := parseRoomKey(raw, roomID, sessionID, name+".sessions."+sessionID)
+	if room == nil || room.Sessions == nil {
+		return nil, mxerr.MissingParam("Missing %s.sessions", name)
+	}
+	for sessionID, u := range room.Sessions {
+		k, err := roomKeyOf(u, roomID, sessionID, name+".sessions."+sessionID)
 		if err != nil {
 			return nil, err
 		}
@@ -313,37 +377,40 @@ func roomKeysUpload(r *http.Request, roomID, sessionID string) ([]userapi.RoomKe
 	if err != nil {
 		return nil, err
 	}
-	f, err := bodyFields(b)
-	if err != nil {
-		return nil, err
-	}
 	switch {
 	case sessionID != "":
-		k, err := parseRoomKey(b, roomID, sessionID, "body")
+		var u uploadKey
+		if err := decodeUpload(b, &u); err != nil {
+			return nil, err
+		}
+		k, err := roomKeyOf(&u, roomID, sessionID, "body")
 		if err != nil {
 			return nil, err
 		}
 		return []userapi.RoomKey{k}, nil
 	case roomID != "":
-		if err := checkBackupIDs(roomID, "-"); err != nil {
+		var room uploadRoom
+		if err := decodeUpload(b, &room); err != nil {
 			return nil, err
 		}
-		return parseRoomSessions(f, roomID, "body", nil)
+		return roomKeysOf(&room, roomID, "body", nil)
 	}
-	rooms, err := f.object("rooms", "rooms")
-	if err != nil {
+	var body uploadBody
+	if err := decodeUpload(b, &body); err != nil {
 		return nil, err
 	}
-	var keys []userapi.RoomKey
-	for id, raw := range rooms {
-		var room jsonFields
-		if !isObject(raw) || json.Unmarshal(raw, &room) != nil {
-			return nil, mxerr.BadJSON("rooms.%s must be an object", id)
+	if body.Rooms == nil {
+		return nil, mxerr.MissingParam("Missing rooms")
+	}
+	n := 0
+	for _, room := range body.Rooms {
+		if room != nil {
+			n += len(room.Sessions)
 		}
-		if err := checkBackupIDs(id, "-"); err != nil {
-			return nil, err
-		}
-		if keys, err = parseRoomSessions(room, id, "rooms."+id, keys); err != nil {
+	}
+	keys := make([]userapi.RoomKey, 0, n)
+	for id, room := range body.Rooms {
+		if keys, err = roomKeysOf(room, id, "rooms."+id, keys); err != nil {
 			return nil, err
 		}
 	}

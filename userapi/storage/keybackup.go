@@ -174,23 +174,43 @@ func SelectBackupSessions(ctx context.Context, q sqlutil.Querier, userID string,
 // SelectBackupSessionsByKey returns the stored sessions of a version among
 // keys (absent ones are missing from the map), a batch of keys per query.
 // Their session_data is not read.
+//
+// A batch is queried as room_id IN (...) AND session_id IN (...), which
+// both engines answer from the primary key's index whatever their
+// statistics (a row-value IN (VALUES ...) was planned as a scan of the
+// user's sessions on PostgreSQL until the table was analysed); the few
+// other pairs it may match are dropped.
 func SelectBackupSessionsByKey(ctx context.Context, q sqlutil.Querier, userID string, version int64, keys []SessionKey) (map[SessionKey]BackupSession, error) {
+	want := make(map[SessionKey]bool, len(keys))
+	for _, k := range keys {
+		want[k] = true
+	}
 	out := make(map[SessionKey]BackupSession)
 	err := sqlutil.InBatches(keys, sessionReadBatch, func(batch []SessionKey) error {
-		args := make([]any, 0, 2+2*len(batch))
-		args = append(args, userID, version)
+		var rooms, sessions []string
+		seenRoom, seenSession := map[string]bool{}, map[string]bool{}
 		for _, k := range batch {
-			args = append(args, k.RoomID, k.SessionID)
+			if !seenRoom[k.RoomID] {
+				seenRoom[k.RoomID] = true
+				rooms = append(rooms, k.RoomID)
+			}
+			if !seenSession[k.SessionID] {
+				seenSession[k.SessionID] = true
+				sessions = append(sessions, k.SessionID)
+			}
 		}
+		args := append(sqlutil.Args(rooms, userID, version), sqlutil.Args(sessions)...)
 		rows, err := q.QueryContext(ctx, `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified
-			FROM user_key_backup_sessions WHERE user_id = ? AND version = ? AND (room_id, session_id) IN (VALUES `+
-			valuesList("(?, ?)", len(batch))+`)`, args...)
+			FROM user_key_backup_sessions WHERE user_id = ? AND version = ? AND room_id IN (`+sqlutil.InList(len(rooms))+`)
+			AND session_id IN (`+sqlutil.InList(len(sessions))+`)`, args...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var s BackupSession
 			if err := rows.Scan(&s.RoomID, &s.SessionID, &s.FirstMessageIndex, &s.ForwardedCount, &s.IsVerified); err != nil {
 				return err
 			}
-			out[SessionKey{s.RoomID, s.SessionID}] = s
+			if k := (SessionKey{s.RoomID, s.SessionID}); want[k] {
+				out[k] = s
+			}
 			return nil
 		})
 	})
