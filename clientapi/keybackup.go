@@ -53,29 +53,29 @@ func backupError(err error) error {
 	return err
 }
 
-// jsonFields is a JSON object read field by field.
-type jsonFields map[string]json.RawMessage
+// backupFields is a JSON object read field by field.
+type backupFields map[string]json.RawMessage
 
 // has reports whether a field is present and not null.
-func (f jsonFields) has(key string) bool {
+func (f backupFields) has(key string) bool {
 	v, ok := f[key]
 	return ok && string(v) != "null"
 }
 
 // object returns a field that must be a JSON object.
-func (f jsonFields) object(key, name string) (jsonFields, error) {
+func (f backupFields) object(key, name string) (backupFields, error) {
 	if !f.has(key) {
 		return nil, mxerr.MissingParam("Missing %s", name)
 	}
-	var m jsonFields
-	if !isObject(f[key]) || json.Unmarshal(f[key], &m) != nil {
+	var m backupFields
+	if !isBackupObject(f[key]) || json.Unmarshal(f[key], &m) != nil {
 		return nil, mxerr.BadJSON("%s must be an object", name)
 	}
 	return m, nil
 }
 
 // str returns a field that must be a string.
-func (f jsonFields) str(key, name string) (string, error) {
+func (f backupFields) str(key, name string) (string, error) {
 	if !f.has(key) {
 		return "", mxerr.MissingParam("Missing %s", name)
 	}
@@ -86,13 +86,13 @@ func (f jsonFields) str(key, name string) (string, error) {
 	return s, nil
 }
 
-func isObject(raw json.RawMessage) bool {
+func isBackupObject(raw json.RawMessage) bool {
 	t := bytes.TrimLeft(raw, " \t\r\n")
 	return len(t) > 0 && t[0] == '{'
 }
 
-// compactJSON returns raw without insignificant whitespace.
-func compactJSON(raw json.RawMessage) json.RawMessage {
+// compactBackupJSON returns raw without insignificant whitespace.
+func compactBackupJSON(raw json.RawMessage) json.RawMessage {
 	var b bytes.Buffer
 	if json.Compact(&b, raw) != nil {
 		return raw
@@ -100,19 +100,10 @@ func compactJSON(raw json.RawMessage) json.RawMessage {
 	return b.Bytes()
 }
 
-// readFields reads a request body that must be a JSON object.
-func readFields(r *http.Request) (jsonFields, error) {
-	b, err := httputil.ReadBody(r)
-	if err != nil {
-		return nil, err
-	}
-	return bodyFields(b)
-}
-
-// bodyFields decodes a request body that must be a JSON object.
-func bodyFields(b []byte) (jsonFields, error) {
-	var f jsonFields
-	if err := httputil.UnmarshalObject(b, &f); err != nil {
+// readBackupFields reads a request body that must be a JSON object.
+func readBackupFields(r *http.Request) (backupFields, error) {
+	var f backupFields
+	if err := httputil.DecodeJSON(r, &f); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -120,7 +111,7 @@ func bodyFields(b []byte) (jsonFields, error) {
 
 // backupVersionBody reads the algorithm and auth_data of POST
 // /room_keys/version and PUT /room_keys/version/{version}.
-func backupVersionBody(f jsonFields) (algorithm string, authData json.RawMessage, err error) {
+func backupVersionBody(f backupFields) (algorithm string, authData json.RawMessage, err error) {
 	if algorithm, err = f.str("algorithm", "algorithm"); err != nil {
 		return "", nil, err
 	}
@@ -145,12 +136,12 @@ func backupVersionBody(f jsonFields) (algorithm string, authData json.RawMessage
 			return "", nil, err
 		}
 	}
-	return algorithm, compactJSON(f["auth_data"]), nil
+	return algorithm, compactBackupJSON(f["auth_data"]), nil
 }
 
 // POST /_matrix/client/v3/room_keys/version
 func (c *ClientAPI) postRoomKeysVersion(r *http.Request) (any, error) {
-	f, err := readFields(r)
+	f, err := readBackupFields(r)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +177,7 @@ func (c *ClientAPI) getRoomKeysVersion(r *http.Request) (any, error) {
 // PUT /_matrix/client/v3/room_keys/version/{version}
 func (c *ClientAPI) putRoomKeysVersion(r *http.Request) (any, error) {
 	version := httputil.Vars(r)["version"]
-	f, err := readFields(r)
+	f, err := readBackupFields(r)
 	if err != nil {
 		return nil, err
 	}
@@ -254,12 +245,12 @@ type (
 	}
 )
 
-// decodeUpload decodes a body that must be a JSON object into v: invalid
+// decodeBackupUpload decodes a body that must be a JSON object into v: invalid
 // JSON is M_NOT_JSON; another value, or a field of the wrong type,
 // M_BAD_JSON. It validates the body once (httputil.UnmarshalObject would
 // twice).
-func decodeUpload(b []byte, v any) error {
-	if !isObject(b) {
+func decodeBackupUpload(b []byte, v any) error {
+	if !isBackupObject(b) {
 		if !json.Valid(b) {
 			return mxerr.NotJSON("Content not JSON")
 		}
@@ -274,13 +265,13 @@ func decodeUpload(b []byte, v any) error {
 	case errors.As(err, &syntaxErr):
 		return mxerr.NotJSON("Content not JSON")
 	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return mxerr.BadJSON("%s has the wrong type: expected %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+		return mxerr.BadJSON("%s has the wrong type: expected %s", typeErr.Field, backupJSONKind(typeErr.Type.Kind().String()))
 	}
 	return mxerr.BadJSON("Malformed JSON: %v", err)
 }
 
-// jsonKind names a Go kind as the JSON type it decodes.
-func jsonKind(kind string) string {
+// backupJSONKind names a Go kind as the JSON type it decodes.
+func backupJSONKind(kind string) string {
 	switch kind {
 	case "map", "struct", "ptr":
 		return "an object"
@@ -290,13 +281,13 @@ func jsonKind(kind string) string {
 	return "a string"
 }
 
-// missing reports whether an uploaded field is absent or null.
-func missing(raw json.RawMessage) bool { return raw == nil || string(raw) == "null" }
+// backupMissing reports whether an uploaded field is absent or null.
+func backupMissing(raw json.RawMessage) bool { return raw == nil || string(raw) == "null" }
 
 // backupIndex reads first_message_index or forwarded_count: a
 // non-negative integer (10.0 is one).
 func backupIndex(raw json.RawMessage, name string) (int64, error) {
-	if missing(raw) {
+	if backupMissing(raw) {
 		return 0, mxerr.MissingParam("Missing %s", name)
 	}
 	if c := raw[0]; c != '-' && (c < '0' || c > '9') {
@@ -343,10 +334,10 @@ func roomKeyOf(u *uploadKey, roomID, sessionID, name string) (userapi.RoomKey, e
 	default:
 		return k, mxerr.InvalidParam("%s.is_verified must be a boolean", name)
 	}
-	if missing(u.SessionData) {
+	if backupMissing(u.SessionData) {
 		return k, mxerr.MissingParam("Missing %s.session_data", name)
 	}
-	if !isObject(u.SessionData) {
+	if !isBackupObject(u.SessionData) {
 		return k, mxerr.BadJSON("%s.session_data must be an object", name)
 	}
 	k.SessionData = u.SessionData
@@ -380,7 +371,7 @@ func roomKeysUpload(r *http.Request, roomID, sessionID string) ([]userapi.RoomKe
 	switch {
 	case sessionID != "":
 		var u uploadKey
-		if err := decodeUpload(b, &u); err != nil {
+		if err := decodeBackupUpload(b, &u); err != nil {
 			return nil, err
 		}
 		k, err := roomKeyOf(&u, roomID, sessionID, "body")
@@ -390,13 +381,13 @@ func roomKeysUpload(r *http.Request, roomID, sessionID string) ([]userapi.RoomKe
 		return []userapi.RoomKey{k}, nil
 	case roomID != "":
 		var room uploadRoom
-		if err := decodeUpload(b, &room); err != nil {
+		if err := decodeBackupUpload(b, &room); err != nil {
 			return nil, err
 		}
 		return roomKeysOf(&room, roomID, "body", nil)
 	}
 	var body uploadBody
-	if err := decodeUpload(b, &body); err != nil {
+	if err := decodeBackupUpload(b, &body); err != nil {
 		return nil, err
 	}
 	if body.Rooms == nil {

@@ -24,8 +24,8 @@ func backupAuthData(publicKey string) map[string]any {
 	return map[string]any{"public_key": publicKey, "signatures": map[string]any{"@alice:x": map[string]any{"ed25519:DEV": "sig"}}}
 }
 
-// createBackup creates a backup version and returns it.
-func createBackup(c *testutil.Client) string {
+// createKeyBackup creates a backup version and returns it.
+func createKeyBackup(c *testutil.Client) string {
 	c.T.Helper()
 	m := c.MustDo("POST", backupVersionPath, map[string]any{"algorithm": backupAlgorithm, "auth_data": backupAuthData("pk")}, http.StatusOK)
 	v, ok := m["version"].(string)
@@ -48,25 +48,25 @@ func roomKeysPath(v string, ids ...string) string {
 	return p
 }
 
-// backupKey is a KeyBackupData; data tells copies apart.
-func backupKey(verified bool, index, forwarded int, data string) map[string]any {
+// backupKeyData is a KeyBackupData; data tells copies apart.
+func backupKeyData(verified bool, index, forwarded int, data string) map[string]any {
 	return map[string]any{"first_message_index": index, "forwarded_count": forwarded, "is_verified": verified,
 		"session_data": map[string]any{"ephemeral": "eph", "ciphertext": data, "mac": "mac"}}
 }
 
-// putKeys uploads and returns the etag and count of the answer.
-func putKeys(c *testutil.Client, path string, body any) (etag string, count int) {
+// putBackupKeys uploads and returns the etag and count of the answer.
+func putBackupKeys(c *testutil.Client, path string, body any) (etag string, count int) {
 	c.T.Helper()
-	return keysCounts(c, "PUT", path, body)
+	return backupKeysCounts(c, "PUT", path, body)
 }
 
-// deleteKeys deletes and returns the etag and count of the answer.
-func deleteKeys(c *testutil.Client, path string) (etag string, count int) {
+// deleteBackupKeys deletes and returns the etag and count of the answer.
+func deleteBackupKeys(c *testutil.Client, path string) (etag string, count int) {
 	c.T.Helper()
-	return keysCounts(c, "DELETE", path, nil)
+	return backupKeysCounts(c, "DELETE", path, nil)
 }
 
-func keysCounts(c *testutil.Client, method, path string, body any) (etag string, count int) {
+func backupKeysCounts(c *testutil.Client, method, path string, body any) (etag string, count int) {
 	c.T.Helper()
 	m := c.MustDo(method, path, body, http.StatusOK)
 	etag, ok := m["etag"].(string)
@@ -93,7 +93,7 @@ func TestKeyBackupVersions(t *testing.T) {
 	alice.MustFail("GET", backupVersionPath, nil, http.StatusNotFound, "M_NOT_FOUND")
 	srv.Client().MustFail("GET", backupVersionPath, nil, http.StatusUnauthorized, "M_MISSING_TOKEN")
 
-	v1 := createBackup(alice)
+	v1 := createKeyBackup(alice)
 	want := map[string]any{"version": v1, "algorithm": backupAlgorithm, "auth_data": backupAuthData("pk"), "count": 0.0}
 	for _, info := range []map[string]any{backupInfo(alice, ""), backupInfo(alice, v1)} {
 		etag, ok := info["etag"].(string)
@@ -107,7 +107,7 @@ func TestKeyBackupVersions(t *testing.T) {
 
 	// A new version becomes current; the old one can still be read and
 	// updated.
-	v2 := createBackup(alice)
+	v2 := createKeyBackup(alice)
 	if v2 == v1 || backupInfo(alice, "")["version"] != v2 {
 		t.Fatalf("versions %s %s, current %v", v1, v2, backupInfo(alice, ""))
 	}
@@ -149,7 +149,7 @@ func TestKeyBackupVersions(t *testing.T) {
 		alice.MustFail("GET", backupVersionPath+"/"+url.PathEscape(v), nil, http.StatusNotFound, "M_NOT_FOUND")
 	}
 	// Version numbers are not reused.
-	if v3 := createBackup(alice); v3 == v1 || v3 == v2 {
+	if v3 := createKeyBackup(alice); v3 == v1 || v3 == v2 {
 		t.Fatalf("new version %s reuses one of %s %s", v3, v1, v2)
 	}
 	alice.MustDo("DELETE", backupVersionPath+"/"+v1, nil, http.StatusOK)
@@ -203,7 +203,7 @@ func TestKeyBackupKeys(t *testing.T) {
 	regForEachDB(t, func(t *testing.T, o testserver.Options) {
 		srv := testserver.Start(t, o)
 		alice := srv.Client().Register("alice", "pw")
-		v := createBackup(alice)
+		v := createKeyBackup(alice)
 		const room1, room2 = "!room1:example.org", "!room2:example.org"
 
 		// An empty backup.
@@ -217,37 +217,37 @@ func TestKeyBackupKeys(t *testing.T) {
 		etag0 := backupInfo(alice, v)["etag"].(string)
 
 		// One session, one room, several rooms.
-		etag1, n := putKeys(alice, roomKeysPath(v, room1, "s1"), backupKey(false, 3, 1, "a"))
+		etag1, n := putBackupKeys(alice, roomKeysPath(v, room1, "s1"), backupKeyData(false, 3, 1, "a"))
 		if n != 1 || etag1 == etag0 {
 			t.Fatalf("after one session: etag %s (was %s), count %d", etag1, etag0, n)
 		}
-		if m := alice.MustDo("GET", roomKeysPath(v, room1, "s1"), nil, http.StatusOK); !sameJSON(t, m, backupKey(false, 3, 1, "a")) {
+		if m := alice.MustDo("GET", roomKeysPath(v, room1, "s1"), nil, http.StatusOK); !sameJSON(t, m, backupKeyData(false, 3, 1, "a")) {
 			t.Fatalf("GET session: %v", m)
 		}
-		etag2, n := putKeys(alice, roomKeysPath(v, room1), map[string]any{"sessions": map[string]any{
-			"s2": backupKey(true, 0, 0, "b"), "s3": backupKey(false, 1, 0, "c"),
+		etag2, n := putBackupKeys(alice, roomKeysPath(v, room1), map[string]any{"sessions": map[string]any{
+			"s2": backupKeyData(true, 0, 0, "b"), "s3": backupKeyData(false, 1, 0, "c"),
 		}})
 		if n != 3 || etag2 == etag1 {
 			t.Fatalf("after a room: etag %s, count %d", etag2, n)
 		}
-		etag3, n := putKeys(alice, roomKeysPath(v), map[string]any{"rooms": map[string]any{
-			room1: map[string]any{"sessions": map[string]any{"s4": backupKey(false, 0, 0, "d")}},
-			room2: map[string]any{"sessions": map[string]any{"t1": backupKey(true, 2, 2, "e")}},
+		etag3, n := putBackupKeys(alice, roomKeysPath(v), map[string]any{"rooms": map[string]any{
+			room1: map[string]any{"sessions": map[string]any{"s4": backupKeyData(false, 0, 0, "d")}},
+			room2: map[string]any{"sessions": map[string]any{"t1": backupKeyData(true, 2, 2, "e")}},
 		}})
 		if n != 5 || etag3 == etag2 {
 			t.Fatalf("after several rooms: etag %s, count %d", etag3, n)
 		}
 		// An upload that changes nothing leaves the etag.
-		if etag, n := putKeys(alice, roomKeysPath(v), map[string]any{"rooms": map[string]any{}}); etag != etag3 || n != 5 {
+		if etag, n := putBackupKeys(alice, roomKeysPath(v), map[string]any{"rooms": map[string]any{}}); etag != etag3 || n != 5 {
 			t.Fatalf("empty upload: etag %s (was %s), count %d", etag, etag3, n)
 		}
 		if info := backupInfo(alice, ""); info["etag"] != etag3 || info["count"] != 5.0 {
 			t.Fatalf("backup info %v, want etag %s and count 5", info, etag3)
 		}
 		wantRoom1 := map[string]any{"sessions": map[string]any{
-			"s1": backupKey(false, 3, 1, "a"), "s2": backupKey(true, 0, 0, "b"), "s3": backupKey(false, 1, 0, "c"), "s4": backupKey(false, 0, 0, "d"),
+			"s1": backupKeyData(false, 3, 1, "a"), "s2": backupKeyData(true, 0, 0, "b"), "s3": backupKeyData(false, 1, 0, "c"), "s4": backupKeyData(false, 0, 0, "d"),
 		}}
-		wantRoom2 := map[string]any{"sessions": map[string]any{"t1": backupKey(true, 2, 2, "e")}}
+		wantRoom2 := map[string]any{"sessions": map[string]any{"t1": backupKeyData(true, 2, 2, "e")}}
 		if m := alice.MustDo("GET", roomKeysPath(v, room1), nil, http.StatusOK); !sameJSON(t, m, wantRoom1) {
 			t.Fatalf("GET room: %v", m)
 		}
@@ -271,26 +271,26 @@ func TestKeyBackupKeys(t *testing.T) {
 			alice.MustFail("GET", roomKeysPath(bad, room1, "s1"), nil, http.StatusNotFound, "M_NOT_FOUND")
 			alice.MustFail("DELETE", roomKeysPath(bad), nil, http.StatusNotFound, "M_NOT_FOUND")
 			alice.MustFail("DELETE", roomKeysPath(bad, room1, "s1"), nil, http.StatusNotFound, "M_NOT_FOUND")
-			alice.MustFail("PUT", roomKeysPath(bad, room1, "s1"), backupKey(true, 0, 0, "z"), http.StatusNotFound, "M_NOT_FOUND")
+			alice.MustFail("PUT", roomKeysPath(bad, room1, "s1"), backupKeyData(true, 0, 0, "z"), http.StatusNotFound, "M_NOT_FOUND")
 		}
 
 		// Deletes: a session, a room, nothing, everything.
-		etag4, n := deleteKeys(alice, roomKeysPath(v, room1, "s1"))
+		etag4, n := deleteBackupKeys(alice, roomKeysPath(v, room1, "s1"))
 		if n != 4 || etag4 == etag3 {
 			t.Fatalf("after deleting a session: etag %s, count %d", etag4, n)
 		}
 		alice.MustFail("GET", roomKeysPath(v, room1, "s1"), nil, http.StatusNotFound, "M_NOT_FOUND")
-		if etag, n := deleteKeys(alice, roomKeysPath(v, room1, "s1")); etag != etag4 || n != 4 {
+		if etag, n := deleteBackupKeys(alice, roomKeysPath(v, room1, "s1")); etag != etag4 || n != 4 {
 			t.Fatalf("deleting a missing session: etag %s (was %s), count %d", etag, etag4, n)
 		}
-		etag5, n := deleteKeys(alice, roomKeysPath(v, room1))
+		etag5, n := deleteBackupKeys(alice, roomKeysPath(v, room1))
 		if n != 1 || etag5 == etag4 {
 			t.Fatalf("after deleting a room: etag %s, count %d", etag5, n)
 		}
 		if m := alice.MustDo("GET", roomKeysPath(v), nil, http.StatusOK); !sameJSON(t, m, map[string]any{"rooms": map[string]any{room2: wantRoom2}}) {
 			t.Fatalf("GET all after deleting a room: %v", m)
 		}
-		etag6, n := deleteKeys(alice, roomKeysPath(v))
+		etag6, n := deleteBackupKeys(alice, roomKeysPath(v))
 		if n != 0 || etag6 == etag5 {
 			t.Fatalf("after deleting all: etag %s, count %d", etag6, n)
 		}
@@ -298,7 +298,7 @@ func TestKeyBackupKeys(t *testing.T) {
 			t.Fatalf("backup info after deleting all: %v", info)
 		}
 		// A deleted session can be stored again.
-		if _, n := putKeys(alice, roomKeysPath(v, room1, "s1"), backupKey(false, 9, 9, "again")); n != 1 {
+		if _, n := putBackupKeys(alice, roomKeysPath(v, room1, "s1"), backupKeyData(false, 9, 9, "again")); n != 1 {
 			t.Fatalf("count after storing again: %d", n)
 		}
 	})
@@ -312,7 +312,7 @@ func TestKeyBackupReplaceRules(t *testing.T) {
 	regForEachDB(t, func(t *testing.T, o testserver.Options) {
 		srv := testserver.Start(t, o)
 		alice := srv.Client().Register("alice", "pw")
-		v := createBackup(alice)
+		v := createKeyBackup(alice)
 		const room = "!foo:hs1"
 		type k struct {
 			verified         bool
@@ -330,22 +330,22 @@ func TestKeyBackupReplaceRules(t *testing.T) {
 		} {
 			session := fmt.Sprintf("session%d", i)
 			path := roomKeysPath(v, room, session)
-			etag, count := putKeys(alice, path, backupKey(tc.stored.verified, tc.stored.index, tc.stored.forwarded, "stored"))
+			etag, count := putBackupKeys(alice, path, backupKeyData(tc.stored.verified, tc.stored.index, tc.stored.forwarded, "stored"))
 			check := func(want k, data string) {
 				t.Helper()
 				m := alice.MustDo("GET", path, nil, http.StatusOK)
-				if !sameJSON(t, m, backupKey(want.verified, want.index, want.forwarded, data)) {
+				if !sameJSON(t, m, backupKeyData(want.verified, want.index, want.forwarded, data)) {
 					t.Fatalf("case %d: stored %v, want %+v (%s)", i, m, want, data)
 				}
 			}
 			for _, up := range tc.keep {
-				e, n := putKeys(alice, path, backupKey(up.verified, up.index, up.forwarded, "upload"))
+				e, n := putBackupKeys(alice, path, backupKeyData(up.verified, up.index, up.forwarded, "upload"))
 				if e != etag || n != count {
 					t.Fatalf("case %d: %+v did not replace %+v but etag %s -> %s, count %d -> %d", i, up, tc.stored, etag, e, count, n)
 				}
 				check(tc.stored, "stored")
 			}
-			e, n := putKeys(alice, path, backupKey(tc.replaces.verified, tc.replaces.index, tc.replaces.forwarded, "better"))
+			e, n := putBackupKeys(alice, path, backupKeyData(tc.replaces.verified, tc.replaces.index, tc.replaces.forwarded, "better"))
 			if e == etag || n != count {
 				t.Fatalf("case %d: %+v replaced %+v: etag %s -> %s, count %d -> %d", i, tc.replaces, tc.stored, etag, e, count, n)
 			}
@@ -353,18 +353,18 @@ func TestKeyBackupReplaceRules(t *testing.T) {
 		}
 
 		// The rules apply per session within one bulk upload too.
-		etag, count := putKeys(alice, roomKeysPath(v), map[string]any{"rooms": map[string]any{room: map[string]any{"sessions": map[string]any{
-			"session0": backupKey(false, 100, 0, "worse"),   // stored {false, 9, 50}: kept
-			"session1": backupKey(false, 10, 3, "better"),   // stored {false, 10, 4}: replaced
-			"fresh":    backupKey(false, 100, 0, "new one"), // added
+		etag, count := putBackupKeys(alice, roomKeysPath(v), map[string]any{"rooms": map[string]any{room: map[string]any{"sessions": map[string]any{
+			"session0": backupKeyData(false, 100, 0, "worse"),   // stored {false, 9, 50}: kept
+			"session1": backupKeyData(false, 10, 3, "better"),   // stored {false, 10, 4}: replaced
+			"fresh":    backupKeyData(false, 100, 0, "new one"), // added
 		}}}})
 		if count != 5 {
 			t.Fatalf("count after the bulk upload: %d (etag %s)", count, etag)
 		}
 		m := alice.MustDo("GET", roomKeysPath(v, room), nil, http.StatusOK)
 		sessions := m["sessions"].(map[string]any)
-		if !sameJSON(t, sessions["session0"], backupKey(false, 9, 50, "better")) || !sameJSON(t, sessions["session1"], backupKey(false, 10, 3, "better")) ||
-			!sameJSON(t, sessions["fresh"], backupKey(false, 100, 0, "new one")) {
+		if !sameJSON(t, sessions["session0"], backupKeyData(false, 9, 50, "better")) || !sameJSON(t, sessions["session1"], backupKeyData(false, 10, 3, "better")) ||
+			!sameJSON(t, sessions["fresh"], backupKeyData(false, 100, 0, "new one")) {
 			t.Fatalf("after the bulk upload: %v", sessions)
 		}
 	})
@@ -377,13 +377,13 @@ func TestKeyBackupWrongAndDeletedVersion(t *testing.T) {
 	regForEachDB(t, func(t *testing.T, o testserver.Options) {
 		srv := testserver.Start(t, o)
 		alice := srv.Client().Register("alice", "pw")
-		alice.MustFail("PUT", roomKeysPath("1", "!r:x", "s"), backupKey(true, 0, 0, "a"), http.StatusNotFound, "M_NOT_FOUND")
-		v1 := createBackup(alice)
-		putKeys(alice, roomKeysPath(v1, "!r:x", "s"), backupKey(true, 0, 0, "a"))
-		putKeys(alice, roomKeysPath(v1, "!r:x", "t"), backupKey(true, 0, 0, "b"))
-		v2 := createBackup(alice)
+		alice.MustFail("PUT", roomKeysPath("1", "!r:x", "s"), backupKeyData(true, 0, 0, "a"), http.StatusNotFound, "M_NOT_FOUND")
+		v1 := createKeyBackup(alice)
+		putBackupKeys(alice, roomKeysPath(v1, "!r:x", "s"), backupKeyData(true, 0, 0, "a"))
+		putBackupKeys(alice, roomKeysPath(v1, "!r:x", "t"), backupKeyData(true, 0, 0, "b"))
+		v2 := createKeyBackup(alice)
 		for _, p := range []string{roomKeysPath(v1, "!r:x", "s"), roomKeysPath(v1, "!r:x"), roomKeysPath(v1)} {
-			var body any = backupKey(true, 0, 0, "c")
+			var body any = backupKeyData(true, 0, 0, "c")
 			if strings.HasSuffix(p, "keys?version="+v1) {
 				body = map[string]any{"rooms": map[string]any{}}
 			} else if !strings.Contains(p, "/s?") {
@@ -394,30 +394,30 @@ func TestKeyBackupWrongAndDeletedVersion(t *testing.T) {
 				t.Fatalf("PUT %s: %v, want current_version %s", p, m, v2)
 			}
 		}
-		if m := alice.MustDo("GET", roomKeysPath(v1, "!r:x", "s"), nil, http.StatusOK); !sameJSON(t, m, backupKey(true, 0, 0, "a")) {
+		if m := alice.MustDo("GET", roomKeysPath(v1, "!r:x", "s"), nil, http.StatusOK); !sameJSON(t, m, backupKeyData(true, 0, 0, "a")) {
 			t.Fatalf("key of the old version: %v", m)
 		}
 		if m := alice.MustDo("GET", roomKeysPath(v2), nil, http.StatusOK); !sameJSON(t, m, map[string]any{"rooms": map[string]any{}}) {
 			t.Fatalf("keys of the new version: %v", m)
 		}
-		if _, n := deleteKeys(alice, roomKeysPath(v1, "!r:x", "t")); n != 1 {
+		if _, n := deleteBackupKeys(alice, roomKeysPath(v1, "!r:x", "t")); n != 1 {
 			t.Fatalf("count of the old version after a delete: %d", n)
 		}
 
 		// Deleting the current version: the old one is current again;
 		// the deleted one and its keys are gone.
-		putKeys(alice, roomKeysPath(v2, "!r:x", "u"), backupKey(true, 0, 0, "d"))
+		putBackupKeys(alice, roomKeysPath(v2, "!r:x", "u"), backupKeyData(true, 0, 0, "d"))
 		alice.MustDo("DELETE", backupVersionPath+"/"+v2, nil, http.StatusOK)
 		alice.MustFail("GET", roomKeysPath(v2), nil, http.StatusNotFound, "M_NOT_FOUND")
 		alice.MustFail("GET", roomKeysPath(v2, "!r:x", "u"), nil, http.StatusNotFound, "M_NOT_FOUND")
-		alice.MustFail("PUT", roomKeysPath(v2, "!r:x", "u"), backupKey(true, 0, 0, "d"), http.StatusNotFound, "M_NOT_FOUND")
+		alice.MustFail("PUT", roomKeysPath(v2, "!r:x", "u"), backupKeyData(true, 0, 0, "d"), http.StatusNotFound, "M_NOT_FOUND")
 		alice.MustFail("DELETE", roomKeysPath(v2), nil, http.StatusNotFound, "M_NOT_FOUND")
-		if _, n := putKeys(alice, roomKeysPath(v1, "!r:x", "v"), backupKey(true, 0, 0, "e")); n != 2 {
+		if _, n := putBackupKeys(alice, roomKeysPath(v1, "!r:x", "v"), backupKeyData(true, 0, 0, "e")); n != 2 {
 			t.Fatalf("count after writing to the version current again: %d", n)
 		}
 		alice.MustDo("DELETE", backupVersionPath+"/"+v1, nil, http.StatusOK)
-		alice.MustFail("PUT", roomKeysPath(v1, "!r:x", "v"), backupKey(true, 0, 0, "e"), http.StatusNotFound, "M_NOT_FOUND")
-		v3 := createBackup(alice)
+		alice.MustFail("PUT", roomKeysPath(v1, "!r:x", "v"), backupKeyData(true, 0, 0, "e"), http.StatusNotFound, "M_NOT_FOUND")
+		v3 := createKeyBackup(alice)
 		if info := backupInfo(alice, ""); info["version"] != v3 || info["count"] != 0.0 {
 			t.Fatalf("a new version after deletions: %v", info)
 		}
@@ -430,8 +430,8 @@ func TestKeyBackupOtherUser(t *testing.T) {
 	srv := testserver.Start(t)
 	alice := srv.Client().Register("alice", "pw")
 	bob := srv.Client().Register("bob", "pw")
-	v := createBackup(alice)
-	putKeys(alice, roomKeysPath(v, "!r:x", "s"), backupKey(true, 0, 0, "alice's"))
+	v := createKeyBackup(alice)
+	putBackupKeys(alice, roomKeysPath(v, "!r:x", "s"), backupKeyData(true, 0, 0, "alice's"))
 
 	bob.MustFail("GET", backupVersionPath, nil, http.StatusNotFound, "M_NOT_FOUND")
 	bob.MustFail("GET", backupVersionPath+"/"+v, nil, http.StatusNotFound, "M_NOT_FOUND")
@@ -440,17 +440,17 @@ func TestKeyBackupOtherUser(t *testing.T) {
 	bob.MustFail("DELETE", backupVersionPath+"/"+v, nil, http.StatusNotFound, "M_NOT_FOUND")
 	bob.MustFail("GET", roomKeysPath(v), nil, http.StatusNotFound, "M_NOT_FOUND")
 	bob.MustFail("GET", roomKeysPath(v, "!r:x", "s"), nil, http.StatusNotFound, "M_NOT_FOUND")
-	bob.MustFail("PUT", roomKeysPath(v, "!r:x", "s"), backupKey(true, 0, 0, "bob's"), http.StatusNotFound, "M_NOT_FOUND")
+	bob.MustFail("PUT", roomKeysPath(v, "!r:x", "s"), backupKeyData(true, 0, 0, "bob's"), http.StatusNotFound, "M_NOT_FOUND")
 	bob.MustFail("DELETE", roomKeysPath(v), nil, http.StatusNotFound, "M_NOT_FOUND")
 
 	// Bob's own backup may have the same number: it is his.
-	bv := createBackup(bob)
+	bv := createKeyBackup(bob)
 	if m := bob.MustDo("GET", roomKeysPath(bv), nil, http.StatusOK); !sameJSON(t, m, map[string]any{"rooms": map[string]any{}}) {
 		t.Fatalf("bob's keys: %v", m)
 	}
-	deleteKeys(bob, roomKeysPath(bv))
+	deleteBackupKeys(bob, roomKeysPath(bv))
 	bob.MustDo("DELETE", backupVersionPath+"/"+bv, nil, http.StatusOK)
-	if m := alice.MustDo("GET", roomKeysPath(v, "!r:x", "s"), nil, http.StatusOK); !sameJSON(t, m, backupKey(true, 0, 0, "alice's")) {
+	if m := alice.MustDo("GET", roomKeysPath(v, "!r:x", "s"), nil, http.StatusOK); !sameJSON(t, m, backupKeyData(true, 0, 0, "alice's")) {
 		t.Fatalf("alice's key after bob's deletes: %v", m)
 	}
 	if info := backupInfo(alice, ""); info["version"] != v || info["count"] != 1.0 {
@@ -463,9 +463,9 @@ func TestKeyBackupOtherUser(t *testing.T) {
 func TestKeyBackupKeyBodies(t *testing.T) {
 	srv := testserver.Start(t)
 	alice := srv.Client().Register("alice", "pw")
-	v := createBackup(alice)
+	v := createKeyBackup(alice)
 	with := func(key, value any) map[string]any {
-		b := backupKey(false, 0, 0, "x")
+		b := backupKeyData(false, 0, 0, "x")
 		if value == nil {
 			delete(b, key.(string))
 		} else {
@@ -492,8 +492,8 @@ func TestKeyBackupKeyBodies(t *testing.T) {
 		{session, with("first_message_index", 1<<60), "M_INVALID_PARAM"},
 		{session, with("is_verified", "yes"), "M_INVALID_PARAM"},
 		{session, with("session_data", "c2VjcmV0"), "M_BAD_JSON"},
-		{roomKeysPath(v, "not-a-room", "s"), backupKey(false, 0, 0, "x"), "M_INVALID_PARAM"},
-		{roomKeysPath(v, "!r:x", strings.Repeat("s", 256)), backupKey(false, 0, 0, "x"), "M_INVALID_PARAM"},
+		{roomKeysPath(v, "not-a-room", "s"), backupKeyData(false, 0, 0, "x"), "M_INVALID_PARAM"},
+		{roomKeysPath(v, "!r:x", strings.Repeat("s", 256)), backupKeyData(false, 0, 0, "x"), "M_INVALID_PARAM"},
 		{roomKeysPath(v, "!r:x"), map[string]any{}, "M_MISSING_PARAM"},
 		{roomKeysPath(v, "!r:x"), map[string]any{"sessions": []any{}}, "M_BAD_JSON"},
 		{roomKeysPath(v, "!r:x"), map[string]any{"sessions": map[string]any{"s": "key"}}, "M_BAD_JSON"},
@@ -505,8 +505,8 @@ func TestKeyBackupKeyBodies(t *testing.T) {
 		{roomKeysPath(v), map[string]any{"rooms": map[string]any{"r": map[string]any{"sessions": map[string]any{}}}}, "M_INVALID_PARAM"},
 		// One bad session among good ones: nothing is stored.
 		{roomKeysPath(v), map[string]any{"rooms": map[string]any{
-			"!a:x": map[string]any{"sessions": map[string]any{"good": backupKey(true, 0, 0, "x")}},
-			"!b:x": map[string]any{"sessions": map[string]any{"good": backupKey(true, 0, 0, "x"), "bad": with("is_verified", 1)}},
+			"!a:x": map[string]any{"sessions": map[string]any{"good": backupKeyData(true, 0, 0, "x")}},
+			"!b:x": map[string]any{"sessions": map[string]any{"good": backupKeyData(true, 0, 0, "x"), "bad": with("is_verified", 1)}},
 		}}, "M_INVALID_PARAM"},
 	} {
 		alice.MustFail("PUT", tc.path, tc.body, http.StatusBadRequest, tc.errcode)
@@ -515,14 +515,14 @@ func TestKeyBackupKeyBodies(t *testing.T) {
 		t.Fatalf("refused uploads stored keys: %v", info)
 	}
 	// 10.0 is an integer; null is absent.
-	putKeys(alice, session, testutil.Raw(`{"first_message_index":10.0,"forwarded_count":0,"is_verified":false,"session_data":{}}`))
+	putBackupKeys(alice, session, testutil.Raw(`{"first_message_index":10.0,"forwarded_count":0,"is_verified":false,"session_data":{}}`))
 	alice.MustFail("PUT", session, testutil.Raw(`{"first_message_index":null,"forwarded_count":0,"is_verified":false,"session_data":{}}`),
 		http.StatusBadRequest, "M_MISSING_PARAM")
 }
 
-// sessionData is a realistic session_data: an m.megolm_backup.v1 key is
+// backupSessionData is a realistic session_data: an m.megolm_backup.v1 key is
 // about 1 KiB once encrypted.
-func sessionData(i int) map[string]any {
+func backupSessionData(i int) map[string]any {
 	return map[string]any{
 		"ephemeral":  fmt.Sprintf("%043d", i),
 		"ciphertext": strings.Repeat(fmt.Sprintf("%08d", i), 100),
@@ -530,9 +530,9 @@ func sessionData(i int) map[string]any {
 	}
 }
 
-// bulkKeys is a PUT /room_keys/keys body of n sessions in 10 rooms, with
+// bulkBackupKeys is a PUT /room_keys/keys body of n sessions in 10 rooms, with
 // session IDs prefixed by prefix.
-func bulkKeys(n int, prefix string) map[string]any {
+func bulkBackupKeys(n int, prefix string) map[string]any {
 	rooms := map[string]any{}
 	for i := range n {
 		room := fmt.Sprintf("!room%d:example.org", i%10)
@@ -542,7 +542,7 @@ func bulkKeys(n int, prefix string) map[string]any {
 			rooms[room] = r
 		}
 		r["sessions"].(map[string]any)[fmt.Sprintf("%s%039d", prefix, i)] = map[string]any{
-			"first_message_index": i % 7, "forwarded_count": i % 3, "is_verified": i%2 == 0, "session_data": sessionData(i),
+			"first_message_index": i % 7, "forwarded_count": i % 3, "is_verified": i%2 == 0, "session_data": backupSessionData(i),
 		}
 	}
 	return map[string]any{"rooms": rooms}
@@ -554,9 +554,9 @@ func TestKeyBackupLargeUpload(t *testing.T) {
 	regForEachDB(t, func(t *testing.T, o testserver.Options) {
 		srv := testserver.Start(t, o)
 		alice := srv.Client().Register("alice", "pw")
-		v := createBackup(alice)
+		v := createKeyBackup(alice)
 		start := time.Now()
-		if _, n := putKeys(alice, roomKeysPath(v), bulkKeys(1000, "a")); n != 1000 {
+		if _, n := putBackupKeys(alice, roomKeysPath(v), bulkBackupKeys(1000, "a")); n != 1000 {
 			t.Fatalf("count after 1000 sessions: %d", n)
 		}
 		t.Logf("PUT /room_keys/keys of 1000 sessions: %v", time.Since(start))
@@ -569,7 +569,7 @@ func TestKeyBackupLargeUpload(t *testing.T) {
 			t.Fatalf("GET all: %d sessions", total)
 		}
 		got := m["rooms"].(map[string]any)["!room7:example.org"].(map[string]any)["sessions"].(map[string]any)[fmt.Sprintf("a%039d", 17)]
-		if !sameJSON(t, got, map[string]any{"first_message_index": 3, "forwarded_count": 2, "is_verified": false, "session_data": sessionData(17)}) {
+		if !sameJSON(t, got, map[string]any{"first_message_index": 3, "forwarded_count": 2, "is_verified": false, "session_data": backupSessionData(17)}) {
 			t.Fatalf("session 17: %v", got)
 		}
 		big := testutil.Raw(`{"rooms":{"!r:x":{"sessions":{"s":{"first_message_index":0,"forwarded_count":0,"is_verified":false,"session_data":{"c":"` +
@@ -588,14 +588,14 @@ func BenchmarkKeyBackupUpload1000(b *testing.B) {
 		b.Run(db.name, func(b *testing.B) {
 			srv := testserver.Start(b, db.o)
 			alice := srv.Client().Register("alice", "pw")
-			v := createBackup(alice)
+			v := createKeyBackup(alice)
 			bodies := make([]map[string]any, b.N)
 			for i := range bodies {
-				bodies[i] = bulkKeys(1000, fmt.Sprintf("b%d-", i))
+				bodies[i] = bulkBackupKeys(1000, fmt.Sprintf("b%d-", i))
 			}
 			b.ResetTimer()
 			for i := range b.N {
-				if _, n := putKeys(alice, roomKeysPath(v), bodies[i]); n != 1000*(i+1) {
+				if _, n := putBackupKeys(alice, roomKeysPath(v), bodies[i]); n != 1000*(i+1) {
 					b.Fatalf("count %d after %d uploads", n, i+1)
 				}
 			}

@@ -21,9 +21,9 @@ import (
 
 var _ api.KeyBackupAPI = (*UserAPI)(nil)
 
-// parseVersion reads a version string: a positive decimal number in
+// parseBackupVersion reads a version string: a positive decimal number in
 // canonical form (so that "01" is not "1"); anything else is unknown.
-func parseVersion(version string) (int64, error) {
+func parseBackupVersion(version string) (int64, error) {
 	v, err := strconv.ParseInt(version, 10, 64)
 	if err != nil || v <= 0 || strconv.FormatInt(v, 10) != version {
 		return 0, api.ErrNotFound
@@ -31,23 +31,23 @@ func parseVersion(version string) (int64, error) {
 	return v, nil
 }
 
-func formatVersion(v int64) string { return strconv.FormatInt(v, 10) }
+func formatBackupVersion(v int64) string { return strconv.FormatInt(v, 10) }
 
 func keyBackupOf(b *storage.KeyBackup) *api.KeyBackup {
 	return &api.KeyBackup{
-		Version: formatVersion(b.Version), Algorithm: b.Algorithm, AuthData: b.AuthData,
+		Version: formatBackupVersion(b.Version), Algorithm: b.Algorithm, AuthData: b.AuthData,
 		Count: b.Count, ETag: strconv.FormatInt(b.ETag, 10),
 	}
 }
 
-func countsOf(etag, count int64) api.KeyBackupCounts {
+func backupCountsOf(etag, count int64) api.KeyBackupCounts {
 	return api.KeyBackupCounts{ETag: strconv.FormatInt(etag, 10), Count: count}
 }
 
 // liveKeyBackup returns a version that is not deleted (ErrNotFound for an
 // unknown, deleted or malformed one).
 func liveKeyBackup(ctx context.Context, q sqlutil.Querier, userID, version string) (*storage.KeyBackup, error) {
-	v, err := parseVersion(version)
+	v, err := parseBackupVersion(version)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +69,7 @@ func (u *UserAPI) CreateKeyBackup(ctx context.Context, userID, algorithm string,
 	if err != nil {
 		return "", fmt.Errorf("create key backup: %w", err)
 	}
-	return formatVersion(v), nil
+	return formatBackupVersion(v), nil
 }
 
 // QueryKeyBackup implements api.KeyBackupAPI.
@@ -110,7 +110,7 @@ func (u *UserAPI) UpdateKeyBackup(ctx context.Context, userID, version, algorith
 
 // DeleteKeyBackup implements api.KeyBackupAPI.
 func (u *UserAPI) DeleteKeyBackup(ctx context.Context, userID, version string) error {
-	v, err := parseVersion(version)
+	v, err := parseBackupVersion(version)
 	if err != nil {
 		return err
 	}
@@ -148,14 +148,14 @@ func writableKeyBackup(ctx context.Context, tx *sqlutil.Tx, userID, version stri
 	if err != nil {
 		return nil, err
 	}
-	if formatVersion(cur.Version) == version {
+	if formatBackupVersion(cur.Version) == version {
 		return cur, nil
 	}
 	// Not current: 403 if it exists, else 404.
 	if _, err := liveKeyBackup(ctx, tx, userID, version); err != nil {
 		return nil, err
 	}
-	return nil, &api.WrongVersionError{Current: formatVersion(cur.Version)}
+	return nil, &api.WrongVersionError{Current: formatBackupVersion(cur.Version)}
 }
 
 // PutRoomKeys implements api.KeyBackupAPI.
@@ -166,7 +166,7 @@ func (u *UserAPI) PutRoomKeys(ctx context.Context, userID, version string, keys 
 		if err != nil {
 			return err
 		}
-		counts = countsOf(b.ETag, b.Count)
+		counts = backupCountsOf(b.ETag, b.Count)
 		if len(keys) == 0 {
 			return nil
 		}
@@ -198,7 +198,7 @@ func (u *UserAPI) PutRoomKeys(ctx context.Context, userID, version string, keys 
 			return err
 		}
 		etag, count, err := storage.BumpKeyBackup(ctx, tx, userID, b.Version, added)
-		counts = countsOf(etag, count)
+		counts = backupCountsOf(etag, count)
 		return err
 	})
 	if err != nil {
@@ -209,12 +209,12 @@ func (u *UserAPI) PutRoomKeys(ctx context.Context, userID, version string, keys 
 
 // uniqueRoomKeys returns keys with each session once (the best of its
 // copies, should a caller pass several) and their session keys.
-func uniqueRoomKeys(keys []api.RoomKey) ([]api.RoomKey, []storage.SessionKey) {
-	ids := make([]storage.SessionKey, 0, len(keys))
-	at := make(map[storage.SessionKey]int, len(keys))
+func uniqueRoomKeys(keys []api.RoomKey) ([]api.RoomKey, []storage.BackupSessionKey) {
+	ids := make([]storage.BackupSessionKey, 0, len(keys))
+	at := make(map[storage.BackupSessionKey]int, len(keys))
 	out := keys[:0:0]
 	for _, k := range keys {
-		id := storage.SessionKey{RoomID: k.RoomID, SessionID: k.SessionID}
+		id := storage.BackupSessionKey{RoomID: k.RoomID, SessionID: k.SessionID}
 		if i, dup := at[id]; dup {
 			if k.Replaces(&out[i]) {
 				out[i] = k
@@ -259,13 +259,13 @@ func (u *UserAPI) DeleteRoomKeys(ctx context.Context, userID, version, roomID, s
 		if err != nil {
 			return err
 		}
-		counts = countsOf(b.ETag, b.Count)
+		counts = backupCountsOf(b.ETag, b.Count)
 		n, err := storage.DeleteBackupSessions(ctx, tx, userID, b.Version, roomID, sessionID)
 		if err != nil || n == 0 {
 			return err
 		}
 		etag, count, err := storage.BumpKeyBackup(ctx, tx, userID, b.Version, -n)
-		counts = countsOf(etag, count)
+		counts = backupCountsOf(etag, count)
 		return err
 	})
 	if err != nil {

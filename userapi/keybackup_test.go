@@ -34,7 +34,7 @@ func TestRoomKeyReplaces(t *testing.T) {
 	}
 }
 
-func roomKey(room, session string, verified bool, index, forwarded int64) api.RoomKey {
+func backupRoomKey(room, session string, verified bool, index, forwarded int64) api.RoomKey {
 	return api.RoomKey{RoomID: room, SessionID: session, IsVerified: verified, FirstMessageIndex: index, ForwardedCount: forwarded,
 		SessionData: json.RawMessage(fmt.Sprintf(`{"i":%d,"f":%d}`, index, forwarded))}
 }
@@ -52,7 +52,7 @@ func TestPutRoomKeysBatchedAndConcurrent(t *testing.T) {
 		}
 		var keys []api.RoomKey
 		for i := range 1000 {
-			keys = append(keys, roomKey(fmt.Sprintf("!r%d:x", i%10), fmt.Sprintf("s%d", i), false, 100, 5))
+			keys = append(keys, backupRoomKey(fmt.Sprintf("!r%d:x", i%10), fmt.Sprintf("s%d", i), false, 100, 5))
 		}
 		before := db.Queries()
 		counts, err := u.PutRoomKeys(ctx, user, v, keys)
@@ -74,11 +74,11 @@ func TestPutRoomKeysBatchedAndConcurrent(t *testing.T) {
 				var batch []api.RoomKey
 				for i := range 100 {
 					if i%2 == w%2 {
-						batch = append(batch, roomKey(fmt.Sprintf("!r%d:x", i%10), fmt.Sprintf("s%d", i), false, int64(50-w), 5))
+						batch = append(batch, backupRoomKey(fmt.Sprintf("!r%d:x", i%10), fmt.Sprintf("s%d", i), false, int64(50-w), 5))
 					}
 				}
 				for i := range 10 {
-					batch = append(batch, roomKey("!new:x", fmt.Sprintf("w%d-%d", w, i), true, 0, 0))
+					batch = append(batch, backupRoomKey("!new:x", fmt.Sprintf("w%d-%d", w, i), true, 0, 0))
 				}
 				_, err := u.PutRoomKeys(ctx, user, v, batch)
 				errs <- err
@@ -107,7 +107,7 @@ func TestPutRoomKeysBatchedAndConcurrent(t *testing.T) {
 		}
 
 		// A duplicate session in one call keeps its best copy.
-		dup := []api.RoomKey{roomKey("!d:x", "d", false, 5, 0), roomKey("!d:x", "d", false, 3, 0), roomKey("!d:x", "d", false, 4, 0)}
+		dup := []api.RoomKey{backupRoomKey("!d:x", "d", false, 5, 0), backupRoomKey("!d:x", "d", false, 3, 0), backupRoomKey("!d:x", "d", false, 4, 0)}
 		if counts, err := u.PutRoomKeys(ctx, user, v, dup); err != nil || counts.Count != 1081 {
 			t.Fatalf("duplicates: %+v %v", counts, err)
 		}
@@ -130,7 +130,7 @@ func TestDeactivateDeletesKeyBackups(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := u.PutRoomKeys(ctx, acc.UserID, v, []api.RoomKey{roomKey("!r:x", "s", true, 0, 0)}); err != nil {
+		if _, err := u.PutRoomKeys(ctx, acc.UserID, v, []api.RoomKey{backupRoomKey("!r:x", "s", true, 0, 0)}); err != nil {
 			t.Fatal(err)
 		}
 		if err := u.Deactivate(ctx, acc.UserID, false); err != nil {

@@ -35,14 +35,14 @@ type BackupSession struct {
 	SessionData       json.RawMessage
 }
 
-// SessionKey names a session of a backup: room ID and session ID.
-type SessionKey struct{ RoomID, SessionID string }
+// BackupSessionKey names a session of a backup: room ID and session ID.
+type BackupSessionKey struct{ RoomID, SessionID string }
 
 // Rows per statement of the batched session reads and writes (8
 // parameters a row for writes: far below both engines' limits).
 const (
-	sessionReadBatch  = 400
-	sessionWriteBatch = 400
+	backupReadBatch  = 400
+	backupWriteBatch = 400
 )
 
 // CreateKeyBackup creates the user's next version and returns its number.
@@ -146,9 +146,9 @@ func BumpKeyBackup(ctx context.Context, tx *sqlutil.Tx, userID string, version, 
 	return etag, count, err
 }
 
-const sessionCols = `room_id, session_id, first_message_index, forwarded_count, is_verified, session_data`
+const backupSessionCols = `room_id, session_id, first_message_index, forwarded_count, is_verified, session_data`
 
-func scanSession(rows *sql.Rows) (BackupSession, error) {
+func scanBackupSession(rows *sql.Rows) (BackupSession, error) {
 	var s BackupSession
 	var data string
 	err := rows.Scan(&s.RoomID, &s.SessionID, &s.FirstMessageIndex, &s.ForwardedCount, &s.IsVerified, &data)
@@ -166,9 +166,9 @@ func SelectBackupSessions(ctx context.Context, q sqlutil.Querier, userID string,
 			cond, args = cond+` AND session_id = ?`, append(args, sessionID)
 		}
 	}
-	rows, err := q.QueryContext(ctx, `SELECT `+sessionCols+` FROM user_key_backup_sessions WHERE user_id = ? AND version = ?`+
+	rows, err := q.QueryContext(ctx, `SELECT `+backupSessionCols+` FROM user_key_backup_sessions WHERE user_id = ? AND version = ?`+
 		cond+` ORDER BY room_id, session_id`, args...)
-	return sqlutil.Collect(rows, err, scanSession)
+	return sqlutil.Collect(rows, err, scanBackupSession)
 }
 
 // SelectBackupSessionsByKey returns the stored sessions of a version among
@@ -180,13 +180,13 @@ func SelectBackupSessions(ctx context.Context, q sqlutil.Querier, userID string,
 // statistics (a row-value IN (VALUES ...) was planned as a scan of the
 // user's sessions on PostgreSQL until the table was analysed); the few
 // other pairs it may match are dropped.
-func SelectBackupSessionsByKey(ctx context.Context, q sqlutil.Querier, userID string, version int64, keys []SessionKey) (map[SessionKey]BackupSession, error) {
-	want := make(map[SessionKey]bool, len(keys))
+func SelectBackupSessionsByKey(ctx context.Context, q sqlutil.Querier, userID string, version int64, keys []BackupSessionKey) (map[BackupSessionKey]BackupSession, error) {
+	want := make(map[BackupSessionKey]bool, len(keys))
 	for _, k := range keys {
 		want[k] = true
 	}
-	out := make(map[SessionKey]BackupSession)
-	err := sqlutil.InBatches(keys, sessionReadBatch, func(batch []SessionKey) error {
+	out := make(map[BackupSessionKey]BackupSession)
+	err := sqlutil.InBatches(keys, backupReadBatch, func(batch []BackupSessionKey) error {
 		var rooms, sessions []string
 		seenRoom, seenSession := map[string]bool{}, map[string]bool{}
 		for _, k := range batch {
@@ -208,7 +208,7 @@ func SelectBackupSessionsByKey(ctx context.Context, q sqlutil.Querier, userID st
 			if err := rows.Scan(&s.RoomID, &s.SessionID, &s.FirstMessageIndex, &s.ForwardedCount, &s.IsVerified); err != nil {
 				return err
 			}
-			if k := (SessionKey{s.RoomID, s.SessionID}); want[k] {
+			if k := (BackupSessionKey{s.RoomID, s.SessionID}); want[k] {
 				out[k] = s
 			}
 			return nil
@@ -224,14 +224,14 @@ func SelectBackupSessionsByKey(ctx context.Context, q sqlutil.Querier, userID st
 // and overwriting stored ones, a batch of rows per statement. The caller
 // holds the user's lock and has decided which sessions to write.
 func UpsertBackupSessions(ctx context.Context, tx *sqlutil.Tx, userID string, version int64, sessions []BackupSession) error {
-	return sqlutil.InBatches(sessions, sessionWriteBatch, func(batch []BackupSession) error {
+	return sqlutil.InBatches(sessions, backupWriteBatch, func(batch []BackupSession) error {
 		args := make([]any, 0, 8*len(batch))
 		for _, s := range batch {
 			args = append(args, userID, version, s.RoomID, s.SessionID, s.FirstMessageIndex, s.ForwardedCount, s.IsVerified,
 				string(s.SessionData))
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO user_key_backup_sessions (user_id, version, `+sessionCols+`) VALUES `+
-			valuesList("(?, CAST(? AS BIGINT), ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BOOLEAN), ?)", len(batch))+`
+		_, err := tx.ExecContext(ctx, `INSERT INTO user_key_backup_sessions (user_id, version, `+backupSessionCols+`) VALUES `+
+			backupValues("(?, CAST(? AS BIGINT), ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BOOLEAN), ?)", len(batch))+`
 			ON CONFLICT (user_id, version, room_id, session_id) DO UPDATE SET first_message_index = excluded.first_message_index,
 				forwarded_count = excluded.forwarded_count, is_verified = excluded.is_verified, session_data = excluded.session_data`,
 			args...)
@@ -256,8 +256,8 @@ func DeleteBackupSessions(ctx context.Context, tx *sqlutil.Tx, userID string, ve
 	return res.RowsAffected()
 }
 
-// valuesList returns n copies of row separated by commas.
-func valuesList(row string, n int) string {
+// backupValues returns n copies of row separated by commas.
+func backupValues(row string, n int) string {
 	if n <= 0 {
 		return ""
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
-func createBackup(t *testing.T, s *Storage, userID string) int64 {
+func createTestBackup(t *testing.T, s *Storage, userID string) int64 {
 	t.Helper()
 	var v int64
 	err := s.WithTx(context.Background(), func(tx *sqlutil.Tx) error {
@@ -44,7 +44,7 @@ func TestKeyBackupVersions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if v1, v2, vb := createBackup(t, s, "@a:x"), createBackup(t, s, "@a:x"), createBackup(t, s, "@b:x"); v1 != 1 || v2 != 2 || vb != 1 {
+		if v1, v2, vb := createTestBackup(t, s, "@a:x"), createTestBackup(t, s, "@a:x"), createTestBackup(t, s, "@b:x"); v1 != 1 || v2 != 2 || vb != 1 {
 			t.Fatalf("versions %d %d, other user %d", v1, v2, vb)
 		}
 		if cur, err := SelectCurrentKeyBackup(ctx, s.DB(), "@a:x"); err != nil || cur.Version != 2 || cur.Algorithm != "alg" ||
@@ -75,7 +75,7 @@ func TestKeyBackupVersions(t *testing.T) {
 		if cur, err := SelectCurrentKeyBackup(ctx, s.DB(), "@a:x"); err != nil || cur.Version != 1 || string(cur.AuthData) != `{"k":2}` {
 			t.Fatalf("current after deleting the newest: %+v %v", cur, err)
 		}
-		if v := createBackup(t, s, "@a:x"); v != 3 {
+		if v := createTestBackup(t, s, "@a:x"); v != 3 {
 			t.Fatalf("a version after a deleted one: %d", v)
 		}
 		if _, err := SelectKeyBackup(ctx, s.DB(), "@a:x", 9); !errors.Is(err, ErrNotFound) {
@@ -105,7 +105,7 @@ func TestKeyBackupConcurrentCreate(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				versions <- createBackup(t, s, "@a:x")
+				versions <- createTestBackup(t, s, "@a:x")
 			}()
 		}
 		wg.Wait()
@@ -126,17 +126,17 @@ func TestBackupSessionsBatches(t *testing.T) {
 	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
-		v := createBackup(t, s, "@a:x")
-		other := createBackup(t, s, "@b:x")
+		v := createTestBackup(t, s, "@a:x")
+		other := createTestBackup(t, s, "@b:x")
 		const n = 1000
 		var sessions []BackupSession
-		var keys []SessionKey
+		var keys []BackupSessionKey
 		for i := range n {
 			room := fmt.Sprintf("!room%d:x", i%3)
 			id := fmt.Sprintf("s%04d", i)
 			sessions = append(sessions, BackupSession{RoomID: room, SessionID: id, FirstMessageIndex: int64(i), ForwardedCount: int64(i % 5),
 				IsVerified: i%2 == 0, SessionData: json.RawMessage(fmt.Sprintf(`{"c":%d}`, i))})
-			keys = append(keys, SessionKey{room, id})
+			keys = append(keys, BackupSessionKey{room, id})
 		}
 		before := db.Queries()
 		err := s.WithTx(ctx, func(tx *sqlutil.Tx) error {
@@ -152,12 +152,12 @@ func TestBackupSessionsBatches(t *testing.T) {
 			t.Fatalf("%d statements to write %d sessions", q, n)
 		}
 		// By key: the stored ones among present and absent keys.
-		probe := append(append([]SessionKey{}, keys...), SessionKey{"!room0:x", "absent"}, SessionKey{"!nope:x", "s0000"})
+		probe := append(append([]BackupSessionKey{}, keys...), BackupSessionKey{"!room0:x", "absent"}, BackupSessionKey{"!nope:x", "s0000"})
 		got, err := SelectBackupSessionsByKey(ctx, s.DB(), "@a:x", v, probe)
 		if err != nil || len(got) != n {
 			t.Fatalf("by key: %d sessions, %v", len(got), err)
 		}
-		if g := got[SessionKey{"!room1:x", "s0001"}]; g.FirstMessageIndex != 1 || g.ForwardedCount != 1 || g.IsVerified {
+		if g := got[BackupSessionKey{"!room1:x", "s0001"}]; g.FirstMessageIndex != 1 || g.ForwardedCount != 1 || g.IsVerified {
 			t.Fatalf("by key: %+v", g)
 		}
 		// Overwrite one.
