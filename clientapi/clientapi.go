@@ -60,6 +60,7 @@ type UserAPI interface {
 	api.KeysAPI
 	api.RemoteKeysAPI
 	api.DehydratedDevicesAPI
+	api.KeyBackupAPI
 }
 
 // ClientAPI is the client API component.
@@ -167,6 +168,17 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	// End-to-end encryption keys (keys.go).
 	c.registerKeys(srv)
 	c.registerDehydrated(srv)
+	// Server-side key backups.
+	srv.HandleClient(http.MethodPost, "/room_keys/version", c.postRoomKeysVersion, auth)
+	srv.HandleClient(http.MethodGet, "/room_keys/version", c.getRoomKeysVersionCurrent, auth)
+	srv.HandleClient(http.MethodGet, "/room_keys/version/{version}", c.getRoomKeysVersion, auth)
+	srv.HandleClient(http.MethodPut, "/room_keys/version/{version}", c.putRoomKeysVersion, auth)
+	srv.HandleClient(http.MethodDelete, "/room_keys/version/{version}", c.deleteRoomKeysVersion, auth)
+	for _, p := range []string{"/room_keys/keys", "/room_keys/keys/{roomId}", "/room_keys/keys/{roomId}/{sessionId}"} {
+		srv.HandleClient(http.MethodGet, p, c.getRoomKeys, auth)
+		srv.HandleClient(http.MethodPut, p, c.putRoomKeys, auth, httputil.MaxBody(maxRoomKeysBody))
+		srv.HandleClient(http.MethodDelete, p, c.deleteRoomKeys, auth)
+	}
 
 	c.registerRooms(srv)
 

@@ -173,8 +173,8 @@ func (u *UserAPI) SetPassword(ctx context.Context, userID, password string, logo
 	return u.announceDeviceDeletion(ctx, gone)
 }
 
-// Deactivate blocks the account and deletes its devices, tokens and
-// pushers.
+// Deactivate blocks the account and deletes its devices, tokens,
+// pushers and key backups.
 func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) error {
 	var gone *deviceLeftovers
 	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
@@ -186,6 +186,9 @@ func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) err
 			return err
 		}
 		if gone, err = u.deleteDeviceLeftovers(ctx, tx, userID, deleted, true); err != nil {
+			return err
+		}
+		if err := storage.DeleteAllKeyBackups(ctx, tx, userID); err != nil {
 			return err
 		}
 		if erase {
