@@ -1,7 +1,7 @@
 // Package clientapi serves /_matrix/client (except /sync, filters and
 // media): registration with User-Interactive Authentication, login and
 // tokens, devices, profiles, account data, push rules and pushers,
-// capabilities and discovery, plus Synapse's shared-secret registration
+// end-to-end encryption keys, capabilities and discovery, plus Synapse's shared-secret registration
 // and registration-token admin APIs.
 package clientapi
 
@@ -57,6 +57,7 @@ type UserAPI interface {
 	api.OpenIDAPI
 	api.PushRulesAPI
 	api.PushersAPI
+	api.KeysAPI
 }
 
 // ClientAPI is the client API component.
@@ -160,6 +161,9 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/pushrules/{scope}/{kind}/{ruleId}/actions", c.putPushRuleActions, auth)
 	srv.HandleClient(http.MethodGet, "/pushers", c.getPushers, auth)
 	srv.HandleClient(http.MethodPost, "/pushers/set", c.postPushersSet, auth)
+
+	// End-to-end encryption keys (keys.go).
+	c.registerKeys(srv)
 
 	c.registerRooms(srv)
 

@@ -81,6 +81,7 @@ type Inputer interface {
 type Users interface {
 	userapi.ProfileAPI
 	userapi.OpenIDAPI
+	userapi.KeysAPI
 }
 
 // FederationAPI is the federation API component.
@@ -208,6 +209,7 @@ func (f *FederationAPI) Register(srv *httputil.Server) {
 	srv.Handle(http.MethodGet, "/_matrix/federation/v1/version", f.serveVersion)
 	f.handle(srv, http.MethodPut, "/_matrix/federation/v1/send/{txnId}", f.onSend, httputil.MaxBody(MaxTransactionBytes))
 	f.registerServing(srv)
+	f.registerUserKeys(srv)
 	f.registerMembership(srv)
 	srv.Handle(http.MethodGet, "/_matrix/federation/v1/openid/userinfo", f.serveOpenIDUserInfo)
 }

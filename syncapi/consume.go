@@ -569,6 +569,9 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 	if strings.HasSuffix(m.Subject, userapi.SubjectPushers) {
 		return s.onPushersUpdate(ctx, m)
 	}
+	if strings.HasSuffix(m.Subject, userapi.SubjectDevices) {
+		return s.onDevicesUpdate(ctx, m)
+	}
 	if !strings.HasSuffix(m.Subject, userapi.SubjectAccountData) {
 		return s.setConsumed(ctx, userOutputConsumer, m.Seq, &s.applied.userOutput)
 	}

@@ -156,7 +156,8 @@ func (s *SyncAPI) sendPresence(row *storage.Presence) {
 }
 
 // federationInSubjects are the EDUs the sync API takes from FederationIn.
-var federationInSubjects = []string{fedapi.InSubject(fedapi.EDUTyping), fedapi.InSubject(fedapi.EDUReceipt), fedapi.InSubject(fedapi.EDUPresence)}
+var federationInSubjects = []string{fedapi.InSubject(fedapi.EDUTyping), fedapi.InSubject(fedapi.EDUReceipt), fedapi.InSubject(fedapi.EDUPresence),
+	fedapi.InSubject(fedapi.EDUDirectToDevice)}
 
 // onFederationIn applies an EDU from another server. The federation API
 // has checked that the origin is the server of the users concerned; the
@@ -175,6 +176,8 @@ func (s *SyncAPI) onFederationIn(ctx context.Context, m *bus.Msg) error {
 		return s.onReceiptEDU(ctx, &edu, m.Seq)
 	case fedapi.EDUPresence:
 		return s.onPresenceEDU(ctx, &edu, m.Seq)
+	case fedapi.EDUDirectToDevice:
+		return s.onToDeviceEDU(ctx, &edu, m.Seq)
 	}
 	if err != nil {
 		return err

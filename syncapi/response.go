@@ -66,6 +66,7 @@ type (
 		AccountData *eventList     `json:"account_data,omitempty"`
 		Presence    *eventList     `json:"presence,omitempty"`
 		Rooms       *roomsResponse `json:"rooms,omitempty"`
+		ToDevice    *eventList     `json:"to_device,omitempty"`
 	}
 )
 
@@ -129,7 +130,17 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 		changedIn[c.RoomID] = append(changedIn[c.RoomID], c)
 	}
 
+	// To-device messages: next_batch stops at the last one delivered when
+	// more wait.
+	toDevice, toDevicePos, err := s.syncToDevice(ctx, dev, req.since, now.ToDevice)
+	if err != nil {
+		return nil, false, err
+	}
+	now.ToDevice = toDevicePos
 	resp := &syncResponse{NextBatch: now.String(), Rooms: &roomsResponse{}}
+	if len(toDevice) > 0 {
+		resp.ToDevice = &eventList{Events: toDevice}
+	}
 	var plans []*roomPlan
 	var invites, knocks []string
 	for _, m := range memberships {
@@ -225,7 +236,7 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 	}
 	r := resp.Rooms
 	empty := len(r.Join) == 0 && len(r.Invite) == 0 && len(r.Leave) == 0 && len(r.Knock) == 0 &&
-		resp.AccountData == nil && resp.Presence == nil
+		resp.AccountData == nil && resp.Presence == nil && resp.ToDevice == nil
 	if len(r.Join) == 0 && len(r.Invite) == 0 && len(r.Leave) == 0 && len(r.Knock) == 0 {
 		resp.Rooms = nil
 	}

@@ -102,6 +102,7 @@ func (s *SyncAPI) currentPos() StreamPos {
 		Receipt:     s.pos.receipt.Load(),
 		AccountData: s.pos.accountData.Load(),
 		Presence:    s.pos.presence.Load(),
+		ToDevice:    s.pos.toDevice.Load(),
 	}
 }
 

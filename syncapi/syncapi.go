@@ -5,7 +5,8 @@
 // (FederationIn). It publishes its users' typing, receipts and presence
 // for other servers (FederationOut), and has the federation API backfill
 // history /messages reaches the start of. It also owns filters, which
-// shape those reads.
+// shape those reads, and the devices' send-to-device inboxes
+// (/sendToDevice, m.direct_to_device; see todevice.go).
 package syncapi
 
 import (
@@ -49,10 +50,11 @@ type Config struct {
 }
 
 // UserAPI is what the sync API uses of the user API: account data (the
-// read marker) and pushers.
+// read marker), pushers, and the devices to-device messages go to.
 type UserAPI interface {
 	userapi.AccountDataAPI
 	userapi.PushersAPI
+	QueryDevices(ctx context.Context, userID string) ([]userapi.DeviceInfo, error)
 }
 
 // SyncAPI is the sync component.
@@ -74,10 +76,17 @@ type SyncAPI struct {
 
 	// pos holds the highest committed position of each stream.
 	pos struct {
-		pdu, receipt, accountData, presence atomic.Int64
+		pdu, receipt, accountData, presence, toDevice atomic.Int64
 	}
 	receiptMu   sync.Mutex // orders receipt positions with their commits
 	fullyReadMu sync.Mutex // orders read marker moves
+
+	// toDeviceMu makes writeToDevice the single writer of the to-device
+	// stream; outboxMu orders the publishing of its outbox.
+	toDeviceMu  sync.Mutex
+	outboxMu    sync.Mutex
+	outboxDirty atomic.Bool // a flush failed: the retry timer tries again
+	inboxes     toDeviceInboxes
 
 	// applied holds the last stream sequence each consumer applied;
 	// waitCond is broadcast whenever it moves (read-your-writes).
@@ -140,6 +149,9 @@ func (s *SyncAPI) load(ctx context.Context) error {
 	s.pos.receipt.Store(rc)
 	s.pos.accountData.Store(ad)
 	s.pos.presence.Store(pr)
+	if err := s.loadToDevice(ctx); err != nil {
+		return fmt.Errorf("syncapi: to-device: %w", err)
+	}
 	members, err := storage.EveryCurrentMember(ctx, s.store.DB())
 	if err != nil {
 		return fmt.Errorf("syncapi: members: %w", err)
@@ -179,6 +191,7 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("syncapi: remote presence: %w", err)
 	}
 	s.addStop(s.edus.start())
+	s.addStop(s.startToDevice(ctx))
 	if s.pushers != nil {
 		s.addStop(s.pushers.pool.Close) // stopped after the consumers
 	}
@@ -266,6 +279,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/presence/{userId}/status", s.putPresence, auth, guests)
 	srv.HandleClient(http.MethodGet, "/presence/{userId}/status", s.getPresence, auth, guests)
 	srv.HandleClient(http.MethodGet, "/notifications", s.getNotifications, auth)
+	srv.HandleClient(http.MethodPut, "/sendToDevice/{eventType}/{txnId}", s.putSendToDevice, auth, guests)
 }
 
 // catchUp waits (at most catchUpLimit) until the consumers have applied

@@ -158,7 +158,7 @@ func (u *UserAPI) SetPassword(ctx context.Context, userID, password string, logo
 		if err != nil {
 			return err
 		}
-		gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
+		gone, err = u.deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
 		return err
 	})
 	if errors.Is(err, storage.ErrNotFound) {
@@ -185,7 +185,7 @@ func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) err
 		if err != nil {
 			return err
 		}
-		if gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, true); err != nil {
+		if gone, err = u.deleteDeviceLeftovers(ctx, tx, userID, deleted, true); err != nil {
 			return err
 		}
 		if erase {

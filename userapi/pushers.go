@@ -109,8 +109,12 @@ type deviceLeftovers struct {
 // deleteDeviceLeftovers deletes, in the transaction that deleted the
 // devices, their pushers (every pusher of the user with allPushers, for
 // deactivation) and their local notification settings.
-func deleteDeviceLeftovers(ctx context.Context, tx *sqlutil.Tx, userID string, deviceIDs []string, allPushers bool) (*deviceLeftovers, error) {
+func (u *UserAPI) deleteDeviceLeftovers(ctx context.Context, tx *sqlutil.Tx, userID string, deviceIDs []string, allPushers bool) (*deviceLeftovers, error) {
 	l := &deviceLeftovers{userID: userID, devices: deviceIDs}
+	// Their end-to-end encryption keys, and the device-list change.
+	if err := u.Keys.DevicesDeleted(ctx, tx, userID, deviceIDs); err != nil {
+		return nil, err
+	}
 	if allPushers {
 		n, err := storage.DeleteAllPushers(ctx, tx, userID)
 		if err != nil {
@@ -143,12 +147,13 @@ func deleteDeviceLeftovers(ctx context.Context, tx *sqlutil.Tx, userID string, d
 }
 
 // announceDeviceDeletion announces deleted devices and what went with
-// them: the pushers, and the deleted account data as content {} (how the
-// sync API shows a deletion).
+// them: the key changes queued in the outbox, the pushers, and the deleted
+// account data as content {} (how the sync API shows a deletion).
 func (u *UserAPI) announceDeviceDeletion(ctx context.Context, l *deviceLeftovers) error {
 	if l == nil {
 		return nil
 	}
+	u.Keys.Flush(ctx)
 	if err := u.publishDevices(ctx, l.userID, l.devices, true); err != nil {
 		return err
 	}

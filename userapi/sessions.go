@@ -223,13 +223,19 @@ func (u *UserAPI) QueryDevice(ctx context.Context, userID, deviceID string) (*ap
 
 // UpdateDevice renames a device.
 func (u *UserAPI) UpdateDevice(ctx context.Context, userID, deviceID, displayName string) error {
-	err := storage.UpdateDeviceName(ctx, u.store.DB(), userID, deviceID, &displayName)
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		if err := storage.UpdateDeviceName(ctx, tx, userID, deviceID, &displayName); err != nil {
+			return err
+		}
+		return u.Keys.DeviceRenamed(ctx, tx, userID, deviceID, &displayName)
+	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return api.ErrNotFound
 	}
 	if err != nil {
 		return err
 	}
+	u.Keys.Flush(ctx)
 	return u.publishDevices(ctx, userID, []string{deviceID}, false)
 }
 
@@ -242,7 +248,7 @@ func (u *UserAPI) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 		if err != nil {
 			return err
 		}
-		gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
+		gone, err = u.deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
 		return err
 	})
 	if err != nil {
@@ -261,7 +267,7 @@ func (u *UserAPI) DeleteAllDevices(ctx context.Context, userID, except string) e
 		if err != nil {
 			return err
 		}
-		gone, err = deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
+		gone, err = u.deleteDeviceLeftovers(ctx, tx, userID, deleted, false)
 		return err
 	})
 	if err != nil {

@@ -8,11 +8,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/userapi/api"
+	"github.com/myelin-chat/myelin/userapi/keys"
 	"github.com/myelin-chat/myelin/userapi/storage"
 )
 
@@ -25,8 +27,11 @@ type Config struct {
 }
 
 // UserAPI implements api.AccountsAPI, api.SessionsAPI, api.ProfileAPI,
-// api.AccountDataAPI, api.PushRulesAPI and api.PushersAPI.
+// api.AccountDataAPI, api.PushRulesAPI, api.PushersAPI and (through
+// keys.Keys) api.KeysAPI.
 type UserAPI struct {
+	*keys.Keys
+
 	cfg      Config
 	store    *storage.Storage
 	bus      *bus.Bus
@@ -39,6 +44,8 @@ type UserAPI struct {
 	// dummyHash is compared against for unknown users, so that a login
 	// for a missing account costs as much as a wrong password.
 	dummyHash string
+	// outboxMu makes one flush of the outbox at a time (outbox.go).
+	outboxMu sync.Mutex
 }
 
 var (
@@ -48,6 +55,7 @@ var (
 	_ api.AccountDataAPI = (*UserAPI)(nil)
 	_ api.PushRulesAPI   = (*UserAPI)(nil)
 	_ api.PushersAPI     = (*UserAPI)(nil)
+	_ api.KeysAPI        = (*UserAPI)(nil)
 )
 
 // New migrates the user API's tables and returns the component.
@@ -63,7 +71,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 	if err != nil {
 		return nil, err
 	}
-	return &UserAPI{
+	u := &UserAPI{
 		cfg:       cfg,
 		store:     st,
 		bus:       b,
@@ -71,7 +79,11 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		tokens:    newTokenCache(10000, 2*time.Minute),
 		lastSeen:  newLastSeen(time.Minute),
 		dummyHash: dummy,
-	}, nil
+	}
+	u.Keys = keys.New(cfg.ServerName, st, u.flushOutbox, u.log)
+	// What a crash left in the outbox goes out now.
+	u.Keys.Flush(ctx)
+	return u, nil
 }
 
 // publish announces a change after it has been committed.

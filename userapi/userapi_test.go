@@ -224,6 +224,9 @@ func TestUserOutput(t *testing.T) {
 			`UserOutput.account_data {"v":1,"user_id":"@dan:test.org","type":"m.direct","content":{"a":1}}`,
 			`UserOutput.account_data {"v":1,"user_id":"@dan:test.org","room_id":"!r:test.org","type":"m.tag","content":{}}`,
 			`UserOutput.profile {"v":1,"user_id":"@dan:test.org","key":"displayname","value":"Dan"}`,
+			// A deleted device is a device-list change (as in Synapse,
+			// with or without keys), through the outbox.
+			`UserOutput.key_change {"v":1,"kind":"device","user_id":"@dan:test.org","stream_id":1,"device_id":"DEV","deleted":true}`,
 			`UserOutput.devices {"v":1,"user_id":"@dan:test.org","device_ids":["DEV"],"deleted":true}`,
 		}
 		deadline := time.Now().Add(10 * time.Second)

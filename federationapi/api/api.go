@@ -75,6 +75,44 @@ type FederationAPI interface {
 	// room, and stores them. It returns how many new events were stored
 	// (0: there is no more history to fetch).
 	Backfill(ctx context.Context, roomID string, from []string, limit int) (int, error)
+
+	// QueryKeys asks server for its users' device and cross-signing keys
+	// (/user/keys/query); deviceKeys maps user IDs to device IDs (empty:
+	// all). The answer keeps only users of deviceKeys.
+	QueryKeys(ctx context.Context, server string, deviceKeys map[string][]string) (*KeysQueryResponse, error)
+	// ClaimKeys claims one-time keys of server's users (/user/keys/claim);
+	// oneTimeKeys maps user IDs to device IDs to algorithms. The answer
+	// (user -> device -> "<algorithm>:<key ID>" -> key) keeps only the
+	// users and devices asked for.
+	ClaimKeys(ctx context.Context, server string, oneTimeKeys map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
+	// QueryUserDevices fetches a remote user's device list from its
+	// server (/user/devices/{userId}), for device-list resyncs. An answer
+	// for another user is an error.
+	QueryUserDevices(ctx context.Context, server, userID string) (*UserDevicesResponse, error)
+}
+
+// KeysQueryResponse is a remote server's answer to /user/keys/query: user
+// ID -> device ID -> DeviceKeys, and cross-signing keys by user ID.
+type KeysQueryResponse struct {
+	DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
+	MasterKeys      map[string]json.RawMessage            `json:"master_keys,omitempty"`
+	SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys,omitempty"`
+}
+
+// UserDevicesResponse is a remote server's answer to /user/devices/{userId}.
+type UserDevicesResponse struct {
+	UserID         string          `json:"user_id"`
+	StreamID       int64           `json:"stream_id"`
+	Devices        []UserDevice    `json:"devices"`
+	MasterKey      json.RawMessage `json:"master_key,omitempty"`
+	SelfSigningKey json.RawMessage `json:"self_signing_key,omitempty"`
+}
+
+// UserDevice is one device of a UserDevicesResponse.
+type UserDevice struct {
+	DeviceID          string          `json:"device_id"`
+	Keys              json.RawMessage `json:"keys"`
+	DeviceDisplayName string          `json:"device_display_name,omitempty"`
 }
 
 // JoinRequest asks to join a room over federation.

@@ -26,6 +26,7 @@ const (
 	CodeIncompatibleRoomVer    = "M_INCOMPATIBLE_ROOM_VERSION"
 	CodeInvalidParam           = "M_INVALID_PARAM"
 	CodeInvalidRoomState       = "M_INVALID_ROOM_STATE"
+	CodeInvalidSignature       = "M_INVALID_SIGNATURE"
 	CodeInvalidUsername        = "M_INVALID_USERNAME"
 	CodeKeyTooLarge            = "M_KEY_TOO_LARGE"
 	CodeLimitExceeded          = "M_LIMIT_EXCEEDED"
