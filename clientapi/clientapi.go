@@ -58,6 +58,7 @@ type UserAPI interface {
 	api.PushRulesAPI
 	api.PushersAPI
 	api.KeysAPI
+	api.RemoteKeysAPI
 }
 
 // ClientAPI is the client API component.

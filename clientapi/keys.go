@@ -191,6 +191,9 @@ func (c *ClientAPI) postKeysQuery(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if remote, err = c.cachedRemoteKeys(r.Context(), query, remote, res); err != nil {
+		return nil, err
+	}
 	var mu sync.Mutex
 	failures := c.fanOut(r.Context(), slices.Sorted(maps.Keys(remote)), keysTimeout(r, req.Timeout), func(ctx context.Context, server string) error {
 		ask := make(map[string][]string, len(remote[server]))
@@ -221,6 +224,47 @@ func (c *ClientAPI) postKeysQuery(r *http.Request) (any, error) {
 		"user_signing_keys": res.UserSigningKeys,
 		"failures":          failures,
 	}, nil
+}
+
+// cachedRemoteKeys answers the remote users whose device lists the remote
+// device cache holds up to date (users sharing a room with a local user)
+// into res, and returns the others by server, to be asked of them.
+func (c *ClientAPI) cachedRemoteKeys(ctx context.Context, query map[string][]string, remote map[string][]string, res *api.QueryKeysResponse) (map[string][]string, error) {
+	if len(remote) == 0 {
+		return remote, nil
+	}
+	ask := map[string][]string{}
+	for _, users := range remote {
+		for _, u := range users {
+			ask[u] = query[u]
+		}
+	}
+	cached, missing, err := c.users.QueryRemoteKeys(ctx, ask)
+	if err != nil {
+		return nil, err
+	}
+	for u, devs := range cached.DeviceKeys {
+		res.DeviceKeys[u] = devs
+	}
+	merge := func(into *map[string]json.RawMessage, from map[string]json.RawMessage) {
+		for u, k := range from {
+			if *into == nil {
+				*into = map[string]json.RawMessage{}
+			}
+			(*into)[u] = k
+		}
+	}
+	merge(&res.MasterKeys, cached.MasterKeys)
+	merge(&res.SelfSigningKeys, cached.SelfSigningKeys)
+	left := map[string][]string{}
+	for server, users := range remote {
+		for _, u := range users {
+			if _, ok := missing[u]; ok {
+				left[server] = append(left[server], u)
+			}
+		}
+	}
+	return left, nil
 }
 
 // POST /_matrix/client/v3/keys/claim

@@ -93,6 +93,9 @@ type FederationAPI struct {
 	input Inputer
 	users Users
 	log   *slog.Logger
+	// devUsers keeps the device lists (devicelists.go); nil when the user
+	// API given has no keys (tests with a partial user API).
+	devUsers DeviceListUsers
 
 	// policy applies the domain allow/deny lists (client.go).
 	policy domainPolicy
@@ -139,6 +142,9 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 	}
 	f := &FederationAPI{cfg: cfg, store: st, bus: b, rooms: rooms, input: input, users: users,
 		log: log.With("component", "federationapi")}
+	if du, ok := users.(DeviceListUsers); ok {
+		f.devUsers = du
+	}
 	f.policy = newDomainPolicy(cfg.DomainAllowlist, cfg.DomainDenylist)
 	f.client, f.keyClient = f.newClients()
 	f.initKeyRing()
@@ -184,6 +190,12 @@ func (f *FederationAPI) Start(ctx context.Context) error {
 		f.stopMu.Lock()
 		f.stops = append(f.stops, stop)
 		f.stopMu.Unlock()
+	}
+	if f.devUsers != nil {
+		if err := f.startDeviceLists(ctx); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	f.stopMu.Lock()
 	f.stops = append(f.stops, f.queues.stop)

@@ -306,10 +306,26 @@ func (f *FederationAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err == nil {
 		dests = slices.DeleteFunc(dests, func(d string) bool { return d == string(domain) })
 	}
+	// Device lists: a local user's join tells the room's new servers
+	// about their devices (after the join, in queue order).
+	var devDests []string
+	var devEDUs [][]byte
+	if pdu.Type() == spec.MRoomMember && f.devUsers != nil {
+		if devDests, devEDUs, err = f.memberDeviceLists(ctx, ev.RoomID, pdu); err != nil {
+			return err
+		}
+	}
 	err = f.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if len(dests) > 0 {
 			if err := storage.EnqueuePDU(ctx, tx, dests, ev.Event, time.Now().UnixMilli()); err != nil {
 				return err
+			}
+		}
+		if len(devDests) > 0 {
+			for _, c := range devEDUs {
+				if err := storage.EnqueueEDU(ctx, tx, devDests, fedapi.EDUDeviceList, c, time.Now().UnixMilli()); err != nil {
+					return err
+				}
 			}
 		}
 		return storage.SetConsumerPosition(ctx, tx, roomOutputConsumer, m.Seq)
@@ -317,7 +333,7 @@ func (f *FederationAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range dests {
+	for _, d := range append(dests, devDests...) {
 		f.queues.kick(spec.ServerName(d))
 	}
 	return nil
@@ -329,29 +345,11 @@ func (f *FederationAPI) onFederationOut(ctx context.Context, m *bus.Msg) error {
 	if err := json.Unmarshal(m.Data, &edu); err != nil {
 		return bus.Permanent(fmt.Errorf("undecodable EDU: %w", err))
 	}
-	dests := append([]string(nil), edu.Destinations...)
-	if edu.RoomID != "" {
-		servers, err := f.joinedServers(ctx, edu.RoomID)
-		if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
-			return err
-		}
-		dests = append(dests, servers...)
+	dests, err := f.eduDestinations(ctx, &edu)
+	if err != nil {
+		return err
 	}
-	if edu.UserID != "" {
-		rooms, err := f.rooms.QueryRoomsForUser(ctx, edu.UserID, spec.Join)
-		if err != nil {
-			return err
-		}
-		for _, r := range rooms {
-			servers, err := f.joinedServers(ctx, r.RoomID)
-			if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
-				return err
-			}
-			dests = append(dests, servers...)
-		}
-	}
-	dests = f.destinations(dests)
-	err := f.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+	err = f.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if len(dests) > 0 {
 			if err := storage.EnqueueEDU(ctx, tx, dests, edu.Type, edu.Content, time.Now().UnixMilli()); err != nil {
 				return err
@@ -366,6 +364,33 @@ func (f *FederationAPI) onFederationOut(ctx context.Context, m *bus.Msg) error {
 		f.queues.kick(spec.ServerName(d))
 	}
 	return nil
+}
+
+// eduDestinations lists the servers an EDU goes to: those in its room,
+// those sharing a room with its user, and its destinations.
+func (f *FederationAPI) eduDestinations(ctx context.Context, edu *fedapi.OutboundEDU) ([]string, error) {
+	dests := append([]string(nil), edu.Destinations...)
+	if edu.RoomID != "" {
+		servers, err := f.joinedServers(ctx, edu.RoomID)
+		if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
+			return nil, err
+		}
+		dests = append(dests, servers...)
+	}
+	if edu.UserID != "" {
+		rooms, err := f.rooms.QueryRoomsForUser(ctx, edu.UserID, spec.Join)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rooms {
+			servers, err := f.joinedServers(ctx, r.RoomID)
+			if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
+				return nil, err
+			}
+			dests = append(dests, servers...)
+		}
+	}
+	return f.destinations(dests), nil
 }
 
 // destinations dedupes servers and drops this one and those the domain

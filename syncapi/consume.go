@@ -572,6 +572,12 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 	if strings.HasSuffix(m.Subject, userapi.SubjectDevices) {
 		return s.onDevicesUpdate(ctx, m)
 	}
+	if strings.HasSuffix(m.Subject, userapi.SubjectKeyChange) {
+		return s.onKeyChange(ctx, m, false)
+	}
+	if strings.HasSuffix(m.Subject, userapi.SubjectRemoteKeyChange) {
+		return s.onKeyChange(ctx, m, true)
+	}
 	if !strings.HasSuffix(m.Subject, userapi.SubjectAccountData) {
 		return s.setConsumed(ctx, userOutputConsumer, m.Seq, &s.applied.userOutput)
 	}

@@ -215,3 +215,19 @@ func (n *notifier) joinedRooms(userID string) []string {
 	}
 	return out
 }
+
+// joinedMembers lists the joined members of a room, local and remote.
+func (n *notifier) joinedMembers(roomID string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.members[roomID])+len(n.remote[roomID]))
+	for u, joined := range n.members[roomID] {
+		if joined {
+			out = append(out, u)
+		}
+	}
+	for u := range n.remote[roomID] {
+		out = append(out, u)
+	}
+	return out
+}

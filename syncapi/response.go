@@ -67,6 +67,16 @@ type (
 		Presence    *eventList     `json:"presence,omitempty"`
 		Rooms       *roomsResponse `json:"rooms,omitempty"`
 		ToDevice    *eventList     `json:"to_device,omitempty"`
+		// DeviceLists has only its non-empty lists, as in Synapse.
+		DeviceLists *syncDeviceLists `json:"device_lists,omitempty"`
+		// The device's one-time key counts and unused fallback key types
+		// are always there (as in Synapse).
+		OneTimeKeyCounts       map[string]int `json:"device_one_time_keys_count"`
+		UnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+	}
+	syncDeviceLists struct {
+		Changed []string `json:"changed,omitempty"`
+		Left    []string `json:"left,omitempty"`
 	}
 )
 
@@ -228,6 +238,15 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			resp.AccountData = &eventList{Events: global}
 		}
 	}
+	var joinedNow []string
+	for _, m := range memberships {
+		if m.Membership == spec.Join && m.Pos <= now.PDU {
+			joinedNow = append(joinedNow, m.RoomID)
+		}
+	}
+	if err := s.fillDeviceLists(ctx, dev, since, now, initial, changes, joinedNow, resp); err != nil {
+		return nil, false, err
+	}
 	// Presence of those sharing a room.
 	if s.cfg.PresenceEnabled && (initial || now.Presence > since.Presence) {
 		if err := s.fillPresence(ctx, dev.UserID, flt, since, now, initial, resp); err != nil {
@@ -236,7 +255,7 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 	}
 	r := resp.Rooms
 	empty := len(r.Join) == 0 && len(r.Invite) == 0 && len(r.Leave) == 0 && len(r.Knock) == 0 &&
-		resp.AccountData == nil && resp.Presence == nil && resp.ToDevice == nil
+		resp.AccountData == nil && resp.Presence == nil && resp.ToDevice == nil && resp.DeviceLists == nil
 	if len(r.Join) == 0 && len(r.Invite) == 0 && len(r.Leave) == 0 && len(r.Knock) == 0 {
 		resp.Rooms = nil
 	}

@@ -103,6 +103,7 @@ func (s *SyncAPI) currentPos() StreamPos {
 		AccountData: s.pos.accountData.Load(),
 		Presence:    s.pos.presence.Load(),
 		ToDevice:    s.pos.toDevice.Load(),
+		DeviceList:  s.pos.deviceList.Load(),
 	}
 }
 

@@ -57,6 +57,12 @@ type UserAPI interface {
 	QueryDevices(ctx context.Context, userID string) ([]userapi.DeviceInfo, error)
 }
 
+// KeyCounter reports what one-time and fallback keys a device has left
+// (userapi/api.KeysAPI's OneTimeKeyCounts).
+type KeyCounter interface {
+	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (*userapi.OneTimeKeyCounts, error)
+}
+
 // SyncAPI is the sync component.
 type SyncAPI struct {
 	cfg      Config
@@ -73,10 +79,11 @@ type SyncAPI struct {
 	unread   *unreadStore
 	edus     *eduSender // nil without a bus
 	pushers  *pushers
+	keys     KeyCounter // nil: no key counts
 
 	// pos holds the highest committed position of each stream.
 	pos struct {
-		pdu, receipt, accountData, presence, toDevice atomic.Int64
+		pdu, receipt, accountData, presence, toDevice, deviceList atomic.Int64
 	}
 	receiptMu   sync.Mutex // orders receipt positions with their commits
 	fullyReadMu sync.Mutex // orders read marker moves
@@ -126,6 +133,9 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
 		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{})}
 	s.waitCond = sync.NewCond(&s.waitMu)
+	if kc, ok := users.(KeyCounter); ok {
+		s.keys = kc
+	}
 	if b != nil {
 		s.edus = newEDUSender(b, s.log)
 	}
@@ -152,6 +162,11 @@ func (s *SyncAPI) load(ctx context.Context) error {
 	if err := s.loadToDevice(ctx); err != nil {
 		return fmt.Errorf("syncapi: to-device: %w", err)
 	}
+	dl, err := storage.MaxDeviceListPos(ctx, s.store.DB())
+	if err != nil {
+		return fmt.Errorf("syncapi: device list position: %w", err)
+	}
+	s.pos.deviceList.Store(dl)
 	members, err := storage.EveryCurrentMember(ctx, s.store.DB())
 	if err != nil {
 		return fmt.Errorf("syncapi: members: %w", err)
@@ -280,6 +295,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/presence/{userId}/status", s.getPresence, auth, guests)
 	srv.HandleClient(http.MethodGet, "/notifications", s.getNotifications, auth)
 	srv.HandleClient(http.MethodPut, "/sendToDevice/{eventType}/{txnId}", s.putSendToDevice, auth, guests)
+	srv.HandleClient(http.MethodGet, "/keys/changes", s.getKeyChanges, auth, guests)
 }
 
 // catchUp waits (at most catchUpLimit) until the consumers have applied

@@ -105,6 +105,19 @@ func TestKeysUpload(t *testing.T) {
 		"keys": map[string]string{"ed25519:" + bob.DeviceID: testutil.PublicKey(bobDev.Key), "curve25519:" + bob.DeviceID: bobDev.Curve},
 	}, bob.UserID, "ed25519:"+bob.DeviceID, other.Key)
 	bob.MustFail("POST", keysUploadPath, map[string]any{"device_keys": forged}, http.StatusBadRequest, "M_INVALID_SIGNATURE")
+	// Keys with no self-signature are stored, as Synapse does (Complement's
+	// TestDeviceListUpdates uploads such keys): only a self-signature that
+	// is there must verify.
+	carol := srv.Client().Register("carol", keysPassword)
+	carolDev := testutil.NewE2EEDevice(t, carol.UserID, carol.DeviceID)
+	carol.MustDo("POST", keysUploadPath, map[string]any{"device_keys": map[string]any{
+		"user_id": carol.UserID, "device_id": carol.DeviceID, "algorithms": []string{"m.olm.v1.curve25519-aes-sha2"},
+		"keys":       map[string]string{"ed25519:" + carol.DeviceID: testutil.PublicKey(carolDev.Key), "curve25519:" + carol.DeviceID: carolDev.Curve},
+		"signatures": map[string]any{},
+	}}, http.StatusOK)
+	if got := dig(keysQuery(alice, carol.UserID), "device_keys", carol.UserID, carol.DeviceID, "keys", "curve25519:"+carol.DeviceID); got != carolDev.Curve {
+		t.Errorf("unsigned device keys were not stored: %v", got)
+	}
 	bob.MustFail("POST", keysUploadPath, map[string]any{"one_time_keys": map[string]any{"nocolon": "abc"}}, http.StatusBadRequest, "M_BAD_JSON")
 	bob.MustFail("POST", keysUploadPath, map[string]any{"one_time_keys": map[string]any{"signed_curve25519:1": 5}}, http.StatusBadRequest, "M_BAD_JSON")
 	bob.MustFail("POST", keysUploadPath, map[string]any{"fallback_keys": map[string]any{"signed_curve25519:a": "x", "signed_curve25519:b": "y"}}, http.StatusBadRequest, "M_BAD_JSON")

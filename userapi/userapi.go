@@ -41,6 +41,9 @@ type UserAPI struct {
 	// pushLocks orders each user's push rule edits with their
 	// announcements.
 	pushLocks userLocks
+	// remoteLocks orders the changes of each remote user's cached device
+	// list (remotekeys.go).
+	remoteLocks userLocks
 	// dummyHash is compared against for unknown users, so that a login
 	// for a missing account costs as much as a wrong password.
 	dummyHash string

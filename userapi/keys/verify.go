@@ -63,13 +63,19 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) ([]byte, erro
 	case *dk.DeviceID != deviceID:
 		return nil, invalid("Provided `device_id` in `device_keys` does not match that of the authenticated user device")
 	}
+	// Synapse stores device keys without checking their signatures (the
+	// clients that use them do). A self-signature that is there must
+	// verify, though: a device whose keys do not verify their own
+	// signature is unusable for every client that fetches them.
 	keyID := "ed25519:" + deviceID
-	pub, err := decodeEd25519(dk.Keys[keyID])
-	if err != nil {
-		return nil, invalid("device_keys.keys must have the device's ed25519 key %s", keyID)
-	}
-	if err := gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID(keyID), pub, raw); err != nil {
-		return nil, badSignature("device_keys must be signed by the device's ed25519 key")
+	if _, signed := dk.Signatures[userID][keyID]; signed {
+		pub, err := decodeEd25519(dk.Keys[keyID])
+		if err != nil {
+			return nil, badSignature("device_keys is signed by %s but has no such ed25519 key", keyID)
+		}
+		if err := gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID(keyID), pub, raw); err != nil {
+			return nil, badSignature("device_keys has a signature by %s that does not verify", keyID)
+		}
 	}
 	return canonical(raw)
 }
