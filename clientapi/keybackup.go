@@ -131,7 +131,9 @@ func backupVersionBody(f backupFields) (algorithm string, authData json.RawMessa
 			return "", nil, mxerr.InvalidParam("auth_data.public_key must not be empty")
 		}
 	}
-	if _, ok := auth["signatures"]; ok {
+	// signatures is optional; null is its absence (mautrix-go sends null
+	// for an unsigned auth_data, and Synapse takes it).
+	if auth.has("signatures") {
 		if _, err := auth.object("signatures", "auth_data.signatures"); err != nil {
 			return "", nil, err
 		}
