@@ -459,3 +459,29 @@ func TestDeviceListsSentOnJoinOverFederation(t *testing.T) {
 		return ""
 	})
 }
+
+// TestDeviceListsRemoteUserNotCachedYet: alice joins a room of barry's
+// server; hs1 has no list of barry's yet (nobody told it: barry did not
+// join anything). barry's next key change, which follows his earlier ones,
+// reaches alice's device_lists.changed, and /keys/query gives the new keys
+// (Complement's TestDeviceListUpdates barrier).
+func TestDeviceListsRemoteUserNotCachedYet(t *testing.T) {
+	n := testserver.NewNetwork(t)
+	hs1, hs2 := n.Start("hs1.test"), n.Start("hs2.test")
+	alice := testutil.NewClient(t, hs1.URL).Register("alice", "alice-password")
+	barry := testutil.NewClient(t, hs2.URL).Register("barry", "barry-password")
+	keys := dlNewKeys(t, barry)
+	keys.upload(dlCurve("before"), 0, false)
+	roomID := roomTCreate(barry, map[string]any{"preset": "public_chat"})
+	since := dlSync(alice, "").NextBatch
+	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s?server_name=hs2.test", roomID), map[string]any{}, http.StatusOK)
+	since = dlWaitChanged(t, alice, since, "changed", barry.UserID).NextBatch
+	keys.upload(dlCurve("after"), 0, false)
+	dlWaitChanged(t, alice, since, "changed", barry.UserID)
+	fedTEventually(t, "alice reads barry's new keys", func() string {
+		if got := dlCurveOf(dlQueryKeys(alice, barry.UserID)[barry.DeviceID], barry.DeviceID); got != dlCurve("after") {
+			return "curve25519 key " + got
+		}
+		return ""
+	})
+}

@@ -54,17 +54,20 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 	unlock := u.remoteLocks.lock(up.UserID)
 	defer unlock()
 	// announce: whether local users sharing a room with the user learn of
-	// a change. Not on first contact (no list cached): they learnt of the
-	// user when they started to share a room (the sync API lists joiners
-	// in device_lists.changed), and an update that comes with or after
-	// a join would list them a second time.
+	// a change. Not for an update that follows nothing of a user with no
+	// list cached: that is what a server sends about its user's devices
+	// when the user joins a room shared with this server, and the local
+	// users learnt of the user from the join itself (the sync API lists
+	// joiners in device_lists.changed); announcing it would list the user
+	// a second time. An update that follows something is a change, cached
+	// or not.
 	announce := true
 	err = u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		resync, announce = false, true
 		l, err := storage.SelectRemoteDeviceList(ctx, tx, up.UserID)
 		if errors.Is(err, storage.ErrNotFound) {
 			l, err = &storage.RemoteDeviceList{UserID: up.UserID, Stale: true}, nil
-			announce = false
+			announce = len(up.PrevID) > 0
 		}
 		if err != nil {
 			return err

@@ -62,7 +62,7 @@ func firstRunConfig() (*config.Config, string, error) {
 		c.Auth.BcryptCost = 4
 		c.Federation.AllowPrivateAddresses = true
 		c.Federation.AllowDeviceNameLookup = true // as Complement's Synapse
-		c.Push.AllowPrivateAddresses = true // Complement's push gateways are at host.docker.internal
+		c.Push.AllowPrivateAddresses = true       // Complement's push gateways are at host.docker.internal
 		c.Federation.TrustedKeyServers = []config.TrustedKeyServer{}
 		c.Federation.CACertsPath = filepath.Join(complementDir(), "ca", "ca.crt")
 		return c, "a server for Complement", nil
