@@ -199,9 +199,11 @@ func (k *Keys) UploadSignatures(ctx context.Context, userID string, signed map[s
 			return true
 		}
 		for target, objs := range signed {
-			targetMaster := remoteMaster(target, remoteMasters[target])
+			var targetMaster *crossSigningKey
 			if k.isLocal(target) {
 				targetMaster = csKey(target, storage.KeyTypeMaster)
+			} else {
+				targetMaster = remoteMaster(target, remoteMasters[target])
 			}
 			for keyID, raw := range objs {
 				obj, f := parseSigned(raw, userID)
