@@ -217,6 +217,25 @@ func (c *ClientAPI) postKeysQuery(r *http.Request) (any, error) {
 		}
 		return nil
 	})
+	// The requester's signatures of remote users' master keys are kept
+	// here (never sent to their servers): merge them in, whether the key
+	// came from the cache or over federation.
+	if len(local) < len(query) {
+		remoteMasters := map[string]json.RawMessage{}
+		for u, k := range res.MasterKeys {
+			if c.remoteUser(u) {
+				remoteMasters[u] = k
+			}
+		}
+		merged, err := c.users.MergeSignatures(r.Context(), dev.UserID, remoteMasters)
+		if err != nil {
+			return nil, err
+		}
+		if res.MasterKeys == nil {
+			res.MasterKeys = map[string]json.RawMessage{}
+		}
+		maps.Copy(res.MasterKeys, merged)
+	}
 	return map[string]any{
 		"device_keys":       res.DeviceKeys,
 		"master_keys":       res.MasterKeys,
@@ -355,9 +374,65 @@ func (c *ClientAPI) postSignaturesUpload(r *http.Request) (any, error) {
 			}
 		}
 	}
-	failures, err := c.users.UploadSignatures(r.Context(), dev.UserID, body)
+	masters, err := c.remoteMasterKeys(r, slices.Sorted(maps.Keys(body)))
+	if err != nil {
+		return nil, err
+	}
+	failures, err := c.users.UploadSignatures(r.Context(), dev.UserID, body, masters)
 	if err != nil {
 		return nil, err
 	}
 	return map[string]any{"failures": failures}, nil
+}
+
+// remoteMasterKeys returns the master keys of the remote users among ids
+// (a signature upload's targets), as Synapse finds them: from the remote
+// device cache when it holds the user up to date, else asked of the
+// user's server (/user/keys/query, within the default timeout). Users
+// whose server does not answer, or who have no master key, are absent
+// (their signatures then fail with M_NOT_FOUND). Invalid user IDs are left
+// to the user API, which fails them the same way.
+func (c *ClientAPI) remoteMasterKeys(r *http.Request, ids []string) (map[string]json.RawMessage, error) {
+	remote := map[string][]string{}
+	ask := map[string][]string{}
+	for _, id := range ids {
+		uid, err := spec.NewUserID(id, true)
+		if err != nil || !c.isRemote(uid.Domain()) {
+			continue
+		}
+		remote[string(uid.Domain())] = append(remote[string(uid.Domain())], id)
+		ask[id] = []string{}
+	}
+	if len(ask) == 0 {
+		return nil, nil
+	}
+	res := &api.QueryKeysResponse{DeviceKeys: map[string]map[string]json.RawMessage{}}
+	remote, err := c.cachedRemoteKeys(r.Context(), ask, remote, res)
+	if err != nil {
+		return nil, err
+	}
+	masters := maps.Clone(res.MasterKeys)
+	if masters == nil {
+		masters = map[string]json.RawMessage{}
+	}
+	var mu sync.Mutex
+	c.fanOut(r.Context(), slices.Sorted(maps.Keys(remote)), keysTimeout(r, nil), func(ctx context.Context, server string) error {
+		q := make(map[string][]string, len(remote[server]))
+		for _, u := range remote[server] {
+			q[u] = []string{}
+		}
+		got, err := c.fed.QueryKeys(ctx, server, q)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, u := range remote[server] {
+			if k, ok := got.MasterKeys[u]; ok {
+				masters[u] = k
+			}
+		}
+		return nil
+	})
+	return masters, nil
 }

@@ -169,12 +169,22 @@ type KeysAPI interface {
 	UploadCrossSigningKeys(ctx context.Context, keys CrossSigningKeys) error
 	// UploadSignatures stores signatures made by userID: of its own
 	// devices and master key (by the self-signing key or a device), and
-	// of other users' master keys (by its user-signing key). signed maps
-	// user IDs to key IDs (device ID or public key) to the signed object.
-	// Each signature is verified; the ones that fail are returned in
-	// failures (user ID -> key ID -> failure, M_INVALID_SIGNATURE for a
-	// bad signature) and the others are stored.
-	UploadSignatures(ctx context.Context, userID string, signed map[string]map[string]json.RawMessage) (failures map[string]map[string]KeyFailure, err error)
+	// of other users' master keys (by its user-signing key), local or
+	// remote. signed maps user IDs to key IDs (device ID or public key) to
+	// the signed object. remoteMasters holds the master keys of the
+	// remote users in signed, as their servers publish them (the caller
+	// reads them from the remote device cache or over federation); a
+	// remote user without one fails with M_NOT_FOUND. Each signature is
+	// verified; the ones that fail are returned in failures (user ID ->
+	// key ID -> failure, M_INVALID_SIGNATURE for a bad signature) and the
+	// others are stored. Signatures of remote users' keys stay on this
+	// server: they are shown to their signer only (MergeSignatures).
+	UploadSignatures(ctx context.Context, userID string, signed map[string]map[string]json.RawMessage, remoteMasters map[string]json.RawMessage) (failures map[string]map[string]KeyFailure, err error)
+	// MergeSignatures returns the master keys of remote users (user ID
+	// -> key, as their servers publish them) with the signatures signer
+	// made over them merged in. Keys that are not a valid master key of
+	// their user, or that signer did not sign, are returned unchanged.
+	MergeSignatures(ctx context.Context, signer string, masterKeys map[string]json.RawMessage) (map[string]json.RawMessage, error)
 	// QueryUserDevices lists a local user's devices with keys, their
 	// display names and the user's master and self-signing keys (for
 	// federation's /user/devices/{userId}). An unknown user has no

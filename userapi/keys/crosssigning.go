@@ -132,9 +132,10 @@ func stripped(raw []byte) []byte {
 
 // UploadSignatures implements api.KeysAPI, as Synapse does: the user's own
 // devices signed by its self-signing key, its master key signed by its
-// devices, and other local users' master keys signed by its user-signing
-// key. Signatures already stored are skipped.
-func (k *Keys) UploadSignatures(ctx context.Context, userID string, signed map[string]map[string]json.RawMessage) (map[string]map[string]api.KeyFailure, error) {
+// devices, and other users' master keys (local ones as stored, remote ones
+// as remoteMasters has them) signed by its user-signing key. Signatures
+// already stored are skipped.
+func (k *Keys) UploadSignatures(ctx context.Context, userID string, signed map[string]map[string]json.RawMessage, remoteMasters map[string]json.RawMessage) (map[string]map[string]api.KeyFailure, error) {
 	failures := map[string]map[string]api.KeyFailure{}
 	fail := func(u, key string, f api.KeyFailure) {
 		if failures[u] == nil {
@@ -142,19 +143,14 @@ func (k *Keys) UploadSignatures(ctx context.Context, userID string, signed map[s
 		}
 		failures[u][key] = f
 	}
-	users := make([]string, 0, len(signed))
+	users := make([]string, 0, len(signed)+1)
 	for u := range signed {
-		if k.isLocal(u) {
-			users = append(users, u)
-		} else {
-			for key := range signed[u] {
-				fail(u, key, failure(mxerr.CodeNotFound, "Signing keys of users of other servers is not supported yet"))
-			}
-		}
+		users = append(users, u)
 	}
 	if !slices.Contains(users, userID) {
 		users = append(users, userID)
 	}
+	slices.Sort(users)
 	var sigs []storage.Signature
 	var devicesSigned []string
 	masterSigned, othersSigned := false, false
@@ -203,8 +199,11 @@ func (k *Keys) UploadSignatures(ctx context.Context, userID string, signed map[s
 			return true
 		}
 		for target, objs := range signed {
-			if !k.isLocal(target) {
-				continue
+			var targetMaster *crossSigningKey
+			if k.isLocal(target) {
+				targetMaster = csKey(target, storage.KeyTypeMaster)
+			} else {
+				targetMaster = remoteMaster(target, remoteMasters[target])
 			}
 			for keyID, raw := range objs {
 				obj, f := parseSigned(raw, userID)
@@ -223,7 +222,7 @@ func (k *Keys) UploadSignatures(ctx context.Context, userID string, signed map[s
 						}
 					})
 				} else {
-					f = checkUserSignature(userID, target, keyID, obj, csKey(userID, storage.KeyTypeUserSigning), csKey(target, storage.KeyTypeMaster), func(s storage.Signature) {
+					f = checkUserSignature(userID, target, keyID, obj, csKey(userID, storage.KeyTypeUserSigning), targetMaster, func(s storage.Signature) {
 						if add(s) {
 							othersSigned = true
 						}

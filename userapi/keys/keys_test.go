@@ -130,7 +130,7 @@ func TestKeyChanges(t *testing.T) {
 		// The self-signing key signs device A.
 		var devKeys map[string]any
 		_ = json.Unmarshal(a2.DeviceKeys(t), &devKeys)
-		failures, err := k.UploadSignatures(ctx, alice, map[string]map[string]json.RawMessage{alice: {"A": testutil.SignObject(t, devKeys, alice, "ed25519:"+testutil.PublicKey(cs.SelfSigning), cs.SelfSigning)}})
+		failures, err := k.UploadSignatures(ctx, alice, map[string]map[string]json.RawMessage{alice: {"A": testutil.SignObject(t, devKeys, alice, "ed25519:"+testutil.PublicKey(cs.SelfSigning), cs.SelfSigning)}}, nil)
 		if err != nil || len(failures) != 0 {
 			t.Fatalf("signatures: %v %v", failures, err)
 		}
