@@ -22,7 +22,10 @@ func (c *ClientAPI) passwordUIA(r *http.Request, userID string) *uia {
 				return err
 			}
 			if uid != userID {
-				return mxerr.Forbidden("The password must be that of the account making the request")
+				// Synapse's 403 (no challenge): another account's password
+				// never authenticates this one, and whether it was right is
+				// not said.
+				return &uiaFinal{mxerr.Forbidden("The password must be that of the account making the request")}
 			}
 			_, err = c.checkPassword(r, uid, a.Password)
 			return err

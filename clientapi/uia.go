@@ -131,6 +131,10 @@ func (c *ClientAPI) runUIA(ctx context.Context, r *http.Request, rawAuth json.Ra
 			return nil, u.challenge(sess, mxerr.Forbidden("Stage %s cannot be completed before the stages that precede it", auth.Type))
 		}
 		if err := u.stages[auth.Type](ctx, sess, &auth); err != nil {
+			var final *uiaFinal
+			if errors.As(err, &final) {
+				return nil, final.err
+			}
 			if me, ok := mxerr.As(err); ok {
 				return nil, u.challenge(sess, me)
 			}
@@ -150,6 +154,12 @@ func (c *ClientAPI) runUIA(ctx context.Context, r *http.Request, rawAuth json.Ra
 	}
 	return claimed, err
 }
+
+// uiaFinal is a stage's error that ends the authentication: it is sent as
+// it is, not as a challenge to try again.
+type uiaFinal struct{ err *mxerr.Error }
+
+func (f *uiaFinal) Error() string { return f.err.Error() }
 
 // withUIA runs op once User-Interactive Authentication is complete. A
 // failed op puts the session back, so that the client can fix the request
