@@ -287,7 +287,11 @@ func (f *FederationAPI) joinDeviceLists(ctx context.Context, roomID, userID stri
 	}
 	edus := make([][]byte, 0, len(devices))
 	for _, d := range devices {
-		b, _ := json.Marshal(deviceListEDU{UserID: userID, DeviceID: d.DeviceID, StreamID: list.StreamID, PrevID: []int64{},
+		// A restatement (prev_id names its own stream_id): no change, the
+		// device as it is, which a receiving Myelin does not list in its
+		// users' device_lists.changed a second time (they saw the join);
+		// any server without the list resyncs it.
+		b, _ := json.Marshal(deviceListEDU{UserID: userID, DeviceID: d.DeviceID, StreamID: list.StreamID, PrevID: []int64{list.StreamID},
 			Keys: nonNull(keys[d.DeviceID]), DisplayName: f.deviceName(d.DisplayName)})
 		edus = append(edus, b)
 	}

@@ -485,3 +485,26 @@ func TestDeviceListsRemoteUserNotCachedYet(t *testing.T) {
 		return ""
 	})
 }
+
+// TestDeviceListsFirstKeysAfterRemoteJoin: bob (hs2) joins alice's room
+// on hs1; alice's first keys, a change that follows nothing of a user hs2
+// has no list of, reach bob's device_lists.changed (Complement's
+// TestFederationKeyUploadQuery), unlike the restatement of a join.
+func TestDeviceListsFirstKeysAfterRemoteJoin(t *testing.T) {
+	n := testserver.NewNetwork(t)
+	hs1, hs2 := n.Start("hs1.test"), n.Start("hs2.test")
+	alice := testutil.NewClient(t, hs1.URL).Register("alice", "alice-password")
+	bob := testutil.NewClient(t, hs2.URL).Register("bob", "bob-password")
+	roomID := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	since := dlSync(bob, "").NextBatch
+	bob.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s?server_name=hs1.test", roomID), map[string]any{}, http.StatusOK)
+	since = dlWaitChanged(t, bob, since, "changed", alice.UserID).NextBatch
+	dlNewKeys(t, alice).upload(dlCurve("first"), 0, false)
+	dlWaitChanged(t, bob, since, "changed", alice.UserID)
+	fedTEventually(t, "bob reads alice's keys", func() string {
+		if got := dlCurveOf(dlQueryKeys(bob, alice.UserID)[alice.DeviceID], alice.DeviceID); got != dlCurve("first") {
+			return "curve25519 key " + got
+		}
+		return ""
+	})
+}

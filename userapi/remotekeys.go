@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/tidwall/sjson"
@@ -54,20 +55,22 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 	unlock := u.remoteLocks.lock(up.UserID)
 	defer unlock()
 	// announce: whether local users sharing a room with the user learn of
-	// a change. Not for an update that follows nothing of a user with no
-	// list cached: that is what a server sends about its user's devices
-	// when the user joins a room shared with this server, and the local
-	// users learnt of the user from the join itself (the sync API lists
-	// joiners in device_lists.changed); announcing it would list the user
-	// a second time. An update that follows something is a change, cached
-	// or not.
+	// a change. Not for a restatement: an update that names its own
+	// stream ID among those it follows is no change, just the device as
+	// it is. Myelin sends those when its user joins a room shared with a
+	// server for the first time (federationapi's memberDeviceLists); the
+	// local users learnt of the user from the join itself (the sync API
+	// lists joiners in device_lists.changed), and announcing it would
+	// list the user a second time. (A restatement that shows the cached
+	// list missed updates is announced: the list changed.)
+	restatement := slices.Contains(up.PrevID, up.StreamID)
 	announce := true
 	err = u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		resync, announce = false, true
+		resync, announce = false, !restatement
 		l, err := storage.SelectRemoteDeviceList(ctx, tx, up.UserID)
+		cached := err == nil
 		if errors.Is(err, storage.ErrNotFound) {
 			l, err = &storage.RemoteDeviceList{UserID: up.UserID, Stale: true}, nil
-			announce = len(up.PrevID) > 0
 		}
 		if err != nil {
 			return err
@@ -94,6 +97,7 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 			// Updates were missed (or the user was never fetched): the
 			// list is stale until a resync.
 			resync = true
+			announce = announce || cached
 			l.Stale, l.SeenID = true, max(l.SeenID, up.StreamID)
 		}
 		return storage.UpsertRemoteDeviceList(ctx, tx, l)
