@@ -54,7 +54,7 @@ type Config struct {
 type UserAPI interface {
 	userapi.AccountDataAPI
 	userapi.PushersAPI
-	QueryDevices(ctx context.Context, userID string) ([]userapi.DeviceInfo, error)
+	QueryDevicesOfUsers(ctx context.Context, userIDs []string) (map[string][]userapi.DeviceInfo, error)
 	QueryDehydratedDevice(ctx context.Context, userID string) (*userapi.DehydratedDevice, error)
 }
 

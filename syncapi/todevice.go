@@ -238,11 +238,12 @@ func (s *SyncAPI) localToDevice(ctx context.Context, sender, typ string, byUser 
 	if s.users == nil {
 		return nil, nil // no user API (tests of other parts): no devices
 	}
+	devicesOf, err := s.users.QueryDevicesOfUsers(ctx, users)
+	if err != nil {
+		return nil, fmt.Errorf("devices of the recipients: %w", err)
+	}
 	for _, userID := range users {
-		devices, err := s.users.QueryDevices(ctx, userID)
-		if err != nil {
-			return nil, fmt.Errorf("devices of a recipient: %w", err)
-		}
+		devices := devicesOf[userID]
 		byDevice := byUser[userID]
 		add := func(deviceID string, content json.RawMessage) {
 			if isObject(content) {

@@ -32,10 +32,12 @@ type tdUsers struct {
 	devices map[string][]string
 }
 
-func (u tdUsers) QueryDevices(_ context.Context, userID string) ([]userapi.DeviceInfo, error) {
-	var out []userapi.DeviceInfo
-	for _, d := range u.devices[userID] {
-		out = append(out, userapi.DeviceInfo{DeviceID: d})
+func (u tdUsers) QueryDevicesOfUsers(_ context.Context, userIDs []string) (map[string][]userapi.DeviceInfo, error) {
+	out := map[string][]userapi.DeviceInfo{}
+	for _, userID := range userIDs {
+		for _, d := range u.devices[userID] {
+			out[userID] = append(out[userID], userapi.DeviceInfo{DeviceID: d})
+		}
 	}
 	return out, nil
 }

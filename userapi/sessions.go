@@ -208,6 +208,20 @@ func (u *UserAPI) QueryDevices(ctx context.Context, userID string) ([]api.Device
 	return out, nil
 }
 
+// QueryDevicesOfUsers lists the devices of several users (those with none
+// are absent), in a statement per 500 users.
+func (u *UserAPI) QueryDevicesOfUsers(ctx context.Context, userIDs []string) (map[string][]api.DeviceInfo, error) {
+	ds, err := storage.SelectDevicesOfUsers(ctx, u.store.DB(), userIDs)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]api.DeviceInfo{}
+	for i := range ds {
+		out[ds[i].UserID] = append(out[ds[i].UserID], toDeviceInfo(&ds[i]))
+	}
+	return out, nil
+}
+
 // QueryDevice returns one device or api.ErrNotFound.
 func (u *UserAPI) QueryDevice(ctx context.Context, userID, deviceID string) (*api.DeviceInfo, error) {
 	d, err := storage.SelectDevice(ctx, u.store.DB(), userID, deviceID)

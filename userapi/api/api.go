@@ -108,6 +108,9 @@ type SessionsAPI interface {
 	// Refresh exchanges a refresh token: ErrUnknownToken, ErrTokenReplaced.
 	Refresh(ctx context.Context, refreshToken string) (*Session, error)
 	QueryDevices(ctx context.Context, userID string) ([]DeviceInfo, error)
+	// QueryDevicesOfUsers lists the devices of several users at once;
+	// users with no device are absent.
+	QueryDevicesOfUsers(ctx context.Context, userIDs []string) (map[string][]DeviceInfo, error)
 	// QueryDevice returns ErrNotFound for an unknown device.
 	QueryDevice(ctx context.Context, userID, deviceID string) (*DeviceInfo, error)
 	// UpdateDevice returns ErrNotFound for an unknown device.

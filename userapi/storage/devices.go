@@ -57,6 +57,31 @@ func SelectDevices(ctx context.Context, q sqlutil.Querier, userID string) ([]Dev
 	})
 }
 
+// SelectDevicesOfUsers lists the devices of several users, by user and
+// device ID, a batch of users per statement.
+func SelectDevicesOfUsers(ctx context.Context, q sqlutil.Querier, userIDs []string) ([]Device, error) {
+	const batch = 500
+	var out []Device
+	for len(userIDs) > 0 {
+		n := min(len(userIDs), batch)
+		rows, err := q.QueryContext(ctx, `SELECT `+deviceColumns+` FROM user_devices WHERE user_id IN (`+sqlutil.InList(n)+`)
+			ORDER BY user_id, device_id`, sqlutil.Args(userIDs[:n])...)
+		ds, err := sqlutil.Collect(rows, err, func(rows *sql.Rows) (Device, error) {
+			d, err := scanDevice(rows)
+			if err != nil {
+				return Device{}, err
+			}
+			return *d, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds...)
+		userIDs = userIDs[n:]
+	}
+	return out, nil
+}
+
 // SelectDevice returns one device, or ErrNotFound.
 func SelectDevice(ctx context.Context, q sqlutil.Querier, userID, deviceID string) (*Device, error) {
 	d, err := scanDevice(q.QueryRowContext(ctx, `SELECT `+deviceColumns+` FROM user_devices WHERE user_id = ? AND device_id = ?`, userID, deviceID))
