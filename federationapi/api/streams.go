@@ -11,8 +11,9 @@ import (
 // is checked (a typing notification only from the server of the typing
 // user, and so on). Ordering: total order (one stream), in the order the
 // transactions were received. Consumers: syncapi (typing, receipts,
-// presence); device lists, signing keys and to-device messages wait there
-// for the end-to-end encryption components.
+// presence, to-device messages) and the federation API's device list
+// consumer (device lists and signing keys, into userapi's remote device
+// cache).
 var FederationInStream = bus.StreamSpec{
 	Name:            "FederationIn",
 	Description:     "EDUs received from other homeservers",
