@@ -1,8 +1,9 @@
-// Package clientapi serves /_matrix/client (except /sync, filters and
-// media): registration with User-Interactive Authentication, login and
-// tokens, devices, profiles, account data, push rules and pushers,
-// end-to-end encryption keys, capabilities and discovery, plus Synapse's shared-secret registration
-// and registration-token admin APIs.
+// Package clientapi serves /_matrix/client (except /sync, to-device
+// messages, filters and media): registration with User-Interactive
+// Authentication, login and tokens, devices, profiles, account data, push
+// rules and pushers, end-to-end encryption keys and cross-signing, key
+// backups, dehydrated devices, capabilities and discovery, plus Synapse's
+// shared-secret registration and registration-token admin APIs.
 package clientapi
 
 import (

@@ -1,6 +1,7 @@
 // Package userapi owns users: accounts and passwords, devices with their
 // access and refresh tokens, profiles, account data, push rules and
-// pushers. It implements userapi/api, announces changes on the UserOutput
+// pushers, end-to-end encryption keys (through userapi/keys), the cache of
+// remote users' device lists, key backups and dehydrated devices. It implements userapi/api, announces changes on the UserOutput
 // stream, and is the Authenticator of every client route.
 package userapi
 

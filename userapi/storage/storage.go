@@ -1,6 +1,8 @@
 // Package storage is the user API's tables (prefix user_): accounts,
 // devices, access and refresh tokens, profiles, account data, push rules
-// and pushers, on SQLite or PostgreSQL with one query text.
+// and pushers, end-to-end encryption keys and signatures, remote device
+// lists, key backups, dehydrated devices and the outbox of UserOutput, on
+// SQLite or PostgreSQL with one query text.
 package storage
 
 import (
