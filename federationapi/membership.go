@@ -789,9 +789,41 @@ func (f *FederationAPI) invite(r *http.Request, origin spec.ServerName, version 
 	}}); err != nil {
 		return nil, inputFailure(err)
 	}
+	if known {
+		f.inviteIntoDAG(context.WithoutCancel(ctx), origin, info, signed)
+	}
 	f.log.Info("remote invite", slog.String("room_id", roomID), slog.String("event_id", signed.EventID()),
 		slog.String("origin", string(origin)))
 	return map[string]json.RawMessage{"event": signed.JSON()}, nil
+}
+
+// inviteIntoDAG puts the invite to a room this server is in into the
+// room's DAG at once, when its prev and auth events are here, as the
+// inviting server's /send will do later: the invitee may accept as soon as
+// the invite shows in their sync, and a join this server makes is built on
+// its own state of the room, which must hold the invite by then. Failures
+// are only logged: the /send brings the event anyway.
+func (f *FederationAPI) inviteIntoDAG(ctx context.Context, origin spec.ServerName, info *rsapi.RoomInfo, pdu gomatrixserverlib.PDU) {
+	unlock := f.roomLocks.lock(info.RoomID)
+	defer unlock()
+	in, err := f.newIntake(origin, info)
+	if err == nil {
+		prev, auth := pdu.PrevEventIDs(), pdu.AuthEventIDs()
+		if err = in.kinds(ctx, append(append(slices.Clone(prev), auth...), pdu.EventID())); err == nil {
+			// The prev events in the DAG here, the auth events stored (the
+			// state a join over federation brought is stored as outliers).
+			missing := slices.ContainsFunc(prev, func(id string) bool { return !in.inDAG(id) }) ||
+				slices.ContainsFunc(auth, func(id string) bool { return !in.stored(id) || in.known[id] == rsapi.KindRejected })
+			if in.inDAG(pdu.EventID()) || missing {
+				return // there already, or /send fills the gap first
+			}
+			err = in.input(ctx, &rsapi.InputMessage{RoomID: info.RoomID, Events: []json.RawMessage{pdu.JSON()}})[pdu.EventID()]
+		}
+	}
+	if err != nil {
+		f.log.Info("invite left for the inviting server's /send", slog.String("room_id", info.RoomID),
+			slog.String("event_id", pdu.EventID()), slog.String("error", err.Error()))
+	}
 }
 
 // checkInviteRoomState checks the invite_room_state of an invite, as the
