@@ -194,19 +194,10 @@ func (k *Keys) QueryKeys(ctx context.Context, req api.QueryKeysRequest) (*api.Qu
 		return res, nil
 	}
 	slices.Sort(users)
-	devs, err := storage.SelectDeviceKeys(ctx, k.store.DB(), users)
+	devs, cross, idx, err := k.loadKeys(ctx, users, req.RequesterUserID)
 	if err != nil {
 		return nil, err
 	}
-	cross, err := storage.SelectCrossSigningKeys(ctx, k.store.DB(), users)
-	if err != nil {
-		return nil, err
-	}
-	sigs, err := storage.SelectSignatures(ctx, k.store.DB(), users, req.RequesterUserID)
-	if err != nil {
-		return nil, err
-	}
-	idx := indexSignatures(sigs)
 	for _, d := range devs {
 		if want := req.DeviceKeys[d.UserID]; len(want) > 0 && !slices.Contains(want, d.DeviceID) {
 			continue
@@ -244,6 +235,26 @@ func (k *Keys) QueryKeys(ctx context.Context, req api.QueryKeysRequest) (*api.Qu
 		}
 	}
 	return res, nil
+}
+
+// loadKeys reads the device keys, cross-signing keys and signatures of
+// local users, with the signatures requester made (besides the users'
+// own), in three statements.
+func (k *Keys) loadKeys(ctx context.Context, users []string, requester string) ([]storage.DeviceKeys, map[string]map[string]storage.CrossSigningKey, signatureIndex, error) {
+	db := k.store.DB()
+	devs, err := storage.SelectDeviceKeys(ctx, db, users)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cross, err := storage.SelectCrossSigningKeys(ctx, db, users)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sigs, err := storage.SelectSignatures(ctx, db, users, requester)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return devs, cross, indexSignatures(sigs), nil
 }
 
 // signatureIndex finds stored signatures by target.
@@ -337,20 +348,10 @@ func (k *Keys) QueryUserDevices(ctx context.Context, userID string) (*api.UserDe
 	if res.StreamID, err = storage.SelectDeviceStreamID(ctx, k.store.DB(), userID); err != nil {
 		return nil, err
 	}
-	users := []string{userID}
-	devs, err := storage.SelectDeviceKeys(ctx, k.store.DB(), users)
+	devs, cross, idx, err := k.loadKeys(ctx, []string{userID}, "")
 	if err != nil {
 		return nil, err
 	}
-	cross, err := storage.SelectCrossSigningKeys(ctx, k.store.DB(), users)
-	if err != nil {
-		return nil, err
-	}
-	sigs, err := storage.SelectSignatures(ctx, k.store.DB(), users, "")
-	if err != nil {
-		return nil, err
-	}
-	idx := indexSignatures(sigs)
 	for _, d := range devs {
 		js, err := withSignatures([]byte(d.KeyJSON), idx.own(userID, d.DeviceID), nil)
 		if err != nil {
