@@ -2,12 +2,14 @@
 # Builds the statically linked myelin binary and the images myelin:latest
 # and myelin-complement:latest, without pulling anything from a registry.
 # Needs Go, gcc with the static C library (Debian's libc6-dev) and a running
-# Docker engine.
+# Docker engine. MYELIN_IMAGE_TAG (default latest) names the tag of both, so
+# that two checkouts can build and test their own images side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
+tag=${MYELIN_IMAGE_TAG:-latest}
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 mkdir -p "$ctx/rootfs/usr/local/bin" "$ctx/rootfs/etc/ssl/certs" "$ctx/rootfs/tmp" "$ctx/data"
@@ -22,8 +24,8 @@ printf 'root:x:0:\nmyelin:x:10001:\n' > "$ctx/rootfs/etc/group"
 chmod 1777 "$ctx/rootfs/tmp"
 cp build/Dockerfile build/Dockerfile.complement "$ctx/"
 
-echo "--- building myelin:latest"
-docker build -q -t myelin:latest "$ctx"
-echo "--- building myelin-complement:latest"
-docker build -q -t myelin-complement:latest -f "$ctx/Dockerfile.complement" "$ctx"
-docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^myelin(-complement)?:latest '
+echo "--- building myelin:$tag"
+docker build -q -t "myelin:$tag" "$ctx"
+echo "--- building myelin-complement:$tag"
+docker build -q -t "myelin-complement:$tag" --build-arg "BASE=myelin:$tag" -f "$ctx/Dockerfile.complement" "$ctx"
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "^myelin(-complement)?:$tag "
