@@ -33,16 +33,6 @@ func (c *ClientAPI) passwordUIA(r *http.Request, userID string) *uia {
 	}
 }
 
-// decodeOptionalJSON decodes a JSON object body, treating an empty body as
-// {} (DELETE requests often have none).
-func decodeOptionalJSON(r *http.Request, v any) error {
-	body, err := httputil.ReadBody(r)
-	if err != nil || len(body) == 0 {
-		return err
-	}
-	return httputil.UnmarshalObject(body, v)
-}
-
 // GET /_matrix/client/v3/account/whoami
 func (c *ClientAPI) getWhoami(r *http.Request) (any, error) {
 	dev := httputil.DeviceFrom(r.Context())

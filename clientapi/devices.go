@@ -86,7 +86,7 @@ func (c *ClientAPI) deleteDevice(r *http.Request) (any, error) {
 	var req struct {
 		Auth json.RawMessage `json:"auth"`
 	}
-	if err := decodeOptionalJSON(r, &req); err != nil {
+	if err := httputil.DecodeOptionalJSON(r, &req); err != nil {
 		return nil, err
 	}
 	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), func() (any, error) {

@@ -253,7 +253,7 @@ type (
 // twice).
 func decodeBackupUpload(b []byte, v any) error {
 	if !isBackupObject(b) {
-		if !json.Valid(b) {
+		if !httputil.ValidJSON(b) {
 			return mxerr.NotJSON("Content not JSON")
 		}
 		return mxerr.BadJSON("Content must be a JSON object")

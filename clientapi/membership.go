@@ -108,7 +108,7 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 		Reason           string          `json:"reason"`
 		ThirdPartySigned json.RawMessage `json:"third_party_signed"`
 	}
-	if err := decodeOptionalJSON(r, &body); err != nil {
+	if err := httputil.DecodeOptionalJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if len(body.ThirdPartySigned) > 0 {
@@ -223,7 +223,7 @@ func (c *ClientAPI) postKnock(r *http.Request) (any, error) {
 	var body struct {
 		Reason string `json:"reason"`
 	}
-	if err := decodeOptionalJSON(r, &body); err != nil {
+	if err := httputil.DecodeOptionalJSON(r, &body); err != nil {
 		return nil, err
 	}
 	roomID, remote, err := c.joinTarget(r.Context(), r)
@@ -245,7 +245,7 @@ func (c *ClientAPI) postLeave(r *http.Request) (any, error) {
 	var body struct {
 		Reason string `json:"reason"`
 	}
-	if err := decodeOptionalJSON(r, &body); err != nil {
+	if err := httputil.DecodeOptionalJSON(r, &body); err != nil {
 		return nil, err
 	}
 	roomID, err := c.resolveRoom(r.Context(), r)

@@ -211,7 +211,7 @@ func (c *ClientAPI) putRedact(r *http.Request) (any, error) {
 	var body struct {
 		Reason *string `json:"reason"`
 	}
-	if err := decodeOptionalJSON(r, &body); err != nil {
+	if err := httputil.DecodeOptionalJSON(r, &body); err != nil {
 		return nil, err
 	}
 	if _, err := c.roomInfo(r.Context(), roomID); err != nil {

@@ -2,7 +2,6 @@ package federationapi
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -89,7 +88,7 @@ func (f *FederationAPI) authenticate(r *http.Request) (spec.ServerName, []byte, 
 	if !f.policy.allowed(origin) {
 		return "", nil, mxerr.Forbidden("Federation denied with %s.", origin)
 	}
-	if len(body) > 0 && !json.Valid(body) {
+	if len(body) > 0 && !httputil.ValidJSON(body) {
 		return "", nil, mxerr.NotJSON("Content not JSON.")
 	}
 

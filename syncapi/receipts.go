@@ -153,7 +153,7 @@ func (s *SyncAPI) postReceipt(r *http.Request) (any, error) {
 	var body struct {
 		ThreadID *string `json:"thread_id"`
 	}
-	if err := decodeOptional(r, &body); err != nil {
+	if err := httputil.DecodeOptionalJSON(r, &body); err != nil {
 		return nil, err
 	}
 	roomID, eventID, typ := vars["roomId"], vars["eventId"], vars["receiptType"]
@@ -253,13 +253,4 @@ func (s *SyncAPI) postReadMarkers(r *http.Request) (any, error) {
 		}
 	}
 	return struct{}{}, nil
-}
-
-// decodeOptional decodes a JSON object body that may be empty.
-func decodeOptional(r *http.Request, v any) error {
-	body, err := httputil.ReadBody(r)
-	if err != nil || len(body) == 0 {
-		return err
-	}
-	return httputil.UnmarshalObject(body, v)
 }

@@ -179,6 +179,12 @@ func TestHTTPUnknownEndpointAndWrongMethod(t *testing.T) {
 		"/_matrix/client/unknown",
 		"/_matrix/client/v4/login",
 		"/_matrix/nothing",
+		"/_matrix/client/v1/unknown",
+		"/_matrix/client/v3/room/unknown",
+		"/_matrix/federation/unknown",
+		"/_matrix/federation/v1/unknown",
+		"/_matrix/key/unknown",
+		"/_matrix/key/v2/unknown",
 	} {
 		alice.MustFail("GET", p, nil, http.StatusNotFound, "M_UNRECOGNIZED")
 		alice.MustFail("POST", p, map[string]any{}, http.StatusNotFound, "M_UNRECOGNIZED")
@@ -191,6 +197,8 @@ func TestHTTPUnknownEndpointAndWrongMethod(t *testing.T) {
 		{"GET", "/_matrix/client/v3/logout"},
 		{"POST", "/_matrix/client/v3/account/whoami"},
 		{"POST", profilePath(alice.UserID, "displayname")},
+		{"PUT", "/_matrix/federation/v1/version"},
+		{"PUT", "/_matrix/key/v2/query"},
 	} {
 		alice.MustFail(tc.method, tc.path, nil, http.StatusMethodNotAllowed, "M_UNRECOGNIZED")
 	}
@@ -283,7 +291,9 @@ func TestHTTPMalformedJSON(t *testing.T) {
 		{alice, "PUT", accountDataPath(alice.UserID, "com.example.x")},
 		{alice, "POST", filterPath(alice.UserID)},
 	} {
-		for _, body := range []string{`{"type":`, `{'type':'m.login.password'}`, `not json at all`, `{"a":1}}`} {
+		// The last is invalid UTF-8 inside a string, which encoding/json
+		// alone would accept.
+		for _, body := range []string{`{"type":`, `{'type':'m.login.password'}`, `not json at all`, `{"a":1}}`, "{ \"test\":\"a\x81\" }"} {
 			tc.c.MustFail(tc.method, tc.path, testutil.Raw(body), http.StatusBadRequest, "M_NOT_JSON")
 		}
 		for _, body := range []string{`[]`, `[{"type":"m.login.password"}]`, `"text"`, `1`} {

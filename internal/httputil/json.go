@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/myelin-chat/myelin/internal/mxerr"
 )
@@ -35,10 +36,27 @@ func DecodeJSON(r *http.Request, v any) error {
 	return UnmarshalObject(b, v)
 }
 
+// ValidJSON reports whether b is one JSON value in valid UTF-8. encoding/json
+// alone accepts invalid UTF-8 in strings (and silently replaces it), which
+// JSON (RFC 8259) and Matrix's canonical JSON forbid.
+func ValidJSON(b []byte) bool {
+	return utf8.Valid(b) && json.Valid(b)
+}
+
+// DecodeOptionalJSON is DecodeJSON for a body that may be empty (DELETE
+// requests and some POSTs often have none): an empty body leaves v as it is.
+func DecodeOptionalJSON(r *http.Request, v any) error {
+	b, err := ReadBody(r)
+	if err != nil || len(b) == 0 {
+		return err
+	}
+	return UnmarshalObject(b, v)
+}
+
 // UnmarshalObject decodes b, which must be a JSON object, into v with the
 // error mapping of DecodeJSON.
 func UnmarshalObject(b []byte, v any) error {
-	if !json.Valid(b) {
+	if !ValidJSON(b) {
 		return mxerr.NotJSON("Content not JSON")
 	}
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
