@@ -210,11 +210,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			method = "other"
 		}
 		s.metrics.observe(st.route, method, rw.status(), d)
-		st.log.Info("request",
+		attrs := []any{
 			slog.String("method", r.Method),
 			slog.String("route", st.route),
 			slog.Int("status", rw.status()),
-			slog.Float64("ms", float64(d.Microseconds())/1000))
+			slog.Float64("ms", float64(d.Microseconds())/1000),
+		}
+		if st.route == "unmatched" {
+			// Which endpoint the client wanted: the path alone (a query
+			// string may carry tokens), bounded.
+			attrs = append(attrs, slog.String("path", truncate(r.URL.Path, maxLoggedPath)))
+		}
+		st.log.Info("request", attrs...)
 	}()
 
 	h := rw.Header()
@@ -229,6 +236,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(rw, r)
+}
+
+// maxLoggedPath bounds the path of an unmatched request in the access log.
+const maxLoggedPath = 256
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 type statusWriter struct {
