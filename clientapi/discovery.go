@@ -10,17 +10,30 @@ import (
 )
 
 // supportedVersions are the spec versions whose client-server features
-// Myelin serves. Extend the list only when the features a version adds work.
+// Myelin serves. A version is listed only when what it adds works: v1.2
+// waits on the space hierarchy (/hierarchy), v1.3 on relation aggregations
+// and /relations. (The content repository and reporting, in every version
+// since r0, are still missing too; clients refuse a server without v1.1, so
+// the list cannot wait for them.)
 var supportedVersions = []string{
 	"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
-	"v1.1", "v1.2", "v1.3",
+	"v1.1",
+}
+
+// unstableFeatures are the MSC flags of what Myelin implements beyond the
+// versions it lists.
+var unstableFeatures = map[string]bool{
+	// Dehydrated devices.
+	"org.matrix.msc3814": true,
+	// Custom profile fields, as the stable v1.16 endpoints serve them.
+	"uk.tcpip.msc4133.stable": true,
 }
 
 // GET /_matrix/client/versions
 func (c *ClientAPI) getVersions(r *http.Request) (any, error) {
 	return map[string]any{
 		"versions":          supportedVersions,
-		"unstable_features": map[string]bool{"org.matrix.msc3814": true},
+		"unstable_features": unstableFeatures,
 	}, nil
 }
 

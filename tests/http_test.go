@@ -320,9 +320,31 @@ func TestVersions(t *testing.T) {
 				t.Errorf("version %v does not look like r0.x.y or v1.x", v)
 			}
 		}
+		// v1.1 is what clients require; v1.2 adds the space hierarchy and
+		// v1.3 relation aggregations, which Myelin does not serve yet.
+		listed := map[string]bool{}
+		for _, v := range versions {
+			s, _ := v.(string)
+			listed[s] = true
+		}
+		if !listed["v1.1"] || !listed["r0.6.1"] {
+			t.Errorf("versions %v lack v1.1 or r0.6.1", versions)
+		}
+		for _, v := range []string{"v1.2", "v1.3", "v1.4", "v1.11"} {
+			if listed[v] {
+				t.Errorf("versions list %s, whose features (such as %s) do not exist", v, map[string]string{
+					"v1.2": "GET /hierarchy", "v1.3": "GET /relations", "v1.4": "threads", "v1.11": "authenticated media"}[v])
+			}
+		}
+		if c.Do("GET", "/_matrix/client/v1/rooms/!x:localhost/hierarchy", nil).Status != http.StatusNotFound {
+			t.Errorf("GET /hierarchy exists: list v1.2")
+		}
 		features, ok := m["unstable_features"].(map[string]any)
 		if !ok {
 			t.Fatalf("unstable_features is not an object: %s", r.Body)
+		}
+		if features["org.matrix.msc3814"] != true {
+			t.Errorf("unstable_features lacks dehydrated devices (org.matrix.msc3814): %v", features)
 		}
 		for k, v := range features {
 			if _, ok := v.(bool); !ok {
