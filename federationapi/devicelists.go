@@ -15,6 +15,7 @@ import (
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/federationapi/storage"
 	"github.com/myelin-chat/myelin/internal/bus"
+	"github.com/myelin-chat/myelin/internal/periodic"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
@@ -76,7 +77,7 @@ func (f *FederationAPI) startDeviceLists(ctx context.Context) error {
 		}
 		f.addStop(stop)
 	}
-	f.addStop(every(resyncInterval, f.resyncStale))
+	f.addStop(periodic.Every(resyncInterval, f.resyncStale))
 	return nil
 }
 
@@ -84,27 +85,6 @@ func (f *FederationAPI) addStop(stop func()) {
 	f.stopMu.Lock()
 	f.stops = append(f.stops, stop)
 	f.stopMu.Unlock()
-}
-
-// every runs fn every interval until the returned function is called
-// (which waits for a run in progress).
-func every(interval time.Duration, fn func(ctx context.Context)) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				fn(ctx)
-			}
-		}
-	}()
-	return func() { cancel(); <-stopped }
 }
 
 // deviceListEDU is the content of an outgoing m.device_list_update.

@@ -258,30 +258,5 @@ func (d *dbctx) checkLocalRedaction(ctx context.Context, head *roomHead, b *buil
 	return nil
 }
 
-// flushOutbox publishes committed output in commit order. Publishing is
-// idempotent (message IDs), so a crash between publish and delete only
-// repeats what consumers drop.
-func (r *Roomserver) flushOutbox(ctx context.Context) error {
-	r.outboxMu.Lock()
-	defer r.outboxMu.Unlock()
-	for {
-		msgs, err := storage.SelectOutbox(ctx, r.store.DB(), outboxBatch)
-		if err != nil || len(msgs) == 0 {
-			return err
-		}
-		ids := make([]int64, 0, len(msgs))
-		for _, m := range msgs {
-			if _, err := r.bus.Publish(ctx, m.Subject, json.RawMessage(m.Payload), m.MsgID, nil); err != nil {
-				_ = storage.DeleteOutbox(ctx, r.store.DB(), ids)
-				return err
-			}
-			ids = append(ids, m.ID)
-		}
-		if err := storage.DeleteOutbox(ctx, r.store.DB(), ids); err != nil || len(msgs) < outboxBatch {
-			return err
-		}
-	}
-}
-
-// outboxBatch is how many output messages a flush reads at a time.
-const outboxBatch = 200
+// flushOutbox publishes committed output in commit order (rs_outbox).
+func (r *Roomserver) flushOutbox(ctx context.Context) error { return r.outbox.Flush(ctx, r.bus) }

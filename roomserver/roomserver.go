@@ -52,9 +52,9 @@ type Roomserver struct {
 	stateKeyNIDs  *lru.Cache[string, int64]
 	stateKeyNames *lru.Cache[int64, string]
 
-	outboxMu sync.Mutex
-	stopMu   sync.Mutex
-	stops    []func()
+	outbox *bus.Outbox[bus.OutboxRow] // rs_outbox, RoomOutput in commit order
+	stopMu sync.Mutex
+	stops  []func()
 }
 
 var (
@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		events:        lru.New[int64, *event](20000, nil),
 		stateKeyNIDs:  lru.New[string, int64](100000, nil),
 		stateKeyNames: lru.New[int64, string](100000, nil),
+		outbox:        bus.TableOutbox(st.DB(), storage.SelectOutbox, storage.DeleteOutbox),
 	}, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/internal/periodic"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 )
@@ -102,7 +103,7 @@ func (p *presenceTracker) start() func() {
 	// 5 s): cheap, and no idle CPU to speak of.
 	interval := min(p.s.cfg.OfflineAfter, p.s.cfg.IdleAfter) / 10
 	interval = min(max(interval, 10*time.Millisecond), 5*time.Second)
-	return every(interval, func() { p.expire(context.Background()) })
+	return periodic.Every(interval, func(context.Context) { p.expire(context.Background()) })
 }
 
 // expire applies the idle and offline timeouts.

@@ -90,11 +90,11 @@ type SyncAPI struct {
 	fullyReadMu sync.Mutex // orders read marker moves
 
 	// toDeviceMu makes writeToDevice the single writer of the to-device
-	// stream; outboxMu orders the publishing of its outbox.
-	toDeviceMu  sync.Mutex
-	outboxMu    sync.Mutex
-	outboxDirty atomic.Bool // a flush failed: the retry timer tries again
-	inboxes     toDeviceInboxes
+	// stream; toDeviceOutbox publishes its outbox in order.
+	toDeviceMu     sync.Mutex
+	toDeviceOutbox *bus.Outbox[storage.ToDeviceOutbound]
+	outboxDirty    atomic.Bool // a flush failed: the retry timer tries again
+	inboxes        toDeviceInboxes
 
 	// applied holds the last stream sequence each consumer applied;
 	// waitCond is broadcast whenever it moves (read-your-writes).
@@ -132,7 +132,8 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 		return nil, fmt.Errorf("syncapi: %w", err)
 	}
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
-		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{})}
+		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{}),
+		toDeviceOutbox: newToDeviceOutbox(st)}
 	s.waitCond = sync.NewCond(&s.waitMu)
 	if kc, ok := users.(KeyCounter); ok {
 		s.keys = kc
@@ -176,26 +177,6 @@ func (s *SyncAPI) load(ctx context.Context) error {
 		s.notifier.setMember(m.RoomID, m.UserID, m.Membership, s.isLocal(m.UserID))
 	}
 	return nil
-}
-
-// every runs fn every interval until the returned function is called
-// (which waits for a run in progress).
-func every(interval time.Duration, fn func()) (stop func()) {
-	done, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				fn()
-			}
-		}
-	}()
-	return func() { close(done); <-stopped }
 }
 
 // Start loads positions and memberships, and starts the stream consumers.

@@ -19,6 +19,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/internal/periodic"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
@@ -140,14 +141,14 @@ func (s *SyncAPI) startToDevice(ctx context.Context) func() {
 	if err := s.flushToDeviceOutbox(ctx); err != nil {
 		s.log.Warn("to-device EDUs not published yet (retried)", "error", err.Error())
 	}
-	stopPrune := every(time.Hour, func() {
+	stopPrune := periodic.Every(time.Hour, func(context.Context) {
 		now := time.Now()
 		if err := storage.PruneToDevice(context.Background(), s.store.DB(),
 			now.Add(-toDeviceTxnLifetime).UnixMilli(), now.Add(-toDeviceSeenLifetime).UnixMilli()); err != nil {
 			s.log.Warn("old to-device transactions not pruned", "error", err.Error())
 		}
 	})
-	stopRetry := every(10*time.Second, func() {
+	stopRetry := periodic.Every(10*time.Second, func(context.Context) {
 		if !s.outboxDirty.Load() {
 			return
 		}
@@ -427,34 +428,26 @@ func (s *SyncAPI) flushToDeviceOutbox(ctx context.Context) error {
 	if s.bus == nil {
 		return nil
 	}
-	s.outboxMu.Lock()
-	defer s.outboxMu.Unlock()
 	s.outboxDirty.Store(true)
-	for {
-		edus, err := storage.SelectToDeviceOutbox(ctx, s.store.DB(), toDeviceOutboxBatch)
-		if err != nil {
-			return err
-		}
-		for i := range edus {
-			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := s.bus.Publish(pctx, fedapi.OutSubject(fedapi.EDUDirectToDevice), edus[i].Payload, edus[i].MsgID, nil)
-			cancel()
-			if err != nil {
-				if i > 0 {
-					_ = storage.DeleteToDeviceOutbox(ctx, s.store.DB(), &edus[i-1])
-				}
-				return err
-			}
-		}
-		if len(edus) > 0 {
-			if err := storage.DeleteToDeviceOutbox(ctx, s.store.DB(), &edus[len(edus)-1]); err != nil {
-				return err
-			}
-		}
-		if len(edus) < toDeviceOutboxBatch {
-			s.outboxDirty.Store(false)
-			return nil
-		}
+	if err := s.toDeviceOutbox.Flush(ctx, s.bus); err != nil {
+		return err
+	}
+	s.outboxDirty.Store(false)
+	return nil
+}
+
+// newToDeviceOutbox is the flusher of sync_to_device_outbox.
+func newToDeviceOutbox(st *storage.Storage) *bus.Outbox[storage.ToDeviceOutbound] {
+	subject := fedapi.OutSubject(fedapi.EDUDirectToDevice)
+	return &bus.Outbox[storage.ToDeviceOutbound]{
+		Batch: toDeviceOutboxBatch,
+		Load: func(ctx context.Context, n int) ([]storage.ToDeviceOutbound, error) {
+			return storage.SelectToDeviceOutbox(ctx, st.DB(), n)
+		},
+		Message: func(e storage.ToDeviceOutbound) (string, string, []byte) { return subject, e.MsgID, e.Payload },
+		Delete: func(ctx context.Context, done []storage.ToDeviceOutbound) error {
+			return storage.DeleteToDeviceOutbox(ctx, st.DB(), &done[len(done)-1])
+		},
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/myelin-chat/myelin/internal/periodic"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 )
@@ -382,7 +383,7 @@ func (s *SyncAPI) startUnread(ctx context.Context) (stop func(), err error) {
 	if err := s.saveUnread(ctx); err != nil {
 		return nil, err
 	}
-	stopSaving := every(unreadSaveEvery, func() {
+	stopSaving := periodic.Every(unreadSaveEvery, func(context.Context) {
 		if err := s.saveUnread(context.Background()); err != nil {
 			s.log.Warn("unread counts not saved (retrying)", "error", err.Error())
 		}

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/myelin-chat/myelin/internal/bus"
@@ -50,8 +49,7 @@ type UserAPI struct {
 	// dummyHash is compared against for unknown users, so that a login
 	// for a missing account costs as much as a wrong password.
 	dummyHash string
-	// outboxMu makes one flush of the outbox at a time (outbox.go).
-	outboxMu sync.Mutex
+	outbox    *bus.Outbox[bus.OutboxRow] // user_outbox (outbox.go)
 }
 
 var (
@@ -85,12 +83,17 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		tokens:    newTokenCache(10000, 2*time.Minute),
 		lastSeen:  newLastSeen(time.Minute),
 		dummyHash: dummy,
+		outbox:    bus.TableOutbox(st.DB(), storage.SelectOutbox, storage.DeleteOutbox),
 	}
 	u.Keys = keys.New(cfg.ServerName, st, u.flushOutbox, u.log)
 	// What a crash left in the outbox goes out now.
 	u.Keys.Flush(ctx)
 	return u, nil
 }
+
+// flushOutbox publishes committed UserOutput messages of the outbox
+// (user_outbox) in commit order and deletes them.
+func (u *UserAPI) flushOutbox(ctx context.Context) error { return u.outbox.Flush(ctx, u.bus) }
 
 // publish announces a change after it has been committed.
 func (u *UserAPI) publish(ctx context.Context, subject string, msg any) error {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 
+	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
@@ -125,12 +126,7 @@ func UpdateInputPosition(ctx context.Context, tx *sqlutil.Tx, partition int, seq
 }
 
 // OutboxMessage is a RoomOutput message waiting to be published.
-type OutboxMessage struct {
-	ID      int64
-	Subject string
-	MsgID   string
-	Payload []byte
-}
+type OutboxMessage = bus.OutboxRow
 
 // InsertOutbox queues a message in the transaction that produced it.
 func InsertOutbox(ctx context.Context, tx *sqlutil.Tx, subject, msgID string, payload []byte) error {

@@ -311,7 +311,7 @@ func TestUserOutbox(t *testing.T) {
 			return nil
 		})
 		msgs, err := SelectOutbox(ctx, s.DB(), 3)
-		if err != nil || len(msgs) != 3 || msgs[0].MsgID != "m0" || msgs[2].Payload != `{"n":2}` {
+		if err != nil || len(msgs) != 3 || msgs[0].MsgID != "m0" || string(msgs[2].Payload) != `{"n":2}` {
 			t.Fatalf("outbox: %+v %v", msgs, err)
 		}
 		if err := DeleteOutbox(ctx, s.DB(), []int64{msgs[0].ID, msgs[1].ID, msgs[2].ID}); err != nil {

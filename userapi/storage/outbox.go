@@ -4,16 +4,12 @@ import (
 	"context"
 	"database/sql"
 
+	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
 // OutboxMessage is a UserOutput message waiting to be published.
-type OutboxMessage struct {
-	ID      int64
-	Subject string
-	MsgID   string
-	Payload string
-}
+type OutboxMessage = bus.OutboxRow
 
 // InsertOutbox queues a message in the transaction that produced it.
 func InsertOutbox(ctx context.Context, tx *sqlutil.Tx, subject, msgID string, payload []byte) error {
@@ -27,7 +23,9 @@ func SelectOutbox(ctx context.Context, q sqlutil.Querier, limit int) ([]OutboxMe
 	rows, err := q.QueryContext(ctx, `SELECT id, subject, msg_id, payload FROM user_outbox ORDER BY id LIMIT ?`, limit)
 	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (OutboxMessage, error) {
 		var m OutboxMessage
-		err := rows.Scan(&m.ID, &m.Subject, &m.MsgID, &m.Payload)
+		var p string
+		err := rows.Scan(&m.ID, &m.Subject, &m.MsgID, &p)
+		m.Payload = []byte(p)
 		return m, err
 	})
 }
