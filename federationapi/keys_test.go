@@ -27,6 +27,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/testutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -80,24 +81,7 @@ type node struct {
 	f     *FederationAPI
 	url   string
 	net   *testNet // where its outgoing requests go
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *testutil.LockedBuffer
 }
 
 // newNode builds the component on db as server name, serves its routes
@@ -116,7 +100,7 @@ func newNode(t *testing.T, db *sqlutil.DB, name spec.ServerName, mod func(*Confi
 	}
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	n := &node{name: name, keyID: "ed25519:" + gomatrixserverlib.KeyID(strings.ReplaceAll(string(name), ".", "_")), pub: pub,
-		net: newTestNet(), logs: &syncBuffer{}}
+		net: newTestNet(), logs: &testutil.LockedBuffer{}}
 	cfg := Config{ServerName: name, KeyID: n.keyID, PrivateKey: priv, KeyValidity: time.Hour, Transport: n.net}
 	if mod != nil {
 		mod(&cfg)

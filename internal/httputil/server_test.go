@@ -1,37 +1,23 @@
 package httputil_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/testutil"
 )
 
-// syncBuffer collects log lines written by the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines(t *testing.T) []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// logLines parses the JSON log lines written to b.
+func logLines(t *testing.T, b *testutil.LockedBuffer) []map[string]any {
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		if l == "" {
 			continue
 		}
@@ -49,7 +35,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 // sees which endpoint a client wanted; a matched request is named by its
 // route template alone.
 func TestAccessLogNamesUnmatchedPath(t *testing.T) {
-	var buf syncBuffer
+	var buf testutil.LockedBuffer
 	s := httputil.NewServer(httputil.ServerOptions{
 		Logger:   slog.New(slog.NewJSONHandler(&buf, nil)),
 		Registry: prometheus.NewRegistry(),
@@ -71,9 +57,7 @@ func TestAccessLogNamesUnmatchedPath(t *testing.T) {
 		{"PUT", "/_matrix/client/v3/thing/1", "access_token=secret123", 405, "/_matrix/client/v3/thing/1"},
 		{"GET", long, "", 404, long[:256] + "…"},
 	} {
-		buf.mu.Lock()
-		buf.b.Reset()
-		buf.mu.Unlock()
+		buf.Reset()
 		u := ts.URL + tc.path
 		if tc.query != "" {
 			u += "?" + tc.query
@@ -88,7 +72,7 @@ func TestAccessLogNamesUnmatchedPath(t *testing.T) {
 			t.Fatalf("%s %s: status %d, want %d", tc.method, tc.path, res.StatusCode, tc.status)
 		}
 		var access map[string]any
-		for _, l := range buf.lines(t) {
+		for _, l := range logLines(t, &buf) {
 			if l["msg"] == "request" {
 				access = l
 			}
