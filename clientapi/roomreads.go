@@ -101,15 +101,30 @@ func (c *ClientAPI) getStateEvent(r *http.Request) (any, error) {
 	}
 }
 
-// GET /_matrix/client/v3/rooms/{roomId}/joined_members
+// GET /_matrix/client/v3/rooms/{roomId}/joined_members: the current joined
+// members, for members of the room (or anyone, when its history is world
+// readable); after leaving, 403, as in Synapse. Every member has both
+// display_name and avatar_url, null when unset (as in Synapse).
 func (c *ClientAPI) getJoinedMembers(r *http.Request) (any, error) {
-	pdus, err := c.requestedState(r)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	at, err := c.readableState(ctx, roomID, httputil.DeviceFrom(ctx).UserID)
+	if err != nil {
+		return nil, err
+	}
+	if at != "" {
+		return nil, mxerr.Forbidden("You are not a member of the room")
+	}
+	pdus, err := c.rooms.QueryCurrentState(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
 	type member struct {
-		DisplayName *string `json:"display_name,omitempty"`
-		AvatarURL   *string `json:"avatar_url,omitempty"`
+		DisplayName *string `json:"display_name"`
+		AvatarURL   *string `json:"avatar_url"`
 	}
 	joined := map[string]member{}
 	for _, p := range pdus {
