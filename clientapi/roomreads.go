@@ -17,7 +17,8 @@ import (
 
 // readableState decides which state of a room a user may read: the current
 // state while joined, or when the history is world readable; the state at
-// their departure after leaving or being banned (as Synapse does). It
+// their departure after leaving or being banned (as Synapse does), unless
+// they have forgotten the room since. It
 // returns the event to read the state after ("" for the current state).
 func (c *ClientAPI) readableState(ctx context.Context, roomID, userID string) (string, error) {
 	if _, err := c.roomInfo(ctx, roomID); err != nil {
@@ -39,7 +40,7 @@ func (c *ClientAPI) readableState(ctx context.Context, roomID, userID string) (s
 			return "", nil
 		}
 	}
-	if (m.Membership == rsapi.Leave || m.Membership == rsapi.Ban) && m.EventID != "" {
+	if (m.Membership == rsapi.Leave || m.Membership == rsapi.Ban) && m.EventID != "" && !m.Forgotten {
 		return m.EventID, nil
 	}
 	return "", mxerr.Forbidden("You aren't a member of the room")

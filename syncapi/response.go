@@ -184,7 +184,11 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			}
 		case spec.Leave, spec.Ban:
 			// Rooms left during this sync always show, so that clients
-			// learn of it; older ones only when the filter asks.
+			// learn of it (forgotten or not, as in Synapse); older ones
+			// only when the filter asks and the user did not forget them.
+			if m.Forgotten && (initial || !recent) {
+				continue
+			}
 			if (!initial && recent) || includeLeave {
 				if !recent && !initial && !req.fullState {
 					continue
