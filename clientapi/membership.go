@@ -279,20 +279,22 @@ func (c *ClientAPI) postLeave(r *http.Request) (any, error) {
 	return struct{}{}, nil
 }
 
-// POST /_matrix/client/v3/rooms/{roomId}/forget
+// POST /_matrix/client/v3/rooms/{roomId}/forget: the user's history of a
+// room they left goes out of their reach (/sync, /messages, state) until
+// they are a member again; a room they were never in has nothing to forget.
 func (c *ClientAPI) postForget(r *http.Request) (any, error) {
 	roomID, err := roomIDVar(r)
 	if err != nil {
 		return nil, err
 	}
 	err = c.rooms.ForgetRoom(r.Context(), httputil.DeviceFrom(r.Context()).UserID, roomID)
-	switch {
-	case errors.Is(err, rsapi.ErrRoomNotFound):
-		return nil, mxerr.NotFound("Unknown room %s", roomID)
-	case errors.Is(err, rsapi.ErrNotAllowed):
+	if errors.Is(err, rsapi.ErrNotAllowed) {
 		return nil, mxerr.Unknown("You have not left the room").WithStatus(http.StatusBadRequest)
 	}
-	return struct{}{}, err
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
 }
 
 // POST /_matrix/client/v3/rooms/{roomId}/invite

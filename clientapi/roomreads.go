@@ -17,7 +17,8 @@ import (
 
 // readableState decides which state of a room a user may read: the current
 // state while joined, or when the history is world readable; the state at
-// their departure after leaving or being banned (as Synapse does). It
+// their departure after leaving or being banned (as Synapse does), unless
+// they have forgotten the room since. It
 // returns the event to read the state after ("" for the current state).
 func (c *ClientAPI) readableState(ctx context.Context, roomID, userID string) (string, error) {
 	if _, err := c.roomInfo(ctx, roomID); err != nil {
@@ -39,7 +40,7 @@ func (c *ClientAPI) readableState(ctx context.Context, roomID, userID string) (s
 			return "", nil
 		}
 	}
-	if (m.Membership == rsapi.Leave || m.Membership == rsapi.Ban) && m.EventID != "" {
+	if (m.Membership == rsapi.Leave || m.Membership == rsapi.Ban) && m.EventID != "" && !m.Forgotten {
 		return m.EventID, nil
 	}
 	return "", mxerr.Forbidden("You aren't a member of the room")
@@ -101,15 +102,30 @@ func (c *ClientAPI) getStateEvent(r *http.Request) (any, error) {
 	}
 }
 
-// GET /_matrix/client/v3/rooms/{roomId}/joined_members
+// GET /_matrix/client/v3/rooms/{roomId}/joined_members: the current joined
+// members, for members of the room (or anyone, when its history is world
+// readable); after leaving, 403, as in Synapse. Every member has both
+// display_name and avatar_url, null when unset (as in Synapse).
 func (c *ClientAPI) getJoinedMembers(r *http.Request) (any, error) {
-	pdus, err := c.requestedState(r)
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	at, err := c.readableState(ctx, roomID, httputil.DeviceFrom(ctx).UserID)
+	if err != nil {
+		return nil, err
+	}
+	if at != "" {
+		return nil, mxerr.Forbidden("You are not a member of the room")
+	}
+	pdus, err := c.rooms.QueryCurrentState(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
 	type member struct {
-		DisplayName *string `json:"display_name,omitempty"`
-		AvatarURL   *string `json:"avatar_url,omitempty"`
+		DisplayName *string `json:"display_name"`
+		AvatarURL   *string `json:"avatar_url"`
 	}
 	joined := map[string]member{}
 	for _, p := range pdus {

@@ -3,6 +3,7 @@ package roomserver
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -66,24 +67,55 @@ func (r *Roomserver) QueryPublished(ctx context.Context, roomID string) (bool, e
 }
 
 // ForgetRoom implements api.AliasAPI: only rooms the user is no longer in
-// can be forgotten.
+// can be forgotten. The flag and its OutputForget are written in one
+// transaction; the update holds only while the membership read is still
+// the current one (a concurrent join wins).
 func (r *Roomserver) ForgetRoom(ctx context.Context, userID, roomID string) error {
-	d := r.reader()
-	h, err := d.roomHead(ctx, roomID)
-	if err != nil {
-		return err
-	}
-	m, err := storage.SelectMembership(ctx, d.q, h.nid, userID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil // never a member: nothing to forget
+	h, err := r.reader().roomHead(ctx, roomID)
+	if errors.Is(err, api.ErrRoomNotFound) {
+		return nil // an unknown room: nothing to forget
 	}
 	if err != nil {
 		return err
 	}
-	if m.Membership == api.Join || m.Membership == api.Invite || m.Membership == api.Knock {
-		return api.ErrNotAllowed
+	queued := false
+	err = r.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		d := r.inTx(tx) // never committed to the caches: it only reads
+		m, err := storage.SelectMembership(ctx, tx, h.nid, userID)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil // never a member: nothing to forget
+		}
+		if err != nil {
+			return err
+		}
+		if m.Membership == api.Join || m.Membership == api.Invite || m.Membership == api.Knock {
+			return api.ErrNotAllowed
+		}
+		if m.Forgotten {
+			return nil
+		}
+		if ok, err := storage.SetForgotten(ctx, tx, h.nid, userID, m.EventNID); err != nil || !ok {
+			if err == nil {
+				err = api.ErrNotAllowed // the membership changed meanwhile
+			}
+			return err
+		}
+		ids, err := d.eventIDs(ctx, []int64{m.EventNID})
+		if err != nil {
+			return err
+		}
+		queued = true
+		return d.queueOutput(ctx, roomID, "forget|"+userID+"|"+ids[m.EventNID], &api.OutputMessage{V: 1,
+			Forget: &api.OutputForget{RoomID: roomID, UserID: userID, EventID: ids[m.EventNID]}})
+	})
+	if err != nil || !queued {
+		return err
 	}
-	return storage.SetForgotten(ctx, r.store.DB(), h.nid, userID)
+	if err := r.flushOutbox(ctx); err != nil {
+		// Committed: the output goes out with the next flush.
+		r.log.Warn("publishing room output failed", slog.String("error", err.Error()))
+	}
+	return nil
 }
 
 // summaryTuples are the state a directory entry shows.

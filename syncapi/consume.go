@@ -69,6 +69,8 @@ func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 			pos, err = s.applyOutOfBand(ctx, tx, msg.Membership, s.pos.pdu.Load()+1, &w)
 		case msg.Backfilled != nil:
 			err = s.applyBackfilled(ctx, tx, msg.Backfilled)
+		case msg.Forget != nil:
+			err = storage.SetForgotten(ctx, tx, msg.Forget.UserID, msg.Forget.RoomID, msg.Forget.EventID)
 		}
 		if err != nil {
 			return err

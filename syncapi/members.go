@@ -17,7 +17,8 @@ var memberships = map[string]bool{spec.Join: true, spec.Invite: true, spec.Leave
 // GET /_matrix/client/v3/rooms/{roomId}/members: the member events at a
 // point (at: a sync or pagination token; default now), as the user may see
 // them: while joined, or when the room is world readable, any point; after
-// leaving or being banned, no later than their departure.
+// leaving or being banned, no later than their departure (unless they
+// forgot the room since).
 func (s *SyncAPI) getMembers(r *http.Request) (any, error) {
 	ctx := r.Context()
 	dev := httputil.DeviceFrom(ctx)
@@ -59,6 +60,14 @@ func (s *SyncAPI) getMembers(r *http.Request) (any, error) {
 	if len(hist) > 0 {
 		last := hist[len(hist)-1]
 		current, leftAt = last.Membership, last.Pos
+	}
+	if current == spec.Leave || current == spec.Ban {
+		// A room the user forgot reads as one they were never in.
+		if forgot, err := storage.Forgotten(ctx, db, dev.UserID, roomID); err != nil {
+			return nil, err
+		} else if forgot {
+			current = ""
+		}
 	}
 	switch current {
 	case spec.Join:

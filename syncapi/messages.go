@@ -33,7 +33,9 @@ type roomAccess struct {
 }
 
 // access checks that a user may read a room's history: they are or were a
-// member, or the room is world readable.
+// member and have not forgotten the room since, or the room is world
+// readable (then a forgotten room reads as one never joined, as in
+// Synapse).
 func (s *SyncAPI) access(ctx context.Context, roomID, userID string) (*roomAccess, error) {
 	if _, err := spec.NewRoomID(roomID); err != nil {
 		return nil, mxerr.InvalidParam("%q is not a valid room ID", roomID)
@@ -41,6 +43,15 @@ func (s *SyncAPI) access(ctx context.Context, roomID, userID string) (*roomAcces
 	hist, err := storage.MembershipChanges(ctx, s.store.DB(), userID, math.MinInt64/2, math.MaxInt64/2, []string{roomID})
 	if err != nil {
 		return nil, err
+	}
+	if n := len(hist); n > 0 && (hist[n-1].Membership == spec.Leave || hist[n-1].Membership == spec.Ban) {
+		forgot, err := storage.Forgotten(ctx, s.store.DB(), userID, roomID)
+		if err != nil {
+			return nil, err
+		}
+		if forgot {
+			hist = nil
+		}
 	}
 	if len(hist) == 0 {
 		_, hv, err := storage.CurrentStateEvent(ctx, s.store.DB(), roomID, spec.MRoomHistoryVisibility, "")
@@ -275,6 +286,15 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 	ctx := r.Context()
 	dev := httputil.DeviceFrom(ctx)
 	q := r.URL.Query()
+	// Who may read the room comes first: a room out of the user's reach
+	// is 403 whatever the parameters (as in Synapse).
+	if err := s.catchUp(ctx); err != nil {
+		return nil, err
+	}
+	a, err := s.access(ctx, httputil.Vars(r)["roomId"], dev.UserID)
+	if err != nil {
+		return nil, err
+	}
 	forward := false
 	switch q.Get("dir") {
 	case "b":
@@ -287,9 +307,6 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 	}
 	limit, f, err := pageParams(r)
 	if err != nil {
-		return nil, err
-	}
-	if err := s.catchUp(ctx); err != nil {
 		return nil, err
 	}
 	from := s.pos.pdu.Load() + 1
@@ -309,10 +326,6 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 		if to, err = parseBoundary(v); err != nil {
 			return nil, mxerr.InvalidParam("Invalid to token")
 		}
-	}
-	a, err := s.access(ctx, httputil.Vars(r)["roomId"], dev.UserID)
-	if err != nil {
-		return nil, err
 	}
 	evs, next, more, err := s.page(ctx, a, dev.UserID, from, to, forward, limit, f)
 	if err != nil {

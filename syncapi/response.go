@@ -96,6 +96,9 @@ type roomPlan struct {
 	// history is true when the user was not joined all along the
 	// timeline range, so events are checked against history visibility.
 	history bool
+	// newlyJoined: the user joined since the sync's token (the room is
+	// new to the client).
+	newlyJoined bool
 }
 
 // buildSync computes a sync response; empty reports that nothing changed
@@ -165,6 +168,7 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			case initial || joinedDuring(changedIn[m.RoomID]):
 				p.full, p.from = true, math.MinInt64/2
 				p.history = true
+				p.newlyJoined = !initial
 			case req.fullState:
 				// The whole state, but the timeline still starts at since.
 				p.full = true
@@ -180,7 +184,11 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			}
 		case spec.Leave, spec.Ban:
 			// Rooms left during this sync always show, so that clients
-			// learn of it; older ones only when the filter asks.
+			// learn of it (forgotten or not, as in Synapse); older ones
+			// only when the filter asks and the user did not forget them.
+			if m.Forgotten && (initial || !recent) {
+				continue
+			}
 			if (!initial && recent) || includeLeave {
 				if !recent && !initial && !req.fullState {
 					continue
@@ -247,10 +255,19 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 	if err := s.fillDeviceLists(ctx, dev, since, now, initial, changes, joinedNow, resp); err != nil {
 		return nil, false, err
 	}
-	// Presence of those sharing a room.
-	if s.cfg.PresenceEnabled && (initial || now.Presence > since.Presence) {
-		if err := s.fillPresence(ctx, dev.UserID, flt, since, now, initial, resp); err != nil {
-			return nil, false, err
+	// Presence of those sharing a room, and the whole presence of those
+	// who came to share one since the token.
+	if s.cfg.PresenceEnabled {
+		var newSharers []string
+		if !initial && now.PDU > since.PDU {
+			if newSharers, err = s.newSharers(ctx, dev.UserID, plans, joinedNow, since, now); err != nil {
+				return nil, false, err
+			}
+		}
+		if initial || now.Presence > since.Presence || len(newSharers) > 0 {
+			if err := s.fillPresence(ctx, dev.UserID, flt, since, now, initial, newSharers, resp); err != nil {
+				return nil, false, err
+			}
 		}
 	}
 	r := resp.Rooms
@@ -315,8 +332,46 @@ func (s *SyncAPI) accountData(ctx context.Context, userID string, since, now Str
 // incremental sync reads the presence changes rather than the sharers'.
 const presenceListMax = 500
 
-// fillPresence adds the presence of the users sharing a room with the user.
-func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.Filter, since, now StreamPos, initial bool, resp *syncResponse) error {
+// newSharers lists the users who came to share a room with the user in an
+// incremental sync's range (as Synapse): the members of the rooms the user
+// joined, and those who joined the user's other rooms. The client has
+// none of their presence yet, whenever it last changed.
+func (s *SyncAPI) newSharers(ctx context.Context, userID string, plans []*roomPlan, joinedNow []string, since, now StreamPos) ([]string, error) {
+	fresh := map[string]bool{}
+	for _, p := range plans {
+		if p.newlyJoined {
+			fresh[p.roomID] = true
+		}
+	}
+	var others []string
+	for _, r := range joinedNow {
+		if !fresh[r] {
+			others = append(others, r)
+		}
+	}
+	users, err := storage.NewlyJoined(ctx, s.store.DB(), others, since.PDU, now.PDU)
+	if err != nil {
+		return nil, err
+	}
+	for r := range fresh {
+		users = append(users, s.notifier.joinedMembers(r)...)
+	}
+	sharers := s.notifier.sharers(userID)
+	seen := map[string]bool{userID: true}
+	out := users[:0]
+	for _, u := range users {
+		if !seen[u] && sharers[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// fillPresence adds the presence of the users sharing a room with the user
+// that changed since the token, and that of newSharers whenever it changed.
+func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.Filter, since, now StreamPos, initial bool,
+	newSharers []string, resp *syncResponse) error {
 	users := s.notifier.sharers(userID)
 	list := make([]string, 0, len(users))
 	for u := range users {
@@ -342,6 +397,23 @@ func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.F
 		}
 	} else if rows, err = storage.PresenceSince(ctx, s.store.DB(), list, from, now.Presence); err != nil {
 		return err
+	}
+	if len(newSharers) > 0 {
+		have := make(map[string]bool, len(rows))
+		for _, p := range rows {
+			have[p.UserID] = true
+		}
+		var missing []string
+		for _, u := range newSharers {
+			if !have[u] {
+				missing = append(missing, u)
+			}
+		}
+		older, err := storage.PresenceSince(ctx, s.store.DB(), missing, -1, from)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, older...)
 	}
 	t := time.Now()
 	var evs []json.RawMessage
@@ -491,9 +563,21 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 	for _, p := range plans {
 		evs := events[p.roomID]
 		tl := &timeline{Events: make([]json.RawMessage, 0, len(evs)), Limited: limited[p.roomID]}
-		if len(evs) > 0 {
+		// fromStart: the timeline holds the room from its create event,
+		// nothing came before it.
+		fromStart := !tl.Limited && len(evs) > 0 && evs[0].Type == spec.MRoomCreate
+		if p.newlyJoined && !fromStart {
+			// The client has none of the room's history before this
+			// timeline: it is limited (as in Synapse), so that the client
+			// knows to page back from prev_batch.
+			tl.Limited = true
+		}
+		if len(evs) > 0 && !fromStart {
 			tl.PrevBatch = formatBoundary(evs[0].Pos)
 		} else {
+			// Nothing before the timeline: prev_batch is the point of
+			// this sync (as in Synapse), which /members?at= reads the
+			// members at.
 			tl.PrevBatch = formatBoundary(p.to + 1)
 		}
 		for i := range evs {

@@ -342,3 +342,42 @@ func TestPresenceDisabled(t *testing.T) {
 		t.Fatalf("incremental sync with presence disabled has presence: %v", evs)
 	}
 }
+
+// Users who come to share a room get each other's presence in the next
+// incremental sync, however long ago it last changed (as in Synapse):
+// the joiner gets the members', the members get the joiner's; once.
+func TestPresenceOfNewSharers(t *testing.T) {
+	srv := testserver.Start(t)
+	alice, bob := roomTUser(t, srv, "alice"), roomTUser(t, srv, "bob")
+	roomID := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	presTSet(alice, "online", "alice here")
+	presTSet(bob, "online", "bob here")
+	aliceSince := msgTNext(msgTSync(alice, "timeout", "0"))
+	bobSince := msgTNext(msgTSync(bob, "timeout", "0"))
+	// Nothing else changes presence from here on but the syncs below,
+	// which keep both online.
+
+	roomTJoin(bob, roomID)
+	m := msgTSync(bob, "since", bobSince, "timeout", "0")
+	if c := presTFind(t, m, alice.UserID); c == nil || c["status_msg"] != "alice here" {
+		t.Fatalf("bob's sync after joining: alice's presence %v, want it (status alice here)", m["presence"])
+	}
+	if c := presTFind(t, msgTSync(bob, "since", msgTNext(m), "timeout", "0"), alice.UserID); c != nil {
+		t.Fatalf("alice's unchanged presence comes again in bob's next sync: %v", c)
+	}
+	m = msgTSync(alice, "since", aliceSince, "timeout", "0")
+	if c := presTFind(t, m, bob.UserID); c == nil || c["status_msg"] != "bob here" {
+		t.Fatalf("alice's sync after bob joined: bob's presence %v, want it (status bob here)", m["presence"])
+	}
+	if c := presTFind(t, msgTSync(alice, "since", msgTNext(m), "timeout", "0"), bob.UserID); c != nil {
+		t.Fatalf("bob's unchanged presence comes again in alice's next sync: %v", c)
+	}
+
+	// A profile change is no join: no presence again.
+	since := msgTNext(msgTSync(alice, "timeout", "0"))
+	bob.MustDo("PUT", testutil.Path("/_matrix/client/v3/profile/%s/displayname", bob.UserID), map[string]any{"displayname": "Bob"}, http.StatusOK)
+	m = msgTSync(alice, "since", since, "timeout", "0")
+	if c := presTFind(t, m, bob.UserID); c != nil {
+		t.Fatalf("bob's presence comes again after a profile change: %v", c)
+	}
+}

@@ -133,6 +133,17 @@ func TestRoomReads(t *testing.T) {
 		if a := roomTMap(t, joined[alice.UserID], "alice"); a["display_name"] != aliceLocal {
 			t.Fatalf("alice in joined_members: %v, want her default display name %s", a, aliceLocal)
 		}
+		// Both profile fields are always there (null when unset, as in
+		// Synapse).
+		for u, v := range joined {
+			m := roomTMap(t, v, u)
+			if av, ok := m["avatar_url"]; !ok || av != nil {
+				t.Fatalf("%s in joined_members: %v, want avatar_url null", u, m)
+			}
+			if _, ok := m["display_name"]; !ok {
+				t.Fatalf("%s in joined_members without display_name: %v", u, m)
+			}
+		}
 
 		// GET /joined_rooms.
 		joinedRooms := func(c *testutil.Client) []string {
@@ -230,6 +241,10 @@ func TestRoomReadAccess(t *testing.T) {
 		if got := roomTMembers(frank, roomID, "?membership=join"); !slices.Equal(got, []string{alice.UserID}) {
 			t.Fatalf("kicked frank's joined members %v, want only alice (as at the kick)", got)
 		}
+		// GET /joined_members is for current members alone (as Synapse).
+		for _, c := range []*testutil.Client{dave, frank} {
+			c.MustFail("GET", testutil.Path("/_matrix/client/v3/rooms/%s/joined_members", roomID), nil, http.StatusForbidden, "M_FORBIDDEN")
+		}
 
 		// A world-readable room is readable by anyone with an account.
 		wr := roomTCreate(alice, map[string]any{"room_version": ver, "name": "Open", "initial_state": []map[string]any{
@@ -244,6 +259,10 @@ func TestRoomReadAccess(t *testing.T) {
 		}
 		if got := roomTMembers(eve, wr, ""); !slices.Equal(got, []string{alice.UserID}) {
 			t.Fatalf("world-readable members %v", got)
+		}
+		jm := eve.MustDo("GET", testutil.Path("/_matrix/client/v3/rooms/%s/joined_members", wr), nil, http.StatusOK)
+		if joined := roomTMap(t, jm["joined"], "joined"); len(joined) != 1 || joined[alice.UserID] == nil {
+			t.Fatalf("world-readable joined_members %v, want alice", joined)
 		}
 		if ev := roomTEvent(eve, wr, msg); roomTMap(t, ev["content"], "content")["body"] != "for everyone" {
 			t.Fatalf("world-readable event %v", ev)

@@ -574,3 +574,35 @@ func TestSyncLazyLoadMembers(t *testing.T) {
 		t.Fatalf("state members without lazy loading %v, want all %v", got, want)
 	}
 }
+
+// A timeline limit of 0 (accepted, as in Synapse): rooms with their state
+// alone; a left room's state is as the user left it, their leave included.
+func TestSyncTimelineLimitZero(t *testing.T) {
+	srv := syncTStart(t)
+	alice := roomTUser(t, srv, "alice")
+	bob := roomTUser(t, srv, "bob")
+	room := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	roomTJoin(bob, room)
+	roomTPutState(alice, room, "org.example.state", "", map[string]any{"when": "before"})
+	roomTLeave(bob, room)
+	roomTPutState(alice, room, "org.example.state", "", map[string]any{"when": "after"})
+
+	f := syncTFilter(map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 0}, "include_leave": true}})
+	s := syncTInitial(bob, "filter", f)
+	l := syncTLeave(t, s, room)
+	if len(l.Timeline.Events) != 0 || !l.Timeline.Limited {
+		t.Fatalf("timeline with limit 0: %v, limited %v", syncTIDs(l.Timeline.Events), l.Timeline.Limited)
+	}
+	if m := syncTMember(syncTList(l.State), bob.UserID); m == nil || syncTMembership(m) != "leave" {
+		t.Fatalf("left room's state lacks bob's leave: %v", syncTIDs(syncTList(l.State)))
+	}
+	if e := syncTFind(syncTList(l.State), "org.example.state", ""); e == nil || syncTContent(t, e)["when"] != "before" {
+		t.Fatalf("left room's state %v, want the state when bob left", e)
+	}
+	j := syncTJoin(t, syncTInitial(alice, "filter", f), room)
+	if len(j.Timeline.Events) != 0 || syncTFind(syncTList(j.State), "org.example.state", "") == nil {
+		t.Fatalf("joined room with limit 0: timeline %v, state %v", syncTIDs(j.Timeline.Events), syncTIDs(syncTList(j.State)))
+	}
+	roomTFail(bob, "GET", "/_matrix/client/v3/sync?filter="+url.QueryEscape(syncTFilter(map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": -1}}})),
+		nil, http.StatusBadRequest, "M_BAD_JSON", "M_INVALID_PARAM")
+}

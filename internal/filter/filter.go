@@ -112,8 +112,10 @@ func (e *EventFilter) validate(name string) error {
 	if e == nil {
 		return nil
 	}
-	if e.Limit != nil && *e.Limit < 1 {
-		return fmt.Errorf("%s.limit: must be a positive integer", name)
+	// The spec asks for a limit above 0; 0 (no events, as Synapse
+	// allows) is accepted, for clients that want a room's state alone.
+	if e.Limit != nil && *e.Limit < 0 {
+		return fmt.Errorf("%s.limit: must be a non-negative integer", name)
 	}
 	for _, l := range []struct {
 		key  string

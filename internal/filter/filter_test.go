@@ -25,7 +25,7 @@ func TestParseValid(t *testing.T) {
 func TestParseInvalid(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{`{"event_format":"xml"}`, "event_format"},
-		{`{"room":{"timeline":{"limit":0}}}`, "room.timeline.limit"},
+		{`{"room":{"timeline":{"limit":-1}}}`, "room.timeline.limit"},
 		{`{"room":{"timeline":{"limit":"ten"}}}`, "limit"},
 		{`{"room":{"rooms":["#alias:b"]}}`, "room.rooms"},
 		{`{"presence":{"senders":["bob"]}}`, "presence.senders"},

@@ -97,7 +97,11 @@ type AliasAPI interface {
 	// QueryPublicRooms lists the published rooms anyone can join or read
 	// that match a search term (in name, topic or alias), most joined first.
 	QueryPublicRooms(ctx context.Context, searchTerm string) ([]PublicRoom, error)
-	// ForgetRoom marks a room the user has left as forgotten.
+	// ForgetRoom marks a room the user has left or was banned from as
+	// forgotten (until their next membership event), and announces it
+	// as OutputForget. ErrNotAllowed while the user is joined, invited or
+	// knocking; a room the user was never in, or one the server does not
+	// know, has nothing to forget (no error, as in Synapse).
 	ForgetRoom(ctx context.Context, userID, roomID string) error
 }
 

@@ -165,6 +165,7 @@ type OutputMessage struct {
 	Redaction  *OutputRedaction  `json:"redaction,omitempty"`
 	Backfilled *OutputBackfilled `json:"backfilled,omitempty"`
 	Membership *OutputMembership `json:"membership,omitempty"`
+	Forget     *OutputForget     `json:"forget,omitempty"`
 }
 
 // OutputNewEvent: an event joined the room's timeline.
@@ -210,6 +211,16 @@ type OutputMembership struct {
 	RoomVersion   string            `json:"room_version"`
 	Event         json.RawMessage   `json:"event"`
 	StrippedState []json.RawMessage `json:"stripped_state,omitempty"`
+}
+
+// OutputForget: a local user forgot a room they had left (POST /forget).
+// The room stays forgotten until the user's next membership event.
+type OutputForget struct {
+	RoomID string `json:"room_id"`
+	UserID string `json:"user_id"`
+	// EventID is the user's member event (a leave or a ban) that was
+	// current when they forgot the room.
+	EventID string `json:"event_id"`
 }
 
 // OutputRedaction: an event was redacted.

@@ -17,7 +17,9 @@ type Membership struct {
 }
 
 // UpsertMembership records a user's current membership, logs the
-// membership event, and clears "forgotten" once the user comes back. It
+// membership event, and clears "forgotten" with any new membership event
+// (as Synapse: a room is forgotten while the member event that was current
+// when the user forgot it still is). It
 // returns the previous membership ("" for none).
 func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID, membership string, eventNID int64) (string, error) {
 	var prev string
@@ -27,7 +29,7 @@ func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO rs_membership (room_nid, user_id, membership, event_nid) VALUES (?, ?, ?, ?)
 		ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid,
-		forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN FALSE ELSE rs_membership.forgotten END`,
+		forgotten = CASE WHEN excluded.event_nid = rs_membership.event_nid THEN rs_membership.forgotten ELSE FALSE END`,
 		roomNID, userID, membership, eventNID)
 	if err != nil {
 		return "", err
@@ -70,10 +72,16 @@ func SelectMembers(ctx context.Context, q sqlutil.Querier, roomNID int64, member
 		WHERE room_nid = ? AND membership IN (`+sqlutil.InList(len(memberships))+`) ORDER BY user_id`, sqlutil.Args(memberships, roomNID)...))
 }
 
-// SetForgotten marks a room as forgotten by a user.
-func SetForgotten(ctx context.Context, q sqlutil.Querier, roomNID int64, userID string) error {
-	_, err := q.ExecContext(ctx, `UPDATE rs_membership SET forgotten = TRUE WHERE room_nid = ? AND user_id = ?`, roomNID, userID)
-	return err
+// SetForgotten marks a room as forgotten by a user whose current member
+// event is eventNID; ok is false when it is not (the membership changed).
+func SetForgotten(ctx context.Context, q sqlutil.Querier, roomNID int64, userID string, eventNID int64) (ok bool, err error) {
+	res, err := q.ExecContext(ctx, `UPDATE rs_membership SET forgotten = TRUE WHERE room_nid = ? AND user_id = ? AND event_nid = ?`,
+		roomNID, userID, eventNID)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 // JoinedSince reports whether the user has joined the room with an event

@@ -459,18 +459,29 @@ func TestMemberships(t *testing.T) {
 			t.Fatalf("after join %+v", m)
 		}
 		upsert(1, alice, "leave", 11)
-		if err := storage.SetForgotten(ctx, s.DB(), 1, alice); err != nil {
-			t.Fatal(err)
+		// Only the membership read is forgotten: not a stale one.
+		if ok, err := storage.SetForgotten(ctx, s.DB(), 1, alice, 10); err != nil || ok {
+			t.Fatalf("forgetting a membership that is no longer current: %v %v", ok, err)
+		}
+		if m := get(1, alice); m.Forgotten {
+			t.Fatalf("forgotten by a stale membership %+v", m)
+		}
+		if ok, err := storage.SetForgotten(ctx, s.DB(), 1, alice, 11); err != nil || !ok {
+			t.Fatalf("forget: %v %v", ok, err)
 		}
 		if m := get(1, alice); m.Membership != "leave" || m.EventNID != 11 || !m.Forgotten {
 			t.Fatalf("after leave and forget %+v", m)
 		}
-		// Still forgotten after another non-join change...
-		upsert(1, alice, "ban", 12)
-		if m := get(1, alice); m.Membership != "ban" || !m.Forgotten {
-			t.Fatalf("after ban %+v", m)
+		// The same event again keeps it forgotten...
+		upsert(1, alice, "leave", 11)
+		if m := get(1, alice); !m.Forgotten {
+			t.Fatalf("after the same leave again %+v", m)
 		}
-		// ...but no longer once she is back.
+		// ...any new membership event resets it, a ban too (as Synapse).
+		upsert(1, alice, "ban", 12)
+		if m := get(1, alice); m.Membership != "ban" || m.Forgotten {
+			t.Fatalf("after ban %+v: forgotten must reset", m)
+		}
 		upsert(1, alice, "leave", 13)
 		upsert(1, alice, "join", 14)
 		if m := get(1, alice); m.Membership != "join" || m.EventNID != 14 || m.Forgotten {
@@ -478,8 +489,8 @@ func TestMemberships(t *testing.T) {
 		}
 		// An invite resets it too.
 		upsert(2, alice, "leave", 20)
-		if err := storage.SetForgotten(ctx, s.DB(), 2, alice); err != nil {
-			t.Fatal(err)
+		if ok, err := storage.SetForgotten(ctx, s.DB(), 2, alice, 20); err != nil || !ok {
+			t.Fatalf("forget: %v %v", ok, err)
 		}
 		upsert(2, alice, "invite", 21)
 		if m := get(2, alice); m.Membership != "invite" || m.Forgotten {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
@@ -225,4 +227,36 @@ func MinEventPos(ctx context.Context, q sqlutil.Querier) (int64, error) {
 // oldest first.
 func OldestEvents(ctx context.Context, q sqlutil.Querier, roomID string, n int) ([]Event, error) {
 	return scanEvents(q.QueryContext(ctx, `SELECT `+eventColumns+` FROM sync_events WHERE room_id = ? ORDER BY pos ASC LIMIT ?`, roomID, n))
+}
+
+// NewlyJoined lists the users who joined the given rooms in (from, to]:
+// their member event made them joined, from any other membership (a
+// profile change of a joined member is not a join).
+func NewlyJoined(ctx context.Context, q sqlutil.Querier, rooms []string, from, to int64) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	err := sqlutil.InBatches(rooms, 500, func(batch []string) error {
+		rows, err := q.QueryContext(ctx, `SELECT state_key, prev_content FROM sync_events WHERE pos > ? AND pos <= ?
+			AND type = 'm.room.member' AND membership = 'join' AND room_id IN (`+sqlutil.InList(len(batch))+`)`,
+			sqlutil.Args(batch, from, to)...)
+		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+			var user string
+			var prev sql.NullString
+			if err := rows.Scan(&user, &prev); err != nil {
+				return err
+			}
+			if prev.Valid && gjson.Get(prev.String, "membership").Str == "join" {
+				return nil
+			}
+			if !seen[user] {
+				seen[user] = true
+				out = append(out, user)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

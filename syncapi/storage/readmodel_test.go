@@ -606,14 +606,15 @@ func TestMemberships(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []Membership{{"!s:x", "join", "$alice-join", 2}, {"!t:x", "invite", "$t-alice", 5}, {"!u:x", "leave", "$u-alice-leave", 11}}
+		want := []Membership{{"!s:x", "join", "$alice-join", 2, false}, {"!t:x", "invite", "$t-alice", 5, false}, {"!u:x", "leave", "$u-alice-leave", 11, false}}
 		if !slices.Equal(ms, want) {
 			t.Errorf("alice's memberships %+v, want %+v", ms, want)
 		}
 		ms, _ = CurrentMemberships(ctx, s.DB(), "@bob:x")
-		if want := []Membership{{"!s:x", "leave", "$bob-leave", 7}}; !slices.Equal(ms, want) {
+		if want := []Membership{{"!s:x", "leave", "$bob-leave", 7, false}}; !slices.Equal(ms, want) {
 			t.Errorf("bob's memberships %+v, want his current leave only", ms)
 		}
+
 		if ms, err := CurrentMemberships(ctx, s.DB(), "@nobody:x"); err != nil || len(ms) != 0 {
 			t.Errorf("unknown user's memberships %v, %v", ms, err)
 		}
@@ -675,6 +676,42 @@ func TestMemberships(t *testing.T) {
 		}
 		if got := members(rooms); len(got) != 600 {
 			t.Errorf("members of 600 rooms: %d rows", len(got))
+		}
+
+		// Forgetting holds while the forgotten member event is current.
+		forgotten := func(user, room string) bool {
+			t.Helper()
+			f, err := Forgotten(ctx, s.DB(), user, room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
+			if err := SetForgotten(ctx, tx, "@alice:x", "!u:x", "$u-alice-leave"); err != nil {
+				return err
+			}
+			return SetForgotten(ctx, tx, "@bob:x", "!s:x", "$bob-join") // no longer current
+		})
+		ms, _ = CurrentMemberships(ctx, s.DB(), "@alice:x")
+		if len(ms) != 603 || !slices.ContainsFunc(ms, func(m Membership) bool { return m.RoomID == "!u:x" && m.Forgotten }) ||
+			slices.ContainsFunc(ms, func(m Membership) bool { return m.RoomID != "!u:x" && m.Forgotten }) || !forgotten("@alice:x", "!u:x") {
+			t.Errorf("alice's memberships after forgetting !u:x: %+v", ms)
+		}
+		if ms, _ = CurrentMemberships(ctx, s.DB(), "@bob:x"); ms[0].Forgotten || forgotten("@bob:x", "!s:x") {
+			t.Errorf("bob's leave forgotten by a forget of an older member event: %+v", ms)
+		}
+		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
+			return rmSetState(ctx, tx, "!u:x", "m.room.member", "@alice:x", "$u-alice-ban", "ban", 12)
+		})
+		if forgotten("@alice:x", "!u:x") {
+			t.Error("a new member event does not end the forgetting")
+		}
+		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
+			return SetForgotten(ctx, tx, "@alice:x", "!u:x", "$u-alice-ban")
+		})
+		if !forgotten("@alice:x", "!u:x") || forgotten("@alice:x", "!s:x") || forgotten("@nobody:x", "!u:x") {
+			t.Error("forgetting the ban")
 		}
 	})
 }

@@ -146,21 +146,43 @@ type Membership struct {
 	Membership string
 	EventID    string
 	Pos        int64 // when it took effect
+	// Forgotten: the user forgot the room since this membership (a leave
+	// or a ban) took effect.
+	Forgotten bool
 }
 
 // CurrentMemberships lists a user's current memberships.
 func CurrentMemberships(ctx context.Context, q sqlutil.Querier, userID string) ([]Membership, error) {
-	rows, err := q.QueryContext(ctx, `SELECT room_id, membership, event_id, from_pos FROM sync_state
-		WHERE state_key = ? AND type = 'm.room.member' AND to_pos IS NULL ORDER BY room_id`, userID)
+	rows, err := q.QueryContext(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos, f.event_id IS NOT NULL FROM sync_state s
+		LEFT JOIN sync_forgotten f ON f.user_id = s.state_key AND f.room_id = s.room_id AND f.event_id = s.event_id
+		WHERE s.state_key = ? AND s.type = 'm.room.member' AND s.to_pos IS NULL ORDER BY s.room_id`, userID)
 	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Membership, error) {
 		var m Membership
 		var ms sql.NullString
-		if err := rows.Scan(&m.RoomID, &ms, &m.EventID, &m.Pos); err != nil {
+		if err := rows.Scan(&m.RoomID, &ms, &m.EventID, &m.Pos, &m.Forgotten); err != nil {
 			return m, err
 		}
 		m.Membership = ms.String
 		return m, nil
 	})
+}
+
+// SetForgotten records that a user forgot a room while eventID was their
+// current member event of it.
+func SetForgotten(ctx context.Context, tx *sqlutil.Tx, userID, roomID, eventID string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_forgotten (user_id, room_id, event_id) VALUES (?, ?, ?)
+		ON CONFLICT (user_id, room_id) DO UPDATE SET event_id = excluded.event_id`, userID, roomID, eventID)
+	return err
+}
+
+// Forgotten reports whether a user forgot a room since their current
+// membership of it took effect.
+func Forgotten(ctx context.Context, q sqlutil.Querier, userID, roomID string) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM sync_forgotten f JOIN sync_state s ON s.room_id = f.room_id
+		AND s.type = 'm.room.member' AND s.state_key = f.user_id AND s.event_id = f.event_id AND s.to_pos IS NULL
+		WHERE f.user_id = ? AND f.room_id = ?`, userID, roomID).Scan(&n)
+	return n > 0, err
 }
 
 // RoomMember is one current member of a room.
