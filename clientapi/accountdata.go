@@ -12,6 +12,9 @@ import (
 	"github.com/myelin-chat/myelin/userapi/api"
 )
 
+// msc3391Prefix is the unstable prefix of account data deletion (MSC3391).
+const msc3391Prefix = "/_matrix/client/unstable/org.matrix.msc3391"
+
 // serverManagedAccountData are types clients may not set through the
 // account data API.
 var serverManagedAccountData = map[string]bool{"m.fully_read": true, "m.push_rules": true}
@@ -46,7 +49,10 @@ func (c *ClientAPI) getAccountData(r *http.Request) (any, error) {
 	return content, err
 }
 
-// PUT /_matrix/client/v3/user/{userId}/account_data/{type} and the room variant
+// PUT /_matrix/client/v3/user/{userId}/account_data/{type} and the room variant.
+// Content {} deletes the item (MSC3391, as Synapse with it enabled): an
+// empty object is what clients wrote to clear an item before deletion
+// existed, and a deleted item reads as {} in incremental syncs.
 func (c *ClientAPI) putAccountData(r *http.Request) (any, error) {
 	userID, roomID, dataType, err := accountDataTarget(r)
 	if err != nil {
@@ -59,5 +65,22 @@ func (c *ClientAPI) putAccountData(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &content); err != nil {
 		return nil, err
 	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(content, &fields); err == nil && len(fields) == 0 {
+		return struct{}{}, c.users.DeleteAccountData(r.Context(), userID, roomID, dataType)
+	}
 	return struct{}{}, c.users.PutAccountData(r.Context(), userID, roomID, dataType, content)
+}
+
+// DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}
+// and the room variant (MSC3391).
+func (c *ClientAPI) deleteAccountData(r *http.Request) (any, error) {
+	userID, roomID, dataType, err := accountDataTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	if serverManagedAccountData[dataType] {
+		return nil, mxerr.BadJSON("Cannot delete %s through this API", dataType).WithStatus(http.StatusMethodNotAllowed)
+	}
+	return struct{}{}, c.users.DeleteAccountData(r.Context(), userID, roomID, dataType)
 }

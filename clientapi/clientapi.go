@@ -146,6 +146,8 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/user/{userId}/account_data/{type}", c.putAccountData, auth, guests)
 	srv.HandleClient(http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.getAccountData, auth, guests)
 	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.putAccountData, auth, guests)
+	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/account_data/{type}", c.deleteAccountData, auth, guests)
+	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/rooms/{roomId}/account_data/{type}", c.deleteAccountData, auth, guests)
 
 	// Push rules (the GETs of the whole ruleset also without the trailing
 	// slash the spec writes) and pushers.

@@ -25,6 +25,8 @@ var supportedVersions = []string{
 var unstableFeatures = map[string]bool{
 	// Dehydrated devices.
 	"org.matrix.msc3814": true,
+	// Deleting account data (DELETE, or PUT of {}).
+	"org.matrix.msc3391": true,
 	// Custom profile fields, as the stable v1.16 endpoints serve them.
 	"uk.tcpip.msc4133.stable": true,
 }

@@ -318,6 +318,9 @@ func (s *SyncAPI) accountData(ctx context.Context, userID string, since, now Str
 	out := map[string][]storage.AccountData{}
 	hasRules := false
 	for _, d := range rows {
+		if initial && isEmptyObject(d.Content) {
+			continue // deleted (MSC3391): only incremental syncs tell of it
+		}
 		out[d.RoomID] = append(out[d.RoomID], d)
 		hasRules = hasRules || (d.RoomID == "" && d.Type == pushRulesType)
 	}
@@ -326,6 +329,16 @@ func (s *SyncAPI) accountData(ctx context.Context, userID string, since, now Str
 		out[""] = append(out[""], storage.AccountData{Type: pushRulesType, Content: defaultPushRules(userID)})
 	}
 	return out, nil
+}
+
+// isEmptyObject reports whether content is {}, how a deleted account data
+// item is stored.
+func isEmptyObject(content json.RawMessage) bool {
+	if len(content) > 16 {
+		return false
+	}
+	var fields map[string]json.RawMessage
+	return json.Unmarshal(content, &fields) == nil && fields != nil && len(fields) == 0
 }
 
 // presenceListMax is the number of presence sharers past which an

@@ -3,6 +3,7 @@ package tests
 import (
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/setup/testserver"
@@ -47,10 +48,9 @@ func TestAccountDataRoundTrip(t *testing.T) {
 	if m := alice.MustDo("GET", accountDataPath(alice.UserID, "com.example.settings"), nil, http.StatusOK); !sameJSON(t, m, map[string]any{"theme": "light"}) {
 		t.Fatalf("after overwrite = %v, want only {theme: light}", m)
 	}
+	// A PUT of {} deletes (MSC3391, TestAccountDataDeletion).
 	alice.MustDo("PUT", accountDataPath(alice.UserID, "com.example.settings", room), map[string]any{}, http.StatusOK)
-	if m := alice.MustDo("GET", accountDataPath(alice.UserID, "com.example.settings", room), nil, http.StatusOK); len(m) != 0 {
-		t.Fatalf("room data after overwrite with {} = %v", m)
-	}
+	alice.MustFail("GET", accountDataPath(alice.UserID, "com.example.settings", room), nil, http.StatusNotFound, "M_NOT_FOUND")
 
 	// Unset types are 404.
 	alice.MustFail("GET", accountDataPath(alice.UserID, "com.example.unset"), nil, http.StatusNotFound, "M_NOT_FOUND")
@@ -118,5 +118,102 @@ func TestAccountDataErrors(t *testing.T) {
 		}
 		a.MustFail("GET", accountDataPath(alice.UserID, "com.example.b"), nil, http.StatusNotFound, "M_NOT_FOUND")
 		a.MustFail("GET", accountDataPath(alice.UserID, "com.example.b", room), nil, http.StatusNotFound, "M_NOT_FOUND")
+	})
+}
+
+// msc3391Path is the unstable DELETE path of an account data item.
+func msc3391Path(userID, dataType string, roomID ...string) string {
+	if len(roomID) > 0 {
+		return testutil.Path("/_matrix/client/unstable/org.matrix.msc3391/user/%s/rooms/%s/account_data/%s", userID, roomID[0], dataType)
+	}
+	return testutil.Path("/_matrix/client/unstable/org.matrix.msc3391/user/%s/account_data/%s", userID, dataType)
+}
+
+// accountDataIn returns the item of the type in a sync's global account
+// data (room "") or a joined room's, waiting up to 5 s for it to come,
+// and the sync's next_batch.
+func accountDataIn(t *testing.T, c *testutil.Client, since, roomID, dataType string) (map[string]any, string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := syncTSince(c, since, "timeout", "1000")
+		evs := syncTList(s.AccountData)
+		if roomID != "" {
+			evs = nil
+			if j := s.Rooms.Join[roomID]; j != nil {
+				evs = syncTList(j.AccountData)
+			}
+		}
+		if e := syncTOfType(evs, dataType); e != nil || time.Now().After(deadline) {
+			return e, s.NextBatch
+		}
+		since = s.NextBatch
+	}
+}
+
+// Deleting account data (MSC3391, as Synapse with it enabled): the DELETE
+// endpoints and a PUT of {} remove the item, GET is 404 after, an
+// incremental sync shows the deletion as content {}, an initial sync omits
+// the item. The repository's suites had only the stable PUT/GET, and
+// stored {} as content (Complement's msc3391 package runs the same cases).
+func TestAccountDataDeletion(t *testing.T) {
+	srv := syncTStart(t)
+	alice := srv.Client().Register("alice", "pw")
+	room := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}, http.StatusOK)["room_id"].(string)
+	const typ = "org.example.test"
+	content := map[string]any{"test_data": 1.0}
+
+	for _, tc := range []struct {
+		name   string
+		roomID string
+		put    bool
+	}{{"global via DELETE", "", false}, {"global via PUT", "", true}, {"room via DELETE", room, false}, {"room via PUT", room, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rooms := []string{}
+			if tc.roomID != "" {
+				rooms = append(rooms, tc.roomID)
+			}
+			since := syncTInitial(alice).NextBatch
+			alice.MustDo("PUT", accountDataPath(alice.UserID, typ, rooms...), content, http.StatusOK)
+			e, since := accountDataIn(t, alice, since, tc.roomID, typ)
+			if e == nil || !sameJSON(t, e["content"].(map[string]any), content) {
+				t.Fatalf("sync after PUT: %v, want content %v", e, content)
+			}
+			if tc.put {
+				alice.MustDo("PUT", accountDataPath(alice.UserID, typ, rooms...), map[string]any{}, http.StatusOK)
+			} else {
+				alice.MustDo("DELETE", msc3391Path(alice.UserID, typ, rooms...), nil, http.StatusOK)
+			}
+			alice.MustFail("GET", accountDataPath(alice.UserID, typ, rooms...), nil, http.StatusNotFound, "M_NOT_FOUND")
+			e, _ = accountDataIn(t, alice, since, tc.roomID, typ)
+			if e == nil || len(e["content"].(map[string]any)) != 0 {
+				t.Fatalf("incremental sync after the deletion: %v, want content {}", e)
+			}
+			s := syncTInitial(alice)
+			evs := syncTList(s.AccountData)
+			if tc.roomID != "" {
+				evs = syncTList(syncTJoin(t, s, tc.roomID).AccountData)
+			}
+			if syncTHasType(evs, typ) {
+				t.Fatalf("initial sync still has the deleted item: %s", syncTShort(s.Body))
+			}
+			// Deleting what is not set changes nothing.
+			alice.MustDo("DELETE", msc3391Path(alice.UserID, typ, rooms...), nil, http.StatusOK)
+		})
+	}
+
+	t.Run("errors", func(t *testing.T) {
+		bob := srv.Client().Register("bob", "pw")
+		alice.MustDo("PUT", accountDataPath(alice.UserID, typ), content, http.StatusOK)
+		bob.MustFail("DELETE", msc3391Path(alice.UserID, typ), nil, http.StatusForbidden, "M_FORBIDDEN")
+		bob.MustFail("DELETE", msc3391Path(alice.UserID, typ, room), nil, http.StatusForbidden, "M_FORBIDDEN")
+		testutil.NewClient(t, srv.URL).MustFail("DELETE", msc3391Path(alice.UserID, typ), nil, http.StatusUnauthorized, "M_MISSING_TOKEN")
+		alice.MustFail("DELETE", msc3391Path(alice.UserID, "m.push_rules"), nil, http.StatusMethodNotAllowed, "M_BAD_JSON")
+		alice.MustFail("DELETE", msc3391Path(alice.UserID, typ, "not-a-room"), nil, http.StatusBadRequest, "M_INVALID_PARAM")
+		if m := alice.MustDo("GET", accountDataPath(alice.UserID, typ), nil, http.StatusOK); !sameJSON(t, m, content) {
+			t.Fatalf("alice's data after refused deletions = %v", m)
+		}
+		// The stable prefix has no DELETE.
+		alice.MustFail("DELETE", accountDataPath(alice.UserID, typ), nil, http.StatusMethodNotAllowed, "M_UNRECOGNIZED")
 	})
 }

@@ -346,6 +346,9 @@ func TestVersions(t *testing.T) {
 		if features["org.matrix.msc3814"] != true {
 			t.Errorf("unstable_features lacks dehydrated devices (org.matrix.msc3814): %v", features)
 		}
+		if features["org.matrix.msc3391"] != true {
+			t.Errorf("unstable_features lacks account data deletion (org.matrix.msc3391): %v", features)
+		}
 		for k, v := range features {
 			if _, ok := v.(bool); !ok {
 				t.Errorf("unstable_features[%s] = %v, want a boolean", k, v)

@@ -80,3 +80,14 @@ func (u *UserAPI) PutAccountData(ctx context.Context, userID, roomID, dataType s
 	}
 	return u.publish(ctx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: dataType, Content: content})
 }
+
+// DeleteAccountData removes an account data item and announces it with
+// content {}, which syncs show for a deleted item; an item never set
+// changes nothing.
+func (u *UserAPI) DeleteAccountData(ctx context.Context, userID, roomID, dataType string) error {
+	deleted, err := storage.DeleteAccountData(ctx, u.store.DB(), userID, roomID, dataType)
+	if err != nil || !deleted {
+		return err
+	}
+	return u.publish(ctx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: dataType, Content: json.RawMessage(`{}`)})
+}

@@ -136,6 +136,8 @@ type AccountDataAPI interface {
 	// QueryAccountData returns ErrNotFound when the type is not set.
 	QueryAccountData(ctx context.Context, userID, roomID, dataType string) (json.RawMessage, error)
 	PutAccountData(ctx context.Context, userID, roomID, dataType string, content json.RawMessage) error
+	// DeleteAccountData removes an item (MSC3391); syncs show it as {}.
+	DeleteAccountData(ctx context.Context, userID, roomID, dataType string) error
 }
 
 // MaxProfileBytes bounds the total size of a profile (the spec's 64 KiB).

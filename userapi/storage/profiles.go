@@ -58,6 +58,18 @@ func SelectAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, d
 	return json.RawMessage(content), nil
 }
 
+// DeleteAccountData deletes one account data item and reports whether it
+// was set.
+func DeleteAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, dataType string) (bool, error) {
+	res, err := q.ExecContext(ctx, `DELETE FROM user_account_data WHERE user_id = ? AND room_id = ? AND type = ?`,
+		userID, roomID, dataType)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
 // UpsertAccountData sets one account data item.
 func UpsertAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, dataType string, content json.RawMessage) error {
 	_, err := q.ExecContext(ctx, `INSERT INTO user_account_data (user_id, room_id, type, content) VALUES (?, ?, ?, ?)
