@@ -17,8 +17,9 @@ import (
 
 // readableState decides which state of a room a user may read: the current
 // state while joined, or when the history is world readable; the state at
-// their departure after leaving or being banned (as Synapse does), unless
-// they have forgotten the room since. It
+// their departure after leaving (as Synapse does) or being banned (the
+// spec's "left the room"; Synapse refuses the banned, with a comment
+// doubting it should), unless they have forgotten the room since. It
 // returns the event to read the state after ("" for the current state).
 func (c *ClientAPI) readableState(ctx context.Context, roomID, userID string) (string, error) {
 	if _, err := c.roomInfo(ctx, roomID); err != nil {
