@@ -162,8 +162,11 @@ func viaServers(r *http.Request) []string {
 
 // roomServers adds, after the given servers, those a join or knock may
 // also go through: the inviter's server when the user holds an invite
-// (as Synapse), the servers of a stale state of the room, and the room
-// ID's server (room versions before 12).
+// (as Synapse), and, only when no server is given, the servers of a stale
+// state of the room and the room ID's server (room versions before 12).
+// Servers the client names are the whole list otherwise, as with Synapse:
+// a restricted join that none of them can authorise must fail rather than
+// go through a server the client left out.
 func (c *ClientAPI) roomServers(ctx context.Context, roomID, userID string, servers []string) []string {
 	out := slices.Clone(servers)
 	if m, err := c.rooms.QueryMembership(ctx, roomID, userID); err == nil && m.Membership == rsapi.Invite && m.EventID != "" {
@@ -172,6 +175,9 @@ func (c *ClientAPI) roomServers(ctx context.Context, roomID, userID string, serv
 				out = append(out, string(d))
 			}
 		}
+	}
+	if slices.ContainsFunc(servers, func(s string) bool { return c.isRemote(spec.ServerName(s)) }) {
+		return slices.DeleteFunc(out, func(s string) bool { return !c.isRemote(spec.ServerName(s)) })
 	}
 	if joined, err := c.rooms.QueryJoinedServers(ctx, roomID); err == nil {
 		out = append(out, joined...)
@@ -192,11 +198,17 @@ func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarg
 	if len(servers) == 0 {
 		return nil, mxerr.NotFound("No known servers to join room %s through", t.roomID)
 	}
+	return c.joinThrough(ctx, t.roomID, servers, reason)
+}
+
+// joinThrough joins a room through the given servers.
+func (c *ClientAPI) joinThrough(ctx context.Context, roomID string, servers []string, reason string) (any, error) {
+	dev := httputil.DeviceFrom(ctx)
 	content, err := c.memberContent(ctx, dev.UserID, rsapi.Join, reason)
 	if err != nil {
 		return nil, err
 	}
-	roomID, err := c.fed.PerformJoin(ctx, &fedapi.JoinRequest{RoomID: t.roomID, UserID: dev.UserID, Servers: servers, Content: content})
+	roomID, err = c.fed.PerformJoin(ctx, &fedapi.JoinRequest{RoomID: roomID, UserID: dev.UserID, Servers: servers, Content: content})
 	if err != nil {
 		return nil, federationError(err, "Join")
 	}

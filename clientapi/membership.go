@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -136,9 +138,16 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 			return nil, mxerr.GuestAccessForbidden("Guests may not join this room")
 		}
 	}
-	extra, err := c.restrictedJoin(ctx, roomID, dev.UserID)
+	extra, servers, err := c.restrictedJoin(ctx, roomID, dev.UserID)
 	if err != nil {
 		return nil, err
+	}
+	if len(servers) > 0 {
+		if c.fed == nil {
+			return nil, mxerr.Forbidden("No member of this server can authorise the join")
+		}
+		// As Synapse, through the servers that can authorise it only.
+		return c.joinThrough(ctx, roomID, servers, body.Reason)
 	}
 	if _, err := c.setMembership(ctx, roomID, dev.UserID, dev.UserID, rsapi.Join, body.Reason, extra); err != nil {
 		return nil, err
@@ -147,74 +156,77 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 	return map[string]string{"room_id": roomID}, nil
 }
 
-// restrictedJoin checks a join to a room with a restricted join rule: the
-// user must be in one of the allowed rooms, and a local member who may
-// invite vouches for the join (join_authorised_via_users_server). Users
-// already invited or joined need neither.
-func (c *ClientAPI) restrictedJoin(ctx context.Context, roomID, userID string) (map[string]any, error) {
-	jr, err := c.currentEvent(ctx, roomID, spec.MRoomJoinRules, "")
-	if err != nil || jr == nil {
-		return nil, err
-	}
-	var rule struct {
-		JoinRule string `json:"join_rule"`
-		Allow    []struct {
-			Type   string `json:"type"`
-			RoomID string `json:"room_id"`
-		} `json:"allow"`
-	}
-	_ = json.Unmarshal(jr.Content(), &rule)
-	if rule.JoinRule != "restricted" && rule.JoinRule != "knock_restricted" {
-		return nil, nil
-	}
-	m, err := c.rooms.QueryMembership(ctx, roomID, userID)
+// restrictedJoin decides how a user joins a room this server is in whose
+// join rule is restricted (or knock_restricted), as Synapse does. Users
+// already invited or joined, and rooms of versions without such rules,
+// need nothing. Otherwise a joined member who may invite must authorise
+// the join (join_authorised_via_users_server): when no user of this server
+// may, the join must go through the servers of those who may (remote, best
+// first; 403 M_FORBIDDEN when the room has none). When one may, the user
+// must be joined to one of the rooms the rule allows (403 M_FORBIDDEN),
+// and extra names the local member of the highest power level among them.
+func (c *ClientAPI) restrictedJoin(ctx context.Context, roomID, userID string) (extra map[string]any, remote []string, err error) {
+	state, err := c.rooms.QueryCurrentState(ctx, roomID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if m.Membership == rsapi.Join || m.Membership == rsapi.Invite {
-		return nil, nil
+	var joinRule string
+	var allowed []string
+	var create gomatrixserverlib.PDU
+	for _, p := range state {
+		switch {
+		case p.Type() == spec.MRoomCreate && p.StateKeyEquals(""):
+			create = p
+		case p.Type() == spec.MRoomJoinRules && p.StateKeyEquals(""):
+			joinRule, allowed = rsapi.RestrictedJoinRule(p.Content())
+		case p.Type() == spec.MRoomMember && p.StateKeyEquals(userID):
+			if m, _ := p.Membership(); m == rsapi.Join || m == rsapi.Invite {
+				return nil, nil, nil
+			}
+		}
 	}
-	allowed := false
-	for _, a := range rule.Allow {
-		if a.Type != "m.room_membership" || a.RoomID == "" {
-			continue
-		}
-		am, err := c.rooms.QueryMembership(ctx, a.RoomID, userID)
-		if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
-			return nil, err
-		}
-		if am != nil && am.Membership == rsapi.Join {
-			allowed = true
+	if create == nil || (joinRule != spec.Restricted && joinRule != spec.KnockRestricted) {
+		return nil, nil, nil
+	}
+	if verImpl, err := gomatrixserverlib.GetRoomVersion(create.Version()); err != nil || verImpl.CheckRestrictedJoinsAllowed() != nil {
+		return nil, nil, nil
+	}
+	pl, err := rsapi.PowerLevelsFromState(state)
+	if err != nil {
+		return nil, nil, err
+	}
+	inviters := pl.Inviters(state)
+	var via string
+	for _, u := range inviters {
+		if uid, err := spec.NewUserID(u, true); err == nil && string(uid.Domain()) == c.cfg.ServerName {
+			via = u
 			break
 		}
 	}
-	if !allowed {
-		if rule.JoinRule == "knock_restricted" {
-			return nil, mxerr.Forbidden("You are not in a room that grants access: knock instead")
+	if via == "" {
+		for _, u := range inviters {
+			if _, d, err := gomatrixserverlib.SplitID('@', u); err == nil && !slices.Contains(remote, string(d)) {
+				remote = append(remote, string(d))
+			}
 		}
-		return nil, mxerr.Forbidden("You are not a member of any room that grants access to this one")
-	}
-	pl, err := c.powerLevels(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	members, err := c.rooms.QueryCurrentState(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range members {
-		if p.Type() != spec.MRoomMember {
-			continue
+		if len(remote) == 0 {
+			return nil, nil, mxerr.Forbidden("No member of the room can authorise the join")
 		}
-		uid, err := spec.NewUserID(*p.StateKey(), true)
-		if err != nil || string(uid.Domain()) != c.cfg.ServerName {
-			continue
+		return nil, remote, nil
+	}
+	for _, a := range allowed {
+		am, err := c.rooms.QueryMembership(ctx, a, userID)
+		if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
+			return nil, nil, err
 		}
-		if ms, _ := p.Membership(); ms == rsapi.Join && pl.UserLevel(uid.String()) >= pl.Invite {
-			return map[string]any{"join_authorised_via_users_server": uid.String()}, nil
+		if am != nil && am.Membership == rsapi.Join {
+			return map[string]any{"join_authorised_via_users_server": via}, nil, nil
 		}
 	}
-	return nil, mxerr.Forbidden("No member of this server can authorise the join")
+	if joinRule == spec.KnockRestricted {
+		return nil, nil, mxerr.Forbidden("You are not in a room that grants access: knock instead")
+	}
+	return nil, nil, mxerr.Forbidden("You do not belong to any of the required rooms/spaces to join this room.")
 }
 
 // POST /_matrix/client/v3/knock/{roomIdOrAlias}

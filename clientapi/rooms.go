@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/sjson"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
@@ -149,6 +150,16 @@ func (c *ClientAPI) putState(r *http.Request) (any, error) {
 	}
 	if err := c.checkStateContent(r.Context(), roomID, eventType, stateKey, content); err != nil {
 		return nil, err
+	}
+	if eventType == spec.MRoomMember {
+		// Only the server that authorises a restricted join names its
+		// authoriser (and signs for it): a client's copy of the field, as
+		// one sends back when changing a display name, would make the
+		// event fail the signature checks of other servers. Synapse
+		// strips it too.
+		if stripped, err := sjson.DeleteBytes(content, "join_authorised_via_users_server"); err == nil {
+			content = stripped
+		}
 	}
 	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content},
 		rsapi.LocalInput{SkipUnchangedState: true})

@@ -237,44 +237,37 @@ func (f *FederationAPI) restrictedJoin(ctx context.Context, roomID string, verIm
 	if err != nil {
 		return "", err
 	}
-	var rules gomatrixserverlib.JoinRuleContent
+	var joinRule string
+	var allowed []string
 	for _, e := range evs {
 		switch e.Type() {
 		case spec.MRoomJoinRules:
-			if json.Unmarshal(e.Content(), &rules) != nil {
-				return "", nil
-			}
+			joinRule, allowed = rsapi.RestrictedJoinRule(e.Content())
 		case spec.MRoomMember:
 			if m, _ := e.Membership(); m == spec.Join || m == spec.Invite {
 				return "", nil
 			}
 		}
 	}
-	if rules.JoinRule != spec.Restricted && rules.JoinRule != spec.KnockRestricted {
+	if joinRule != spec.Restricted && joinRule != spec.KnockRestricted {
 		return "", nil
 	}
 	resident, member := true, false
-	for _, rule := range rules.Allow {
-		if rule.Type != spec.MRoomMembership {
-			continue
-		}
-		if _, err := spec.NewRoomID(rule.RoomID); err != nil {
-			continue
-		}
-		info, err := f.rooms.QueryRoomInfo(ctx, rule.RoomID)
+	for _, allowedID := range allowed {
+		info, err := f.rooms.QueryRoomInfo(ctx, allowedID)
 		if errors.Is(err, rsapi.ErrRoomNotFound) || (err == nil && !info.HasState) {
 			resident = false
 			continue
 		} else if err != nil {
 			return "", err
 		}
-		if in, err := f.serverInRoom(ctx, rule.RoomID, f.cfg.ServerName); err != nil {
+		if in, err := f.serverInRoom(ctx, allowedID, f.cfg.ServerName); err != nil {
 			return "", err
 		} else if !in {
 			resident = false
 			continue
 		}
-		m, err := f.rooms.QueryMembership(ctx, rule.RoomID, userID)
+		m, err := f.rooms.QueryMembership(ctx, allowedID, userID)
 		if err != nil {
 			return "", err
 		}
@@ -310,56 +303,13 @@ func (f *FederationAPI) localInviter(ctx context.Context, roomID string, state [
 	if err != nil || pl == nil {
 		return "", err
 	}
-	// The candidates with a power level of their own (and the creators of
-	// rooms that privilege them), highest first.
-	var candidates []string
-	for u := range pl.Users {
-		candidates = append(candidates, u)
-	}
-	for u := range pl.Creators {
-		if _, ok := pl.Users[u]; !ok {
-			candidates = append(candidates, u)
-		}
-	}
-	sort.SliceStable(candidates, func(i, j int) bool {
-		li, lj := pl.UserLevel(candidates[i]), pl.UserLevel(candidates[j])
-		if li != lj {
-			return li > lj
-		}
-		return candidates[i] < candidates[j]
-	})
-	for _, u := range candidates {
-		if pl.UserLevel(u) < pl.Invite {
-			break
-		}
-		if !f.isLocalUser(u) {
-			continue
-		}
-		m, err := f.rooms.QueryMembership(ctx, roomID, u)
-		if err != nil {
-			return "", err
-		}
-		if m.Membership == spec.Join {
-			return u, nil
-		}
-	}
-	if pl.UsersDefault < pl.Invite {
-		return "", nil
-	}
-	// Anyone at the default level may invite: any local member will do.
-	members, err := f.rooms.QueryCurrentState(ctx, roomID)
+	all, err := f.rooms.QueryCurrentState(ctx, roomID)
 	if err != nil {
 		return "", err
 	}
-	for _, e := range members {
-		if e.Type() != spec.MRoomMember || e.StateKey() == nil || !f.isLocalUser(*e.StateKey()) {
-			continue
-		}
-		if _, own := pl.Users[*e.StateKey()]; own {
-			continue // judged above
-		}
-		if m, _ := e.Membership(); m == spec.Join {
-			return *e.StateKey(), nil
+	for _, u := range pl.Inviters(all) {
+		if f.isLocalUser(u) {
+			return u, nil
 		}
 	}
 	return "", nil

@@ -399,29 +399,10 @@ func fsTRestricted(t *testing.T, w *fsT, v, n string) {
 	// carol (not in the space) builds a join authorised by alice: send_join
 	// refuses it. (With these auth events it would pass the auth rules once
 	// hs1 signs it: only hs1's check of the allowed rooms stands in the way.)
-	ctx := context.Background()
-	verImpl := gomatrixserverlib.MustGetRoomVersion(version)
-	var auth []string
-	for _, tuple := range []gomatrixserverlib.StateKeyTuple{{EventType: "m.room.create"}, {EventType: "m.room.power_levels"},
-		{EventType: "m.room.join_rules"}, {EventType: "m.room.member", StateKey: w.alice.UserID}} {
-		evs, err := w.hs.Rooms.QueryCurrentState(ctx, restricted, tuple)
-		if err != nil || len(evs) != 1 {
-			t.Fatalf("state %v: %v", tuple, err)
-		}
-		if tuple.EventType != "m.room.create" || !verImpl.DomainlessRoomIDs() {
-			auth = append(auth, evs[0].EventID())
-		}
-	}
-	latest, _ := w.hs.Rooms.QueryLatestEvents(ctx, restricted)
-	prevs, _ := w.hs.Rooms.QueryEvents(ctx, latest)
-	c, _ := json.Marshal(map[string]any{"membership": "join", "join_authorised_via_users_server": w.alice.UserID})
-	forged := w.build(version, &gomatrixserverlib.ProtoEvent{SenderID: carol, RoomID: restricted, Type: "m.room.member", StateKey: &carol,
-		Content: c, PrevEvents: latest, AuthEvents: auth, Depth: prevs[0].Depth() + 1})
+	forged := w.forgeJoin(version, restricted, carol, w.alice.UserID)
 	w.want("PUT", fsTPath("/v2/send_join/%s/%s", restricted, forged.EventID()), json.RawMessage(forged.JSON()), 403, "M_FORBIDDEN")
 	// Authorised by a user of another server: refused.
-	c, _ = json.Marshal(map[string]any{"membership": "join", "join_authorised_via_users_server": "@someone:fake.test"})
-	forged = w.build(version, &gomatrixserverlib.ProtoEvent{SenderID: carol, RoomID: restricted, Type: "m.room.member", StateKey: &carol,
-		Content: c, PrevEvents: latest, AuthEvents: auth, Depth: prevs[0].Depth() + 1})
+	forged = w.forgeJoin(version, restricted, carol, "@someone:fake.test")
 	w.want("PUT", fsTPath("/v2/send_join/%s/%s", restricted, forged.EventID()), json.RawMessage(forged.JSON()), 400, "M_INVALID_PARAM")
 
 	// A room restricted to a room hs1 is not in: hs1 cannot tell.
@@ -436,11 +417,103 @@ func fsTRestricted(t *testing.T, w *fsT, v, n string) {
 		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{
 			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}},
 		}}}})
-	if !verImpl.PrivilegedCreators() {
+	if !gomatrixserverlib.MustGetRoomVersion(version).PrivilegedCreators() {
 		w.want("GET", fsTPath("/v1/make_join/%s/%s", noInviter, bob)+"?ver="+v, nil, 400, "M_UNABLE_TO_GRANT_JOIN")
 	} else {
 		// The creator outranks every level.
 		w.want("GET", fsTPath("/v1/make_join/%s/%s", noInviter, bob)+"?ver="+v, nil, 200, "")
+	}
+}
+
+// forgeJoin builds, without make_join, a join of a user of the fake to a
+// room of hs1 that names via as its authoriser (none when via is ""), on
+// the room's current state and latest event: what a hostile server would
+// send to send_join.
+func (w *fsT) forgeJoin(version gomatrixserverlib.RoomVersion, roomID, userID, via string) gomatrixserverlib.PDU {
+	w.t.Helper()
+	ctx := context.Background()
+	verImpl := gomatrixserverlib.MustGetRoomVersion(version)
+	var auth []string
+	for _, tuple := range []gomatrixserverlib.StateKeyTuple{{EventType: "m.room.create"}, {EventType: "m.room.power_levels"},
+		{EventType: "m.room.join_rules"}, {EventType: "m.room.member", StateKey: via}, {EventType: "m.room.member", StateKey: userID}} {
+		if tuple.EventType == "m.room.member" && tuple.StateKey == "" {
+			continue
+		}
+		evs, err := w.hs.Rooms.QueryCurrentState(ctx, roomID, tuple)
+		if err != nil {
+			w.t.Fatalf("state %v: %v", tuple, err)
+		}
+		if len(evs) == 1 && (tuple.EventType != "m.room.create" || !verImpl.DomainlessRoomIDs()) {
+			auth = append(auth, evs[0].EventID())
+		}
+	}
+	latest, _ := w.hs.Rooms.QueryLatestEvents(ctx, roomID)
+	prevs, _ := w.hs.Rooms.QueryEvents(ctx, latest)
+	content := map[string]any{"membership": "join"}
+	if via != "" {
+		content["join_authorised_via_users_server"] = via
+	}
+	c, _ := json.Marshal(content)
+	return w.build(version, &gomatrixserverlib.ProtoEvent{SenderID: userID, RoomID: roomID, Type: "m.room.member", StateKey: &userID,
+		Content: c, PrevEvents: latest, AuthEvents: auth, Depth: prevs[0].Depth() + 1})
+}
+
+// leave makes a user of the fake leave a room through make_leave and
+// send_leave.
+func (w *fsT) leave(roomID, userID string) {
+	w.t.Helper()
+	b := w.want("GET", fsTPath("/v1/make_leave/%s/%s", roomID, userID), nil, 200, "")
+	var res fclient.RespMakeLeave
+	if err := json.Unmarshal(b, &res); err != nil {
+		w.t.Fatalf("make_leave answer %s: %v", b, err)
+	}
+	leave := w.build(res.RoomVersion, &res.LeaveEvent)
+	w.want("PUT", fsTPath("/v2/send_leave/%s/%s", roomID, leave.EventID()), json.RawMessage(leave.JSON()), 200, "")
+	w.waitMembership(roomID, userID, "leave")
+}
+
+// Restricted joins are judged on the joining user's current membership of
+// the allowed rooms: after bob left the allowed room, make_join and
+// send_join refuse him (even with a join hs1 would have authorised while
+// he was in it); join rules whose allow is malformed allow nobody; an
+// invite still lets him in. (The repo suite had only tried users who had
+// never been in the allowed room, so Complement's TestRestrictedRoomsRemoteJoin
+// "left allowed room" and "mangled join rules" cases had nothing here.)
+func TestFederationServeRestrictedJoinCurrentMembership(t *testing.T) {
+	w := fsTStart(t)
+	const v = "10"
+	version := gomatrixserverlib.RoomVersion(v)
+	space := roomTCreate(w.alice, map[string]any{"preset": "public_chat", "room_version": v})
+	restricted := roomTCreate(w.alice, map[string]any{"preset": "public_chat", "room_version": v,
+		"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space}},
+		}}}})
+	bob := "@bob:fake.test"
+	w.sendJoin(version, w.makeJoin(space, bob))
+	w.sendJoin(version, w.makeJoin(restricted, bob))
+	w.waitMembership(restricted, bob, "join")
+	w.leave(restricted, bob)
+	// Still in the space: bob may come back.
+	authorised := w.makeJoin(restricted, bob)
+	w.leave(space, bob)
+	w.want("GET", fsTPath("/v1/make_join/%s/%s", restricted, bob)+"?ver="+v, nil, 403, "M_FORBIDDEN")
+	w.want("PUT", fsTPath("/v2/send_join/%s/%s", restricted, authorised.EventID()), json.RawMessage(authorised.JSON()), 403, "M_FORBIDDEN")
+	forged := w.forgeJoin(version, restricted, bob, w.alice.UserID)
+	w.want("PUT", fsTPath("/v2/send_join/%s/%s", restricted, forged.EventID()), json.RawMessage(forged.JSON()), 403, "M_FORBIDDEN")
+	if got := w.members(restricted)[bob]; got != "leave" {
+		t.Fatalf("bob's membership %q after the refused joins", got)
+	}
+
+	// Malformed allow lists: nobody gets in through them, not even a
+	// member of the space.
+	carol := "@carol:fake.test"
+	w.sendJoin(version, w.makeJoin(space, carol))
+	for _, allow := range []any{[]any{"invalid"}, "invalid", []any{map[string]any{"type": "m.room_membership", "room_id": 5}},
+		[]any{map[string]any{"type": "m.room_membership", "room_id": "not a room"}}, []any{map[string]any{"room_id": space}}} {
+		w.setState(w.alice, restricted, "m.room.join_rules", "", map[string]any{"join_rule": "restricted", "allow": allow})
+		w.want("GET", fsTPath("/v1/make_join/%s/%s", restricted, carol)+"?ver="+v, nil, 403, "M_FORBIDDEN")
+		forged := w.forgeJoin(version, restricted, carol, w.alice.UserID)
+		w.want("PUT", fsTPath("/v2/send_join/%s/%s", restricted, forged.EventID()), json.RawMessage(forged.JSON()), 403, "M_FORBIDDEN")
 	}
 }
 

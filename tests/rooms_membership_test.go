@@ -579,6 +579,17 @@ func TestMembershipRestricted(t *testing.T) {
 					t.Fatalf("restricted join of %s = %v, want join_authorised_via_users_server %s", u.UserID, c, alice.UserID)
 				}
 			}
+			// A member event a client sends (as when it changes a display
+			// name) loses any join_authorised_via_users_server of its own,
+			// as with Synapse: the servers of the room would refuse the
+			// event for want of the named server's signature. (Nothing here
+			// sent one before; Complement's TestRestrictedRoomsRemoteJoin did,
+			// and the refused event cost hs1 bob's later leave.)
+			bob.MustDo("PUT", testutil.Path(membCS+"/rooms/%s/state/m.room.member/%s", room, bob.UserID),
+				map[string]any{"membership": "join", "displayname": "Bobby", "join_authorised_via_users_server": "unused"}, http.StatusOK)
+			if c := membMemberEvent(alice, room, bob.UserID)["content"].(map[string]any); c["displayname"] != "Bobby" || c["join_authorised_via_users_server"] != nil {
+				t.Fatalf("display name change = %v, want Bobby without join_authorised_via_users_server", c)
+			}
 			// dave is not in the space.
 			dave.MustFail("POST", testutil.Path(membCS+"/join/%s", room), map[string]any{}, http.StatusForbidden, "M_FORBIDDEN")
 			if got := membMembership(alice, room, dave.UserID); got != "" {
@@ -596,6 +607,14 @@ func TestMembershipRestricted(t *testing.T) {
 			membPost(carol, space, "leave", map[string]any{}, http.StatusOK)
 			membPost(carol, room, "leave", map[string]any{}, http.StatusOK)
 			carol.MustFail("POST", testutil.Path(membCS+"/join/%s", room), map[string]any{}, http.StatusForbidden, "M_FORBIDDEN")
+			// Malformed allow lists let no one in, members of the space
+			// neither.
+			frank := membRegister(t, srv, membName("frank", v))
+			membJoin(frank, space)
+			for _, bad := range []any{[]any{"invalid"}, "invalid"} {
+				membSetJoinRule(alice, room, map[string]any{"join_rule": "restricted", "allow": bad})
+				frank.MustFail("POST", testutil.Path(membCS+"/join/%s", room), map[string]any{}, http.StatusForbidden, "M_FORBIDDEN")
+			}
 
 			// knock_restricted: members of the space join, others knock.
 			krRoom := membCreate(alice, map[string]any{

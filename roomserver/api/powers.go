@@ -2,6 +2,7 @@ package api
 
 import (
 	"math"
+	"sort"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -64,4 +65,30 @@ func (p *PowerLevels) UserLevel(userID string) int64 {
 		return math.MaxInt64
 	}
 	return p.PowerLevelContent.UserLevel(spec.SenderID(userID))
+}
+
+// Inviters are the joined members of a room who may invite, as restricted
+// joins need one to authorise them: highest power level first, then by
+// user ID. state holds the room's member events (other events are
+// ignored).
+func (p *PowerLevels) Inviters(state []gomatrixserverlib.PDU) []string {
+	var out []string
+	for _, e := range state {
+		if e.Type() != spec.MRoomMember || e.StateKey() == nil {
+			continue
+		}
+		if m, _ := e.Membership(); m != spec.Join {
+			continue
+		}
+		if u := *e.StateKey(); p.UserLevel(u) >= p.Invite {
+			out = append(out, u)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if li, lj := p.UserLevel(out[i]), p.UserLevel(out[j]); li != lj {
+			return li > lj
+		}
+		return out[i] < out[j]
+	})
+	return out
 }
