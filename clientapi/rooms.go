@@ -195,7 +195,8 @@ func (c *ClientAPI) checkStateContent(ctx context.Context, roomID, eventType, st
 			return mxerr.BadJSON("The state key of a member event must be a user ID")
 		}
 	case spec.MRoomCreate:
-		return mxerr.Forbidden("The create event cannot be changed")
+		// As Synapse: a request that can never be valid, 400.
+		return mxerr.BadJSON("The create event cannot be changed")
 	}
 	return nil
 }

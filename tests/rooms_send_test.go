@@ -265,6 +265,18 @@ func TestRoomPutState(t *testing.T) {
 			t.Fatalf("current m.room.name %v, want bob's", ev)
 		}
 
+		// The create event can never be replaced, and from room version 12
+		// the power levels must not name a creator: both are bad requests
+		// (400, as Synapse), not auth failures. (The suite had only checked
+		// refusals by power level, which are 403.)
+		alice.MustFail("PUT", roomTStatePath(roomID, "m.room.create", ""), map[string]any{"room_version": ver, "entropy": 1},
+			http.StatusBadRequest, "M_BAD_JSON")
+		if roomTPrivileged(ver) {
+			pl = roomTState(alice, roomID, "m.room.power_levels", "")
+			roomTMap(t, pl["users"], "users")[alice.UserID] = 100
+			alice.MustFail("PUT", roomTStatePath(roomID, "m.room.power_levels", ""), pl, http.StatusBadRequest, "M_BAD_JSON")
+		}
+
 		// A member event's state key must be a user ID.
 		for _, key := range []string{"not-a-user", "alice"} {
 			roomTFail(alice, "PUT", roomTStatePath(roomID, "m.room.member", key), map[string]any{"membership": "join"},
