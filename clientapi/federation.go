@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -183,7 +184,7 @@ func (c *ClientAPI) roomServers(ctx context.Context, roomID, userID string, serv
 }
 
 // remoteJoin joins a room this server is not in through other servers.
-func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarget, reason string) (any, error) {
+func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarget, reason string, extra map[string]any) (any, error) {
 	dev := httputil.DeviceFrom(ctx)
 	if dev.IsGuest {
 		return nil, mxerr.GuestAccessForbidden("Guests may not join rooms of other servers")
@@ -196,6 +197,7 @@ func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarg
 	if err != nil {
 		return nil, err
 	}
+	maps.Copy(content, extra)
 	roomID, err := c.fed.PerformJoin(ctx, &fedapi.JoinRequest{RoomID: t.roomID, UserID: dev.UserID, Servers: servers, Content: content})
 	if err != nil {
 		return nil, federationError(err, "Join")
