@@ -8,6 +8,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/sjson"
 
 	"github.com/myelin-chat/myelin/internal/clientevent"
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -171,12 +172,30 @@ func (c *ClientAPI) getEvent(r *http.Request) (any, error) {
 	if len(pdus) == 0 || pdus[0].RoomID().String() != roomID {
 		return nil, notFound
 	}
-	ok, err := c.rooms.QueryEventVisible(r.Context(), httputil.DeviceFrom(r.Context()).UserID, eventID)
+	dev := httputil.DeviceFrom(r.Context())
+	ok, err := c.rooms.QueryEventVisible(r.Context(), dev.UserID, eventID)
 	if errors.Is(err, rsapi.ErrEventNotFound) || (err == nil && !ok) {
 		return nil, notFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	return clientevent.New(pdus[0], clientevent.WithRoomID), nil
+	ev := clientevent.New(pdus[0], clientevent.WithRoomID)
+	// The sender's device that sent it sees its transaction ID.
+	if string(pdus[0].SenderID()) == dev.UserID {
+		txnID, err := c.rooms.QueryTransactionID(r.Context(), dev.UserID, dev.DeviceID, eventID)
+		if err != nil {
+			return nil, err
+		}
+		if txnID != "" {
+			u := ev.Unsigned
+			if len(u) == 0 {
+				u = json.RawMessage(`{}`)
+			}
+			if ev.Unsigned, err = sjson.SetBytes(u, "transaction_id", txnID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return ev, nil
 }

@@ -122,6 +122,26 @@ func TestRoomSendTransactions(t *testing.T) {
 		if latest := roomTLatest(t, srv, roomID); !slices.Equal(latest, []string{red}) {
 			t.Fatalf("forward extremities %v, want %s", latest, red)
 		}
+
+		// GET /event gives the transaction ID to the device that sent the
+		// event alone (the suite had checked it only in /sync).
+		bob := roomTUser(t, srv, "bob")
+		roomTInvite(alice, roomID, bob.UserID)
+		roomTJoin(bob, roomID)
+		txnOf := func(c *testutil.Client, id string) any {
+			t.Helper()
+			u, _ := roomTEvent(c, roomID, id)["unsigned"].(map[string]any)
+			return u["transaction_id"]
+		}
+		for _, tc := range []struct {
+			c    *testutil.Client
+			id   string
+			want any
+		}{{alice, first, "t1"}, {alice2, ids[1], "t1"}, {alice, red, "t1"}, {alice2, first, nil}, {alice, ids[1], nil}, {bob, first, nil}} {
+			if got := txnOf(tc.c, tc.id); got != tc.want {
+				t.Fatalf("transaction_id of %s for %s/%s = %v, want %v", tc.id, tc.c.UserID, tc.c.DeviceID, got, tc.want)
+			}
+		}
 	})
 }
 
