@@ -181,6 +181,7 @@ func (c *ClientAPI) getEvent(r *http.Request) (any, error) {
 		return nil, err
 	}
 	ev := clientevent.New(pdus[0], clientevent.WithRoomID)
+	unsigned := map[string]string{}
 	// The sender's device that sent it sees its transaction ID.
 	if string(pdus[0].SenderID()) == dev.UserID {
 		txnID, err := c.rooms.QueryTransactionID(r.Context(), dev.UserID, dev.DeviceID, eventID)
@@ -188,13 +189,28 @@ func (c *ClientAPI) getEvent(r *http.Request) (any, error) {
 			return nil, err
 		}
 		if txnID != "" {
-			u := ev.Unsigned
-			if len(u) == 0 {
-				u = json.RawMessage(`{}`)
-			}
-			if ev.Unsigned, err = sjson.SetBytes(u, "transaction_id", txnID); err != nil {
-				return nil, err
-			}
+			unsigned["transaction_id"] = txnID
+		}
+	}
+	// The user's membership at the event, its own change included
+	// (MSC4115); events outside the room's timeline (outliers) go without.
+	after, err := c.rooms.QueryStateAfterEvent(r.Context(), roomID, eventID, rsapi.StateKeyTuple{EventType: spec.MRoomMember, StateKey: dev.UserID})
+	switch {
+	case errors.Is(err, rsapi.ErrEventNotFound):
+	case err != nil:
+		return nil, err
+	case len(after) > 0:
+		unsigned["membership"], _ = after[0].Membership()
+	default:
+		unsigned["membership"] = spec.Leave
+	}
+	for k, v := range unsigned {
+		u := ev.Unsigned
+		if len(u) == 0 {
+			u = json.RawMessage(`{}`)
+		}
+		if ev.Unsigned, err = sjson.SetBytes(u, k, v); err != nil {
+			return nil, err
 		}
 	}
 	return ev, nil

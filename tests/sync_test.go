@@ -1551,3 +1551,67 @@ func TestSyncLongPollEndsAtShutdown(t *testing.T) {
 		t.Fatalf("long-poll at shutdown has no next_batch: %s", r.Body)
 	}
 }
+
+// unsigned.membership (MSC4115): the requesting user's membership at each
+// event, counting the event's own change, "leave" before they joined, in
+// /sync (initial, incremental, after leaving), /messages and /context.
+// (The suite had no check of it.)
+func TestSyncMembershipOnEvents(t *testing.T) {
+	srv := syncTStart(t)
+	alice := roomTUser(t, srv, "alice")
+	bob := roomTUser(t, srv, "bob")
+	room := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	pre := roomTSend(alice, room, "prejoin")
+	roomTJoin(bob, room)
+	post := roomTSend(alice, room, "postjoin")
+	membershipOf := func(evs []map[string]any) map[string]string {
+		out := map[string]string{}
+		for _, e := range evs {
+			u, _ := e["unsigned"].(map[string]any)
+			m, _ := u["membership"].(string)
+			out[e["event_id"].(string)] = m
+		}
+		return out
+	}
+	check := func(where string, evs []map[string]any, want map[string]string) {
+		t.Helper()
+		got := membershipOf(evs)
+		for id, w := range want {
+			if got[id] != w {
+				t.Fatalf("%s: unsigned.membership of %s = %q, want %q (all: %v)", where, id, got[id], w, got)
+			}
+		}
+	}
+	s := syncTInitial(bob)
+	tl := syncTJoin(t, s, room).Timeline.Events
+	join := syncTMember(tl, bob.UserID)["event_id"].(string)
+	creation := membershipOf(tl)
+	for _, e := range tl {
+		id := e["event_id"].(string)
+		if id != join && id != post && creation[id] != "leave" {
+			t.Fatalf("initial sync: event %v before bob's join has membership %q, want leave", e["type"], creation[id])
+		}
+	}
+	check("initial sync", tl, map[string]string{pre: "leave", join: "join", post: "join"})
+	// Alice's own view: joined since the room began.
+	check("alice's initial sync", syncTJoin(t, syncTInitial(alice), room).Timeline.Events, map[string]string{pre: "join", post: "join"})
+
+	later := roomTSend(alice, room, "later")
+	s2 := syncTSince(bob, s.NextBatch)
+	check("incremental sync", syncTJoin(t, s2, room).Timeline.Events, map[string]string{later: "join"})
+
+	check("/messages", syncTMessages(bob, room, "dir", "b", "limit", "50"), map[string]string{pre: "leave", join: "join", post: "join", later: "join"})
+	ctx := bob.MustDo("GET", msgTContextPath(room, post, "limit", "10"), nil, http.StatusOK)
+	check("/context", append(msgTObjects(t, ctx["events_before"], "events_before"), roomTMap(t, ctx["event"], "event")),
+		map[string]string{pre: "leave", join: "join", post: "join"})
+
+	for id, w := range map[string]string{pre: "leave", join: "join", post: "join"} {
+		check("/event", []map[string]any{roomTEvent(bob, room, id)}, map[string]string{id: w})
+	}
+
+	roomTLeave(bob, room)
+	s3 := syncTSince(bob, s2.NextBatch)
+	lt := syncTLeave(t, s3, room).Timeline.Events
+	leave := syncTMember(lt, bob.UserID)["event_id"].(string)
+	check("sync after leaving", lt, map[string]string{leave: "leave"})
+}
