@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -189,7 +190,7 @@ func (c *ClientAPI) roomServers(ctx context.Context, roomID, userID string, serv
 }
 
 // remoteJoin joins a room this server is not in through other servers.
-func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarget, reason string) (any, error) {
+func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarget, reason string, extra map[string]any) (any, error) {
 	dev := httputil.DeviceFrom(ctx)
 	if dev.IsGuest {
 		return nil, mxerr.GuestAccessForbidden("Guests may not join rooms of other servers")
@@ -198,16 +199,18 @@ func (c *ClientAPI) remoteJoin(ctx context.Context, r *http.Request, t *roomTarg
 	if len(servers) == 0 {
 		return nil, mxerr.NotFound("No known servers to join room %s through", t.roomID)
 	}
-	return c.joinThrough(ctx, t.roomID, servers, reason)
+	return c.joinThrough(ctx, t.roomID, servers, reason, extra)
 }
 
-// joinThrough joins a room through the given servers.
-func (c *ClientAPI) joinThrough(ctx context.Context, roomID string, servers []string, reason string) (any, error) {
+// joinThrough joins a room through the given servers, with the custom
+// content of the join request (extra).
+func (c *ClientAPI) joinThrough(ctx context.Context, roomID string, servers []string, reason string, extra map[string]any) (any, error) {
 	dev := httputil.DeviceFrom(ctx)
 	content, err := c.memberContent(ctx, dev.UserID, rsapi.Join, reason)
 	if err != nil {
 		return nil, err
 	}
+	maps.Copy(content, extra)
 	roomID, err = c.fed.PerformJoin(ctx, &fedapi.JoinRequest{RoomID: roomID, UserID: dev.UserID, Servers: servers, Content: content})
 	if err != nil {
 		return nil, federationError(err, "Join")

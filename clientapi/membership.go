@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -106,12 +107,22 @@ func (c *ClientAPI) setMembership(ctx context.Context, roomID, sender, target, m
 func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 	ctx := r.Context()
 	dev := httputil.DeviceFrom(ctx)
+	b, err := httputil.ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
 	var body struct {
 		Reason           string          `json:"reason"`
 		ThirdPartySigned json.RawMessage `json:"third_party_signed"`
 	}
-	if err := httputil.DecodeOptionalJSON(r, &body); err != nil {
-		return nil, err
+	custom := map[string]json.RawMessage{}
+	if len(b) > 0 {
+		if err := httputil.UnmarshalObject(b, &body); err != nil {
+			return nil, err
+		}
+		if err := httputil.UnmarshalObject(b, &custom); err != nil {
+			return nil, err
+		}
 	}
 	if len(body.ThirdPartySigned) > 0 {
 		return nil, mxerr.InvalidParam("Third-party invites are not supported")
@@ -120,8 +131,9 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	extra := joinContent(custom)
 	if remote != nil {
-		return c.remoteJoin(ctx, r, remote, body.Reason)
+		return c.remoteJoin(ctx, r, remote, body.Reason, extra)
 	}
 	if dev.IsGuest {
 		ga, err := c.currentEvent(ctx, roomID, spec.MRoomGuestAccess, "")
@@ -138,7 +150,7 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 			return nil, mxerr.GuestAccessForbidden("Guests may not join this room")
 		}
 	}
-	extra, servers, err := c.restrictedJoin(ctx, roomID, dev.UserID)
+	authorised, servers, err := c.restrictedJoin(ctx, roomID, dev.UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -147,13 +159,33 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 			return nil, mxerr.Forbidden("No member of this server can authorise the join")
 		}
 		// As Synapse, through the servers that can authorise it only.
-		return c.joinThrough(ctx, roomID, servers, body.Reason)
+		return c.joinThrough(ctx, roomID, servers, body.Reason, extra)
 	}
+	maps.Copy(extra, authorised)
 	if _, err := c.setMembership(ctx, roomID, dev.UserID, dev.UserID, rsapi.Join, body.Reason, extra); err != nil {
 		return nil, err
 	}
 	c.copyPushRulesAfterJoin(ctx, dev.UserID, roomID)
 	return map[string]string{"room_id": roomID}, nil
+}
+
+// authorisedViaKey is the member content field naming the local user who
+// authorises a restricted join; the server alone sets it.
+const authorisedViaKey = "join_authorised_via_users_server"
+
+// joinContent is the custom content of a join request's body, which the
+// member event keeps (as Synapse; a displayname or avatar_url there is a
+// per-room profile): all but the fields the server sets itself.
+func joinContent(body map[string]json.RawMessage) map[string]any {
+	out := make(map[string]any, len(body))
+	for k, v := range body {
+		switch k {
+		case "membership", "reason", "third_party_signed", authorisedViaKey:
+			continue
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // restrictedJoin decides how a user joins a room this server is in whose
@@ -220,7 +252,7 @@ func (c *ClientAPI) restrictedJoin(ctx context.Context, roomID, userID string) (
 			return nil, nil, err
 		}
 		if am != nil && am.Membership == rsapi.Join {
-			return map[string]any{"join_authorised_via_users_server": via}, nil, nil
+			return map[string]any{authorisedViaKey: via}, nil, nil
 		}
 	}
 	if joinRule == spec.KnockRestricted {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -140,8 +139,6 @@ func (c *ClientAPI) putProfileField(r *http.Request) (any, error) {
 			return nil, mxerr.InvalidParam("Display name is too long (%d characters at most)", maxDisplayNameLength)
 		case key == "avatar_url" && len(s) > maxAvatarURLLength:
 			return nil, mxerr.InvalidParam("Avatar URL is too long (%d characters at most)", maxAvatarURLLength)
-		case key == "avatar_url" && s != "" && !strings.HasPrefix(s, "mxc://"):
-			return nil, mxerr.InvalidParam("avatar_url must be an mxc:// URI")
 		}
 		if s == "" && key != "m.tz" {
 			// Clients clear their name or avatar by setting it empty.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/sjson"
 
 	"github.com/myelin-chat/myelin/internal/clientevent"
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -172,12 +173,46 @@ func (c *ClientAPI) getEvent(r *http.Request) (any, error) {
 	if len(pdus) == 0 || pdus[0].RoomID().String() != roomID {
 		return nil, notFound
 	}
-	ok, err := c.rooms.QueryEventVisible(r.Context(), httputil.DeviceFrom(r.Context()).UserID, eventID)
+	dev := httputil.DeviceFrom(r.Context())
+	ok, err := c.rooms.QueryEventVisible(r.Context(), dev.UserID, eventID)
 	if errors.Is(err, rsapi.ErrEventNotFound) || (err == nil && !ok) {
 		return nil, notFound
 	}
 	if err != nil {
 		return nil, err
 	}
-	return clientevent.New(pdus[0], clientevent.WithRoomID), nil
+	ev := clientevent.New(pdus[0], clientevent.WithRoomID)
+	unsigned := map[string]string{}
+	// The sender's device that sent it sees its transaction ID.
+	if string(pdus[0].SenderID()) == dev.UserID {
+		txnID, err := c.rooms.QueryTransactionID(r.Context(), dev.UserID, dev.DeviceID, eventID)
+		if err != nil {
+			return nil, err
+		}
+		if txnID != "" {
+			unsigned["transaction_id"] = txnID
+		}
+	}
+	// The user's membership at the event, its own change included
+	// (MSC4115); events outside the room's timeline (outliers) go without.
+	after, err := c.rooms.QueryStateAfterEvent(r.Context(), roomID, eventID, rsapi.StateKeyTuple{EventType: spec.MRoomMember, StateKey: dev.UserID})
+	switch {
+	case errors.Is(err, rsapi.ErrEventNotFound):
+	case err != nil:
+		return nil, err
+	case len(after) > 0:
+		unsigned["membership"], _ = after[0].Membership()
+	default:
+		unsigned["membership"] = spec.Leave
+	}
+	for k, v := range unsigned {
+		u := ev.Unsigned
+		if len(u) == 0 {
+			u = json.RawMessage(`{}`)
+		}
+		if ev.Unsigned, err = sjson.SetBytes(u, k, v); err != nil {
+			return nil, err
+		}
+	}
+	return ev, nil
 }

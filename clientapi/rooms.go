@@ -157,7 +157,7 @@ func (c *ClientAPI) putState(r *http.Request) (any, error) {
 		// one sends back when changing a display name, would make the
 		// event fail the signature checks of other servers. Synapse
 		// strips it too.
-		if stripped, err := sjson.DeleteBytes(content, "join_authorised_via_users_server"); err == nil {
+		if stripped, err := sjson.DeleteBytes(content, authorisedViaKey); err == nil {
 			content = stripped
 		}
 	}
@@ -206,7 +206,8 @@ func (c *ClientAPI) checkStateContent(ctx context.Context, roomID, eventType, st
 			return mxerr.BadJSON("The state key of a member event must be a user ID")
 		}
 	case spec.MRoomCreate:
-		return mxerr.Forbidden("The create event cannot be changed")
+		// As Synapse: a request that can never be valid, 400.
+		return mxerr.BadJSON("The create event cannot be changed")
 	}
 	return nil
 }

@@ -128,6 +128,12 @@ func (d *dbctx) buildLocal(ctx context.Context, head *roomHead, p api.ProtoEvent
 		}
 	}
 	if err := gomatrixserverlib.Allowed(ev, authEvents, userIDForSender); err != nil {
+		// A malformed event (in room version 12, power levels naming a
+		// creator) is the client's bad request, 400 as in Synapse.
+		var ve *gomatrixserverlib.EventValidationError
+		if errors.As(err, &ve) && ve.Code == 400 {
+			return nil, inputError(mxerr.CodeBadJSON, "%s", ve.Message)
+		}
 		return nil, inputError(mxerr.CodeForbidden, "%s", notAllowedMessage(err))
 	}
 	b.pdu = ev

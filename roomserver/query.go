@@ -151,6 +151,18 @@ func (r *Roomserver) QueryLatestEvents(ctx context.Context, roomID string) ([]st
 	return out, nil
 }
 
+// QueryTransactionID implements api.QueryAPI.
+func (r *Roomserver) QueryTransactionID(ctx context.Context, userID, deviceID, eventID string) (string, error) {
+	if deviceID == "" {
+		return "", nil
+	}
+	key, err := storage.SelectTxnOfEvent(ctx, r.reader().q, userID, deviceID, eventID)
+	if err != nil || key == "" {
+		return "", err
+	}
+	return txnIDOf(key), nil
+}
+
 // QueryEventVisible implements api.QueryAPI: the history visibility rules
 // of the client-server API, evaluated at the event.
 func (r *Roomserver) QueryEventVisible(ctx context.Context, userID, eventID string) (bool, error) {

@@ -373,6 +373,10 @@ func (s *SyncAPI) noteMembership(ctx context.Context, tx *sqlutil.Tx, roomID str
 		if gjson.GetBytes(st, "type").Str == spec.MRoomMember && gjson.GetBytes(st, "state_key").Str == userID {
 			continue
 		}
+		if whole, ok := wholeCreate(roomID, ev.Version(), st); ok {
+			out = append(out, whole)
+			continue
+		}
 		out = append(out, strip(st))
 	}
 	out = append(out, strip(ev.JSON()))
@@ -513,6 +517,31 @@ func (s *SyncAPI) applyBackfilled(ctx context.Context, tx *sqlutil.Tx, out *rsap
 		pos++
 	}
 	return nil
+}
+
+// wholeCreate returns the create event of a room whose ID is the hash of
+// it (room version 12, told by the room ID's lack of a domain, as MSC4311
+// asks) as the PDU it is, without unsigned, so that clients can check it
+// against the room ID, as Synapse gives it. A remote server's stripped
+// state is untrusted: only the event whose hash is the room ID is kept
+// whole.
+func wholeCreate(roomID string, version gomatrixserverlib.RoomVersion, st []byte) (json.RawMessage, bool) {
+	if strings.Contains(roomID, ":") || gjson.GetBytes(st, "type").Str != spec.MRoomCreate {
+		return nil, false
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+	if err != nil || !verImpl.DomainlessRoomIDs() {
+		return nil, false
+	}
+	pdu, err := verImpl.NewEventFromUntrustedJSON(st)
+	if err != nil || !pdu.StateKeyEquals("") || pdu.EventID() != "$"+roomID[1:] {
+		return nil, false
+	}
+	out, err := sjson.DeleteBytes(append([]byte(nil), st...), "unsigned")
+	if err != nil {
+		return nil, false
+	}
+	return out, true
 }
 
 // strip keeps the fields of a stripped state event.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
@@ -21,6 +22,11 @@ type formatter struct {
 	federation       bool
 	withRoomID       bool
 	fields           []string
+	// memberships are the user's membership changes per room, for
+	// unsigned.membership (MSC4115); joined are rooms they were joined
+	// to all along the events formatted. Rooms in neither go without.
+	memberships map[string][]storage.MembershipChange
+	joined      map[string]bool
 }
 
 func newFormatter(userID, deviceID string, f *filter.Filter, withRoomID bool) *formatter {
@@ -30,6 +36,43 @@ func newFormatter(userID, deviceID string, f *filter.Filter, withRoomID bool) *f
 		fm.fields = f.EventFields
 	}
 	return fm
+}
+
+// withMemberships gives the user's membership changes in a room (all of
+// them, in order) for unsigned.membership.
+func (fm *formatter) withMemberships(roomID string, changes []storage.MembershipChange) {
+	if fm.memberships == nil {
+		fm.memberships = map[string][]storage.MembershipChange{}
+	}
+	fm.memberships[roomID] = changes
+}
+
+// withJoined says the user was joined to the room all along the events.
+func (fm *formatter) withJoined(roomID string) {
+	if fm.joined == nil {
+		fm.joined = map[string]bool{}
+	}
+	fm.joined[roomID] = true
+}
+
+// membershipAt is the user's membership at an event, including the
+// changes it made ("leave" before any), or "" when unknown.
+func (fm *formatter) membershipAt(e *storage.Event) string {
+	if fm.joined[e.RoomID] {
+		return spec.Join
+	}
+	changes, ok := fm.memberships[e.RoomID]
+	if !ok {
+		return ""
+	}
+	m := spec.Leave
+	for _, c := range changes {
+		if c.Pos > e.Pos {
+			break
+		}
+		m = c.Membership
+	}
+	return m
 }
 
 // event formats a timeline event.
@@ -43,6 +86,9 @@ func (fm *formatter) event(e *storage.Event) json.RawMessage {
 	}
 	if e.TxnID != "" && e.Sender == fm.userID && e.DeviceID == fm.deviceID {
 		out, _ = sjson.SetBytes(out, "unsigned.transaction_id", e.TxnID)
+	}
+	if m := fm.membershipAt(e); m != "" {
+		out, _ = sjson.SetBytes(out, "unsigned.membership", m)
 	}
 	if e.ReplacesState != "" {
 		out, _ = sjson.SetBytes(out, "unsigned.replaces_state", e.ReplacesState)

@@ -337,6 +337,7 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 		}
 	}
 	fm := newFormatter(dev.UserID, dev.DeviceID, nil, true)
+	fm.withMemberships(a.roomID, a.history)
 	chunk := make([]json.RawMessage, len(evs))
 	for i := range evs {
 		chunk[i] = fm.event(&evs[i])
@@ -392,6 +393,7 @@ func (s *SyncAPI) getContext(r *http.Request) (any, error) {
 		return nil, err
 	}
 	fm := newFormatter(dev.UserID, dev.DeviceID, nil, true)
+	fm.withMemberships(a.roomID, a.history)
 	format := func(list []storage.Event) []json.RawMessage {
 		out := make([]json.RawMessage, len(list))
 		for i := range list {

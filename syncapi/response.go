@@ -498,6 +498,12 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 		}
 		for _, r := range historyRooms {
 			events[r] = visibleEvents(events[r], dev.UserID, byRoom[r])
+			fm.withMemberships(r, byRoom[r])
+		}
+	}
+	for _, p := range plans {
+		if !p.history && p.section == "join" {
+			fm.withJoined(p.roomID)
 		}
 	}
 

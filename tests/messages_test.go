@@ -855,3 +855,39 @@ func TestMessagesTimestampToEvent(t *testing.T) {
 	// Not a member.
 	eve.MustFail("GET", path("ts", strconv.FormatInt(ts[0], 10), "dir", "f"), nil, http.StatusForbidden, "M_FORBIDDEN")
 }
+
+// Every endpoint that returns room events in client format gives the create
+// event its room_id, also in room version 12 where the federation format
+// has none. (The suite's /messages and /context checks used the default
+// room version; /state was formatted by another path, so only it was right.)
+func TestMessagesCreateEventRoomID(t *testing.T) {
+	srv := testserver.Start(t)
+	roomTEachVersion(t, func(t *testing.T, ver string) {
+		alice := roomTUser(t, srv, "alice")
+		roomID := roomTCreate(alice, map[string]any{"room_version": ver})
+		msg := roomTSend(alice, roomID, "hello")
+		create := roomTFind(roomTStateList(alice, roomID), "m.room.create", "")
+		if create == nil {
+			t.Fatal("no m.room.create in /state")
+		}
+		roomTCheckClientEvent(t, create, roomID)
+		createID, _ := create["event_id"].(string)
+
+		find := func(evs []map[string]any, where string) {
+			t.Helper()
+			if e := roomTFind(evs, "m.room.create", ""); e == nil {
+				t.Fatalf("%s: no m.room.create", where)
+			} else {
+				roomTCheckClientEvent(t, e, roomID)
+			}
+		}
+		find(msgTGet(alice, roomID, "dir", "b", "limit", "100").chunk, "/messages")
+		ctx := alice.MustDo("GET", msgTContextPath(roomID, msg, "limit", "100"), nil, http.StatusOK)
+		find(msgTObjects(t, ctx["events_before"], "events_before"), "/context events_before")
+		find(msgTObjects(t, ctx["state"], "state"), "/context state")
+		direct := alice.MustDo("GET", msgTContextPath(roomID, createID), nil, http.StatusOK)
+		roomTCheckClientEvent(t, roomTMap(t, direct["event"], "event"), roomID)
+		roomTCheckClientEvent(t, alice.MustDo("GET", testutil.Path("/_matrix/client/v3/rooms/%s/event/%s", roomID, createID), nil, http.StatusOK), roomID)
+		roomTCheckClientEvent(t, alice.MustDo("GET", roomTStatePath(roomID, "m.room.create", "")+"?format=event", nil, http.StatusOK), roomID)
+	})
+}

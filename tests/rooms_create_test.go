@@ -424,10 +424,11 @@ func TestRoomCreatePresets(t *testing.T) {
 				// The creator's power is above every level.
 				alice.MustDo("PUT", path, pl, http.StatusOK)
 				roomTPutState(alice, roomID, "org.example.high", "", map[string]any{"x": 1})
-				// The creator cannot be listed in users.
+				// The creator cannot be listed in users: a bad request, as
+				// in Synapse.
 				pl = roomTState(alice, roomID, "m.room.power_levels", "")
 				roomTMap(t, pl["users"], "users")[alice.UserID] = 100
-				alice.MustFail("PUT", path, pl, http.StatusForbidden, "M_FORBIDDEN")
+				alice.MustFail("PUT", path, pl, http.StatusBadRequest, "M_BAD_JSON")
 			} else {
 				// Power 100 cannot set a level above itself.
 				alice.MustFail("PUT", path, pl, http.StatusForbidden, "M_FORBIDDEN")

@@ -122,6 +122,26 @@ func TestRoomSendTransactions(t *testing.T) {
 		if latest := roomTLatest(t, srv, roomID); !slices.Equal(latest, []string{red}) {
 			t.Fatalf("forward extremities %v, want %s", latest, red)
 		}
+
+		// GET /event gives the transaction ID to the device that sent the
+		// event alone (the suite had checked it only in /sync).
+		bob := roomTUser(t, srv, "bob")
+		roomTInvite(alice, roomID, bob.UserID)
+		roomTJoin(bob, roomID)
+		txnOf := func(c *testutil.Client, id string) any {
+			t.Helper()
+			u, _ := roomTEvent(c, roomID, id)["unsigned"].(map[string]any)
+			return u["transaction_id"]
+		}
+		for _, tc := range []struct {
+			c    *testutil.Client
+			id   string
+			want any
+		}{{alice, first, "t1"}, {alice2, ids[1], "t1"}, {alice, red, "t1"}, {alice2, first, nil}, {alice, ids[1], nil}, {bob, first, nil}} {
+			if got := txnOf(tc.c, tc.id); got != tc.want {
+				t.Fatalf("transaction_id of %s for %s/%s = %v, want %v", tc.id, tc.c.UserID, tc.c.DeviceID, got, tc.want)
+			}
+		}
 	})
 }
 
@@ -263,6 +283,18 @@ func TestRoomPutState(t *testing.T) {
 		ev = alice.MustDo("GET", roomTStatePath(roomID, "m.room.name", "")+"?format=event", nil, http.StatusOK)
 		if ev["sender"] != bob.UserID {
 			t.Fatalf("current m.room.name %v, want bob's", ev)
+		}
+
+		// The create event can never be replaced, and from room version 12
+		// the power levels must not name a creator: both are bad requests
+		// (400, as Synapse), not auth failures. (The suite had only checked
+		// refusals by power level, which are 403.)
+		alice.MustFail("PUT", roomTStatePath(roomID, "m.room.create", ""), map[string]any{"room_version": ver, "entropy": 1},
+			http.StatusBadRequest, "M_BAD_JSON")
+		if roomTPrivileged(ver) {
+			pl = roomTState(alice, roomID, "m.room.power_levels", "")
+			roomTMap(t, pl["users"], "users")[alice.UserID] = 100
+			alice.MustFail("PUT", roomTStatePath(roomID, "m.room.power_levels", ""), pl, http.StatusBadRequest, "M_BAD_JSON")
 		}
 
 		// A member event's state key must be a user ID.

@@ -127,6 +127,12 @@ func FromJSON(eventID string, js []byte, withRoomID bool) Event {
 	}
 	if withRoomID {
 		e.RoomID = gjson.GetBytes(js, "room_id").Str
+		if e.RoomID == "" && e.Type == spec.MRoomCreate && e.StateKey != nil && *e.StateKey == "" && len(eventID) > 1 {
+			// Room version 12: the create event has no room_id, the room
+			// ID is its event ID with '!' for '$'; clients still get one
+			// (rooms/v12, "Event format").
+			e.RoomID = "!" + eventID[1:]
+		}
 	}
 	if u := gjson.GetBytes(js, "unsigned"); u.IsObject() && u.Raw != "{}" {
 		e.Unsigned = clientUnsigned([]byte(u.Raw))

@@ -79,6 +79,10 @@ type QueryAPI interface {
 	// QueryEventVisible reports whether the user may see the event under
 	// the room's history visibility.
 	QueryEventVisible(ctx context.Context, userID, eventID string) (bool, error)
+	// QueryTransactionID returns the client transaction ID with which the
+	// user's device sent the event, or "" (another device, another user,
+	// or no transaction).
+	QueryTransactionID(ctx context.Context, userID, deviceID, eventID string) (string, error)
 }
 
 // AliasAPI manages room aliases and the published room directory.

@@ -19,6 +19,15 @@ func SelectTxn(ctx context.Context, q sqlutil.Querier, userID, deviceID, key str
 	return id, err
 }
 
+// SelectTxnOfEvent returns the key of the device's transaction that made
+// the event, or "".
+func SelectTxnOfEvent(ctx context.Context, q sqlutil.Querier, userID, deviceID, eventID string) (string, error) {
+	var key sql.NullString
+	err := q.QueryRowContext(ctx, `SELECT MIN(txn_key) FROM rs_txns WHERE event_id = ? AND user_id = ? AND device_id = ?`,
+		eventID, userID, deviceID).Scan(&key)
+	return key.String, err
+}
+
 // InsertTxn records the event a device's transaction produced.
 func InsertTxn(ctx context.Context, tx *sqlutil.Tx, userID, deviceID, key, eventID string, ts int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO rs_txns (user_id, device_id, txn_key, event_id, created_ts) VALUES (?, ?, ?, ?, ?)

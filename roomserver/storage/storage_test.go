@@ -594,6 +594,17 @@ func TestTxns(t *testing.T) {
 				t.Fatalf("txn %v: %q %v", tc, id, err)
 			}
 		}
+		// And the other way: the transaction of an event, per device.
+		for _, tc := range []struct{ user, dev, event, want string }{
+			{"@a:test", "DEV", "$first", "send|t1"},
+			{"@a:test", "DEV", "$second", ""},
+			{"@a:test", "DEV2", "$first", ""},
+			{"@b:test", "DEV", "$first", ""},
+		} {
+			if key, err := storage.SelectTxnOfEvent(ctx, s.DB(), tc.user, tc.dev, tc.event); err != nil || key != tc.want {
+				t.Fatalf("txn of event %v: %q %v", tc, key, err)
+			}
+		}
 	})
 }
 
