@@ -45,6 +45,12 @@ func (l *roomLocks) lock(roomID string) func() {
 	return m.Unlock
 }
 
+// errRejected marks the result of an event stored as rejected by the auth
+// rules: handled, so /send reports no error for it (as Synapse, which
+// reports only events it could not take in: bad signatures, prev events
+// it could not get).
+var errRejected = errors.New("rejected")
+
 // userIDForSender maps sender IDs to user IDs (the same in every room
 // version Myelin supports).
 func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
@@ -201,7 +207,7 @@ func (in *intake) take(ctx context.Context, pdus []gomatrixserverlib.PDU) map[st
 	for _, p := range pdus {
 		if id := p.EventID(); in.inDAG(id) || in.rejected(id) {
 			if in.rejected(id) {
-				results[p.EventID()] = errors.New("event was rejected before")
+				results[p.EventID()] = fmt.Errorf("%w before", errRejected)
 			} else {
 				results[p.EventID()] = nil
 			}
@@ -526,7 +532,7 @@ func (in *intake) input(ctx context.Context, msg *rsapi.InputMessage) map[string
 	}
 	for _, r := range res.Events {
 		if r.Rejected != "" {
-			out[r.EventID] = errors.New("rejected: " + r.Rejected)
+			out[r.EventID] = fmt.Errorf("%w: %s", errRejected, r.Rejected)
 			in.known[r.EventID] = rsapi.KindRejected
 		} else {
 			out[r.EventID] = nil

@@ -122,7 +122,7 @@ func (f *FederationAPI) takePDUs(ctx context.Context, origin spec.ServerName, pd
 		f.metrics.received(err)
 		mu.Lock()
 		defer mu.Unlock()
-		if err != nil {
+		if err != nil && !errors.Is(err, errRejected) {
 			results[id] = pduResult{Error: err.Error()}
 		} else {
 			results[id] = pduResult{}

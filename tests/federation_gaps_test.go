@@ -93,8 +93,9 @@ func TestFederationRejectedAuthAndPrevEvents(t *testing.T) {
 	// fuser has no power to change the power levels: rejected.
 	badPL := r.build(nil, fuser, spec.MRoomPowerLevels, new(string), map[string]any{"users": map[string]any{fuser: 100}},
 		[]gomatrixserverlib.PDU{join}, []gomatrixserverlib.PDU{create, pl, join})
-	if errs := r.send(badPL); errs[badPL.EventID()] == "" {
-		t.Fatal("a power levels event without power was accepted")
+	// Rejected events are handled: no error in the response (as Synapse).
+	if errs := r.send(badPL); errs[badPL.EventID()] != "" || r.kind(badPL) != rsapi.KindRejected {
+		t.Fatalf("a power levels event without power: %v, kind %v", errs, r.kind(badPL))
 	}
 	// An outlier authorised by the rejected event, withheld from /send.
 	outlier := r.build(nil, fuser, spec.MRoomMember, &fuser, map[string]any{"membership": "join", "displayname": "O"},
@@ -105,7 +106,7 @@ func TestFederationRejectedAuthAndPrevEvents(t *testing.T) {
 	y := r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "y"}, []gomatrixserverlib.PDU{x}, withOutlier)
 	sentinel := r.message(fuser, []gomatrixserverlib.PDU{y}, "sentinel")
 	errs := r.send(x, y, sentinel)
-	if errs[x.EventID()] == "" || errs[y.EventID()] == "" || errs[sentinel.EventID()] != "" {
+	if errs[x.EventID()] != "" || errs[y.EventID()] != "" || errs[sentinel.EventID()] != "" {
 		t.Fatalf("results %v", errs)
 	}
 	if got := r.requests("gme"); len(got) != 0 {
@@ -147,8 +148,8 @@ func TestFederationGapUnfetchableAuthChain(t *testing.T) {
 	r.hidden[stateAt.EventID()] = true
 	gme := r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "for gme"}, []gomatrixserverlib.PDU{stateAt}, auth)
 	sent := r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "for send"}, []gomatrixserverlib.PDU{gme}, auth)
-	if errs := r.send(sent); errs[sent.EventID()] == "" {
-		t.Fatal("an event authorised by a broken auth chain was accepted")
+	if errs := r.send(sent); errs[sent.EventID()] != "" || r.kind(sent) != rsapi.KindRejected {
+		t.Fatalf("an event authorised by a broken auth chain: %v, kind %v", errs, r.kind(sent))
 	}
 	if got := r.requests("state_ids"); !slices.Equal(got, []string{"state_ids " + stateAt.EventID()}) {
 		t.Fatalf("hs1 asked for the state %v", got)

@@ -295,6 +295,16 @@ func (r *ingTRoom) message(sender string, prevs []gomatrixserverlib.PDU, body st
 		[]gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), r.current(spec.MRoomMember, sender)})
 }
 
+// kind returns how hs1 stores an event (0: not at all).
+func (r *ingTRoom) kind(e gomatrixserverlib.PDU) rsapi.EventKind {
+	r.t.Helper()
+	kinds, err := r.hs.Rooms.QueryEventKinds(context.Background(), []string{e.EventID()})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return kinds[e.EventID()]
+}
+
 // send sends PDUs from the fake and returns the per-event errors.
 func (r *ingTRoom) send(pdus ...gomatrixserverlib.PDU) map[string]string {
 	r.t.Helper()
@@ -383,10 +393,14 @@ func TestFederationIngestHostile(t *testing.T) {
 	// From a fake user who never joined.
 	stranger := r.message("@stranger:fake.test", prev, "let me in")
 	errs := r.send(badSig, forged, stranger)
-	for _, e := range []gomatrixserverlib.PDU{badSig, forged, stranger} {
+	for _, e := range []gomatrixserverlib.PDU{badSig, forged} {
 		if errs[e.EventID()] == "" {
 			t.Errorf("%s was accepted", gjson.GetBytes(e.Content(), "body").Str)
 		}
+	}
+	// Handled, so no error (as Synapse), but stored as rejected.
+	if errs[stranger.EventID()] != "" || r.kind(stranger) != rsapi.KindRejected {
+		t.Errorf("a stranger's message: %q, kind %v", errs[stranger.EventID()], r.kind(stranger))
 	}
 	// A wrong content hash: the event is kept redacted.
 	tampered := r.message(fuser, prev, "original")
