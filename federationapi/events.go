@@ -45,6 +45,12 @@ func (l *roomLocks) lock(roomID string) func() {
 	return m.Unlock
 }
 
+// errRejected marks the result of an event stored as rejected by the auth
+// rules: handled, so /send reports no error for it (as Synapse, which
+// reports only events it could not take in: bad signatures, prev events
+// it could not get).
+var errRejected = errors.New("rejected")
+
 // userIDForSender maps sender IDs to user IDs (the same in every room
 // version Myelin supports).
 func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
@@ -55,15 +61,32 @@ func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error
 // the room version (a content hash mismatch leaves the redacted event), the
 // room, and the signatures of the servers that must have signed it.
 func (f *FederationAPI) verifyEvent(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
-	pdu, err := verImpl.NewEventFromUntrustedJSON(raw)
+	pdu, err := parseEvent(verImpl, raw)
 	if err != nil {
-		return nil, fmt.Errorf("invalid event: %w", err)
+		return nil, err
 	}
 	if pdu.RoomID().String() != roomID {
 		return nil, fmt.Errorf("event %s is not in room %s", pdu.EventID(), roomID)
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, f.keyring, userIDForSender); err != nil {
 		return nil, fmt.Errorf("bad signature on %s: %w", pdu.EventID(), err)
+	}
+	return pdu, nil
+}
+
+// parseEvent parses an event of another server in the format of the room
+// version. Sizes are bounded as the room version has it: the limits of
+// event types and state keys are in codepoints, and a field over 255
+// bytes but not 255 codepoints is accepted where gomatrixserverlib says
+// it is persistable (older room versions, which Synapse always let
+// through), so as not to break such rooms.
+func parseEvent(verImpl gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	pdu, err := verImpl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		var verr gomatrixserverlib.EventValidationError
+		if pdu == nil || !errors.As(err, &verr) || !verr.Persistable {
+			return nil, fmt.Errorf("invalid event: %w", err)
+		}
 	}
 	return pdu, nil
 }
@@ -134,8 +157,19 @@ func (in *intake) verified(ctx context.Context, raws []json.RawMessage) ([]gomat
 	return evs, in.kinds(ctx, ids)
 }
 
-// inDAG reports whether an event is in the room's DAG here.
-func (in *intake) inDAG(id string) bool { return in.known[id] == rsapi.KindNormal }
+// inDAG reports whether an event is in the room's DAG here: a rejected
+// event of the DAG counts (the state after it is the state before it), so
+// that an event on top of one needs no fetching (as Synapse).
+func (in *intake) inDAG(id string) bool {
+	k := in.known[id]
+	return k == rsapi.KindNormal || k == rsapi.KindRejected
+}
+
+// rejected reports whether an event is stored as rejected.
+func (in *intake) rejected(id string) bool {
+	k := in.known[id]
+	return k == rsapi.KindRejected || k == rsapi.KindRejectedOutlier
+}
 
 // stored reports whether an event is stored here in any way.
 func (in *intake) stored(id string) bool { return in.known[id] != 0 }
@@ -171,9 +205,9 @@ func (in *intake) take(ctx context.Context, pdus []gomatrixserverlib.PDU) map[st
 	}
 	inBatch := map[string]bool{}
 	for _, p := range pdus {
-		if k := in.known[p.EventID()]; k == rsapi.KindNormal || k == rsapi.KindRejected {
-			if k == rsapi.KindRejected {
-				results[p.EventID()] = errors.New("event was rejected before")
+		if id := p.EventID(); in.inDAG(id) || in.rejected(id) {
+			if in.rejected(id) {
+				results[p.EventID()] = fmt.Errorf("%w before", errRejected)
 			} else {
 				results[p.EventID()] = nil
 			}
@@ -210,10 +244,14 @@ func (in *intake) take(ctx context.Context, pdus []gomatrixserverlib.PDU) map[st
 	return results
 }
 
-// takeWithGap takes in an event whose prev or auth events are missing:
-// missing auth events come from /event_auth; missing prev events from
-// /get_missing_events, and where that cannot close the gap, the state
-// before the events at its edge comes from /state_ids.
+// takeWithGap takes in an event whose prev or auth events are missing, as
+// Synapse does: the missing prev events come from /get_missing_events, and
+// when some still miss the event is refused (the server that pushed it
+// must be able to give them; trusting the state it would otherwise claim
+// is how a room gets hijacked). A fetched event whose prev event is still
+// missing gets the state after that prev event from /state_ids, computed
+// here from the state before it and the event itself. Missing auth events
+// come from /event_auth.
 func (in *intake) takeWithGap(ctx context.Context, p gomatrixserverlib.PDU) map[string]error {
 	fail := func(err error) map[string]error { return map[string]error{p.EventID(): err} }
 	chain := []gomatrixserverlib.PDU{p}
@@ -226,30 +264,40 @@ func (in *intake) takeWithGap(ctx context.Context, p gomatrixserverlib.PDU) map[
 		}
 		chain = append(fetched, p)
 	}
-	// The edge of the chain: events with a prev event neither here nor
+	// The edge of the chain: events with prev events neither here nor
 	// earlier in the chain.
 	inChain := map[string]bool{}
-	var roots []gomatrixserverlib.PDU
+	type gap struct {
+		e       gomatrixserverlib.PDU
+		missing []string
+	}
+	var gaps []gap
 	for _, e := range chain {
+		var missing []string
 		for _, id := range e.PrevEventIDs() {
 			if !in.inDAG(id) && !inChain[id] {
-				roots = append(roots, e)
-				break
+				missing = append(missing, id)
 			}
+		}
+		if len(missing) > 0 {
+			if e.EventID() == p.EventID() {
+				return fail(fmt.Errorf("the server did not give the prev events of %s (%d missing)", p.EventID(), len(missing)))
+			}
+			gaps = append(gaps, gap{e, missing})
 		}
 		inChain[e.EventID()] = true
 	}
-	if len(roots) > maxGapRoots {
+	if len(gaps) > maxGapRoots {
 		return fail(fmt.Errorf("too many gaps before %s", p.EventID()))
 	}
 	var outliers []gomatrixserverlib.PDU
 	statesBefore := map[string][]string{}
-	for _, r := range roots {
-		stateIDs, fetched, err := in.stateBefore(ctx, r)
+	for _, g := range gaps {
+		stateIDs, fetched, err := in.stateBeforeGap(ctx, g.e, g.missing)
 		if err != nil {
-			return fail(fmt.Errorf("could not fetch the state before %s: %w", r.EventID(), err))
+			return fail(fmt.Errorf("could not fetch the state before %s: %w", g.e.EventID(), err))
 		}
-		statesBefore[r.EventID()] = stateIDs
+		statesBefore[g.e.EventID()] = stateIDs
 		outliers = append(outliers, fetched...)
 	}
 	// Auth events still missing for the chain.
@@ -299,10 +347,45 @@ func (in *intake) missingEvents(ctx context.Context, p gomatrixserverlib.PDU) ([
 	return evs, in.kinds(ctx, more)
 }
 
-// stateBefore fetches the state before an event from the server: the IDs,
-// and the state and auth chain events not stored here (verified).
+// stateBeforeGap fetches the state before e, whose prev events missing are
+// not here, and the events of it not stored here (verified): with one
+// missing prev event (as for a linear gap), the state after it, which is
+// the state before it (/state_ids at it) followed by the event itself (as
+// Synapse); with more, the state before e as the server has it (Synapse
+// would resolve the states after each; the roomserver resolves the given
+// state with those of the prev events it has).
+func (in *intake) stateBeforeGap(ctx context.Context, e gomatrixserverlib.PDU, missing []string) ([]string, []gomatrixserverlib.PDU, error) {
+	if len(missing) > 1 {
+		return in.stateBefore(ctx, e)
+	}
+	m := missing[0]
+	ids, fetched, err := in.stateAt(ctx, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	prev, err := in.fetchEvent(ctx, m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("prev event %s: %w", m, err)
+	}
+	fetched = append(fetched, prev)
+	if prev.StateKey() != nil {
+		ids = append(ids, m) // the roomserver takes the last of a key and leaves it out if rejected
+	}
+	return ids, fetched, nil
+}
+
+// stateBefore fetches the state before an event as the server has it (see
+// stateAt).
 func (in *intake) stateBefore(ctx context.Context, e gomatrixserverlib.PDU) ([]string, []gomatrixserverlib.PDU, error) {
-	ids, err := in.f.client.LookupStateIDs(ctx, in.f.cfg.ServerName, in.origin, in.roomID, e.EventID())
+	return in.stateAt(ctx, e.EventID())
+}
+
+// stateAt fetches the state before an event from the server (/state_ids):
+// the IDs, and the state and auth chain events not stored here (verified).
+// Events the server does not give are left out of the state (as Synapse):
+// the auth rules then reject those that need them.
+func (in *intake) stateAt(ctx context.Context, eventID string) ([]string, []gomatrixserverlib.PDU, error) {
+	ids, err := in.f.client.LookupStateIDs(ctx, in.f.cfg.ServerName, in.origin, in.roomID, eventID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -321,25 +404,50 @@ func (in *intake) stateBefore(ctx context.Context, e gomatrixserverlib.PDU) ([]s
 	}
 	var fetched []gomatrixserverlib.PDU
 	if len(missing) > stateByIDsLimit {
-		st, err := in.f.client.LookupState(ctx, in.f.cfg.ServerName, in.origin, in.roomID, e.EventID(), in.verImpl.Version())
+		st, err := in.f.client.LookupState(ctx, in.f.cfg.ServerName, in.origin, in.roomID, eventID, in.verImpl.Version())
 		if err != nil {
 			return nil, nil, err
 		}
 		fetched = in.f.verifyEvents(ctx, in.verImpl, in.roomID, append(rawJSONs(st.StateEvents), rawJSONs(st.AuthEvents)...))
 	} else {
 		for _, id := range missing {
-			txn, err := in.f.client.GetEvent(ctx, in.f.cfg.ServerName, in.origin, id)
+			pdu, err := in.fetchEvent(ctx, id)
 			if err != nil {
-				return nil, nil, fmt.Errorf("event %s: %w", id, err)
+				in.f.log.Info("could not fetch a state or auth chain event", slog.String("room_id", in.roomID),
+					slog.String("event_id", id), slog.String("error", err.Error()))
+				continue
 			}
-			for _, raw := range txn.PDUs {
-				if pdu, err := in.f.verifyEvent(ctx, in.verImpl, in.roomID, raw); err == nil && pdu.EventID() == id {
-					fetched = append(fetched, pdu)
-				}
-			}
+			fetched = append(fetched, pdu)
 		}
 	}
-	return ids.StateEventIDs, fetched, nil
+	got := make(map[string]bool, len(fetched))
+	for _, f := range fetched {
+		got[f.EventID()] = true
+	}
+	state := slices.DeleteFunc(slices.Clone(ids.StateEventIDs), func(id string) bool { return !in.stored(id) && !got[id] })
+	if n := len(ids.StateEventIDs) - len(state); n > 0 {
+		in.f.log.Info("state events left out, not given", slog.String("room_id", in.roomID), slog.String("event_id", eventID),
+			slog.Int("count", n))
+	}
+	return state, fetched, nil
+}
+
+// fetchEvent fetches one event of the room from the server (verified).
+func (in *intake) fetchEvent(ctx context.Context, id string) (gomatrixserverlib.PDU, error) {
+	txn, err := in.f.client.GetEvent(ctx, in.f.cfg.ServerName, in.origin, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, raw := range txn.PDUs {
+		pdu, err := in.f.verifyEvent(ctx, in.verImpl, in.roomID, raw)
+		if err != nil {
+			return nil, err
+		}
+		if pdu.EventID() == id {
+			return pdu, nil
+		}
+	}
+	return nil, errors.New("not given")
 }
 
 // authEvents fetches the auth events of e that are neither stored here nor
@@ -424,7 +532,7 @@ func (in *intake) input(ctx context.Context, msg *rsapi.InputMessage) map[string
 	}
 	for _, r := range res.Events {
 		if r.Rejected != "" {
-			out[r.EventID] = errors.New("rejected: " + r.Rejected)
+			out[r.EventID] = fmt.Errorf("%w: %s", errRejected, r.Rejected)
 			in.known[r.EventID] = rsapi.KindRejected
 		} else {
 			out[r.EventID] = nil

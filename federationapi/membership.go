@@ -763,7 +763,7 @@ func (f *FederationAPI) inviteIntoDAG(ctx context.Context, origin spec.ServerNam
 			// The prev events in the DAG here, the auth events stored (the
 			// state a join over federation brought is stored as outliers).
 			missing := slices.ContainsFunc(prev, func(id string) bool { return !in.inDAG(id) }) ||
-				slices.ContainsFunc(auth, func(id string) bool { return !in.stored(id) || in.known[id] == rsapi.KindRejected })
+				slices.ContainsFunc(auth, func(id string) bool { return !in.stored(id) || in.rejected(id) })
 			if in.inDAG(pdu.EventID()) || missing {
 				return // there already, or /send fills the gap first
 			}

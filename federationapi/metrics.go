@@ -1,6 +1,7 @@
 package federationapi
 
 import (
+	"errors"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -41,6 +42,8 @@ func (m *metrics) received(err error) {
 	switch {
 	case err == nil:
 		m.pdusReceived.WithLabelValues("accepted").Inc()
+	case errors.Is(err, errRejected):
+		m.pdusReceived.WithLabelValues("rejected").Inc()
 	default:
 		m.pdusReceived.WithLabelValues("refused").Inc()
 	}

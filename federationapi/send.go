@@ -122,7 +122,7 @@ func (f *FederationAPI) takePDUs(ctx context.Context, origin spec.ServerName, pd
 		f.metrics.received(err)
 		mu.Lock()
 		defer mu.Unlock()
-		if err != nil {
+		if err != nil && !errors.Is(err, errRejected) {
 			results[id] = pduResult{Error: err.Error()}
 		} else {
 			results[id] = pduResult{}
@@ -169,7 +169,11 @@ func (f *FederationAPI) takeRoomPDUs(ctx context.Context, origin spec.ServerName
 		return failAll(errors.New("invalid room ID"))
 	}
 	info, err := f.rooms.QueryRoomInfo(ctx, roomID)
-	if errors.Is(err, rsapi.ErrRoomNotFound) || (err == nil && !info.HasState) {
+	if err == nil && !info.HasState {
+		// Known only through a local user's invite or knock.
+		return f.takeRescissions(ctx, info, pdus)
+	}
+	if errors.Is(err, rsapi.ErrRoomNotFound) {
 		return failAll(fmt.Errorf("this server is not in room %s", roomID))
 	} else if err != nil {
 		return failAll(err)

@@ -26,7 +26,12 @@ func (r *Roomserver) QueryEventKinds(ctx context.Context, eventIDs []string) (ma
 	}
 	out := make(map[string]api.EventKind, len(kinds))
 	for id, k := range kinds {
-		out[id] = api.EventKind(k)
+		out[id] = api.EventKind(k.Kind)
+		// A rejected event outside the DAG (a rejected outlier) has no
+		// state: it cannot be the prev event of one that has.
+		if k.Kind == storage.KindRejected && !k.HasState {
+			out[id] = api.KindRejectedOutlier
+		}
 	}
 	return out, nil
 }

@@ -360,8 +360,11 @@ func TestRemoteAuthFailures(t *testing.T) {
 		if _, err := h.in.Input(ctx, &api.InputMessage{RoomID: rr.id(), Outliers: raws([]gomatrixserverlib.PDU{badJoin})}); err != nil {
 			t.Fatal(err)
 		}
-		if kinds, _ := h.rs.QueryEventKinds(ctx, []string{badJoin.EventID()}); kinds[badJoin.EventID()] != api.KindRejected {
-			t.Fatalf("outlier join without invite: %v", kinds)
+		// Each is reported as what it is: a rejected event of the DAG has a
+		// state (the one before it), a rejected outlier has none.
+		if kinds, _ := h.rs.QueryEventKinds(ctx, []string{badJoin.EventID(), bad.EventID()}); kinds[badJoin.EventID()] != api.KindRejectedOutlier ||
+			kinds[bad.EventID()] != api.KindRejected {
+			t.Fatalf("rejected outlier and DAG event: %v", kinds)
 		}
 
 		// Soft-fail: m1 is banned; a message m1 sends on an older fork

@@ -153,6 +153,7 @@ func (s *SyncAPI) eventRow(ctx context.Context, tx *sqlutil.Tx, roomID string, p
 		if prevID != "" {
 			e.ReplacesState = prevID
 			e.PrevContent = []byte(gjson.GetBytes(prevJSON, "content").Raw)
+			e.PrevSender = gjson.GetBytes(prevJSON, "sender").Str
 		}
 	}
 	return e, nil

@@ -95,6 +95,9 @@ func (fm *formatter) event(e *storage.Event) json.RawMessage {
 		if len(e.PrevContent) > 0 {
 			out, _ = sjson.SetRawBytes(out, "unsigned.prev_content", e.PrevContent)
 		}
+		if e.PrevSender != "" {
+			out, _ = sjson.SetBytes(out, "unsigned.prev_sender", e.PrevSender)
+		}
 	}
 	return fm.project(out)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -38,6 +39,34 @@ type ingTRoom struct {
 	received []gomatrixserverlib.PDU
 	txns     int
 	alice    *testutil.Client
+	// hidden events are left out of get_missing_events answers (served
+	// by /event and /state_ids still).
+	hidden map[string]bool
+	// refused events get a 404 from /event.
+	refused map[string]bool
+	// asked records hs1's requests to the fake that fetch events: "gme",
+	// "state_ids <event>", "event <event>", "event_auth <event>".
+	asked []string
+}
+
+// ask records a request of hs1.
+func (r *ingTRoom) ask(what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asked = append(r.asked, what)
+}
+
+// requests returns the recorded requests starting with prefix.
+func (r *ingTRoom) requests(prefix string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, a := range r.asked {
+		if strings.HasPrefix(a, prefix) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func ingTSetup(t testing.TB, version string) (*ingTRoom, *testserver.Network) {
@@ -46,7 +75,7 @@ func ingTSetup(t testing.TB, version string) (*ingTRoom, *testserver.Network) {
 	rm := n.StartRemote("fake.test")
 	alice := testutil.NewClient(t, hs.URL).Register("alice", "alice-password")
 	roomID := roomTCreate(alice, map[string]any{"preset": "public_chat", "room_version": version})
-	r := &ingTRoom{t: t, hs: hs, rm: rm, roomID: roomID, version: version, all: map[string]gomatrixserverlib.PDU{}, alice: alice}
+	r := &ingTRoom{t: t, hs: hs, rm: rm, roomID: roomID, version: version, all: map[string]gomatrixserverlib.PDU{}, alice: alice, hidden: map[string]bool{}, refused: map[string]bool{}}
 	rm.Mux.HandleFunc("PUT /_matrix/federation/v1/send/{txnId}", r.serveSend)
 	rm.Mux.HandleFunc("POST /_matrix/federation/v1/get_missing_events/{roomId}", r.serveMissing)
 	rm.Mux.HandleFunc("GET /_matrix/federation/v1/event/{eventId}", r.serveEvent)
@@ -87,6 +116,7 @@ func (r *ingTRoom) serveSend(w http.ResponseWriter, req *http.Request) {
 func (r *ingTRoom) serveMissing(w http.ResponseWriter, req *http.Request) {
 	var body fclient.MissingEvents
 	_ = json.NewDecoder(req.Body).Decode(&body)
+	r.ask("gme")
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	stop := map[string]bool{}
@@ -104,7 +134,7 @@ func (r *ingTRoom) serveMissing(w http.ResponseWriter, req *http.Request) {
 		id := frontier[0]
 		frontier = frontier[1:]
 		e, ok := r.all[id]
-		if !ok || stop[id] {
+		if !ok || stop[id] || r.hidden[id] {
 			continue
 		}
 		stop[id] = true
@@ -119,8 +149,10 @@ func (r *ingTRoom) serveMissing(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *ingTRoom) serveEvent(w http.ResponseWriter, req *http.Request) {
+	r.ask("event " + req.PathValue("eventId"))
 	r.mu.Lock()
 	e, ok := r.all[req.PathValue("eventId")]
+	ok = ok && !r.refused[req.PathValue("eventId")]
 	r.mu.Unlock()
 	if !ok {
 		w.WriteHeader(404)
@@ -171,6 +203,7 @@ func (r *ingTRoom) authChain(evs []gomatrixserverlib.PDU) []string {
 }
 
 func (r *ingTRoom) serveStateIDs(w http.ResponseWriter, req *http.Request) {
+	r.ask("state_ids " + req.URL.Query().Get("event_id"))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := r.stateBefore(req.URL.Query().Get("event_id"))
@@ -184,6 +217,7 @@ func (r *ingTRoom) serveStateIDs(w http.ResponseWriter, req *http.Request) {
 }
 
 func (r *ingTRoom) serveEventAuth(w http.ResponseWriter, req *http.Request) {
+	r.ask("event_auth " + req.PathValue("eventId"))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.all[req.PathValue("eventId")]
@@ -242,6 +276,10 @@ func (r *ingTRoom) build(key ed25519.PrivateKey, sender, typ string, stateKey *s
 		SenderID: sender, RoomID: r.roomID, Type: typ, StateKey: stateKey, Content: c,
 		PrevEvents: prevIDs, AuthEvents: authIDs, Depth: depth + 1,
 	}).Build(time.Now(), r.rm.Name, r.rm.KeyID, key)
+	var verr gomatrixserverlib.EventValidationError
+	if errors.As(err, &verr) && ev != nil {
+		err = nil // sizes persistable in the room version (as Complement builds them)
+	}
 	if err != nil {
 		r.t.Fatalf("build %s: %v", typ, err)
 	}
@@ -255,6 +293,16 @@ func (r *ingTRoom) build(key ed25519.PrivateKey, sender, typ string, stateKey *s
 func (r *ingTRoom) message(sender string, prevs []gomatrixserverlib.PDU, body string) gomatrixserverlib.PDU {
 	return r.build(nil, sender, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": body}, prevs,
 		[]gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), r.current(spec.MRoomMember, sender)})
+}
+
+// kind returns how hs1 stores an event (0: not at all).
+func (r *ingTRoom) kind(e gomatrixserverlib.PDU) rsapi.EventKind {
+	r.t.Helper()
+	kinds, err := r.hs.Rooms.QueryEventKinds(context.Background(), []string{e.EventID()})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return kinds[e.EventID()]
 }
 
 // send sends PDUs from the fake and returns the per-event errors.
@@ -345,10 +393,14 @@ func TestFederationIngestHostile(t *testing.T) {
 	// From a fake user who never joined.
 	stranger := r.message("@stranger:fake.test", prev, "let me in")
 	errs := r.send(badSig, forged, stranger)
-	for _, e := range []gomatrixserverlib.PDU{badSig, forged, stranger} {
+	for _, e := range []gomatrixserverlib.PDU{badSig, forged} {
 		if errs[e.EventID()] == "" {
 			t.Errorf("%s was accepted", gjson.GetBytes(e.Content(), "body").Str)
 		}
+	}
+	// Handled, so no error (as Synapse), but stored as rejected.
+	if errs[stranger.EventID()] != "" || r.kind(stranger) != rsapi.KindRejected {
+		t.Errorf("a stranger's message: %q, kind %v", errs[stranger.EventID()], r.kind(stranger))
 	}
 	// A wrong content hash: the event is kept redacted.
 	tampered := r.message(fuser, prev, "original")

@@ -1109,6 +1109,17 @@ func TestSyncInvite(t *testing.T) {
 			if m := syncTMember(append(syncTList(j.State), j.Timeline.Events...), bob.UserID); m == nil || syncTMembership(m) != "join" {
 				t.Fatalf("joined room lacks bob's join: %s", syncTShort(s2.Body))
 			}
+			// The join says what it replaced: the invite, and who sent it (as
+			// Synapse; Complement TestFederationRoomsInvite is_direct subtest).
+			if m := syncTMember(j.Timeline.Events, bob.UserID); m != nil {
+				u, _ := m["unsigned"].(map[string]any)
+				pc, _ := u["prev_content"].(map[string]any)
+				if pc["membership"] != "invite" || u["prev_sender"] != alice.UserID {
+					t.Fatalf("bob's join unsigned %v, want prev_content of the invite and prev_sender %s", u, alice.UserID)
+				}
+			} else {
+				t.Fatalf("bob's join not in the timeline: %s", syncTShort(s2.Body))
+			}
 			// Newly joined: the whole state.
 			if got, want := syncTStateMap(syncTList(j.State), j.Timeline.Events), syncTCurrentState(bob, room); !maps2Equal(got, want) {
 				t.Fatalf("state + timeline of the newly joined room %v, want the room state %v", got, want)

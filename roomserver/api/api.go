@@ -142,7 +142,10 @@ type EventKind int
 const (
 	KindNormal   EventKind = 1 // in the DAG, with state
 	KindOutlier  EventKind = 2 // outside the DAG (auth chains, out-of-band memberships)
-	KindRejected EventKind = 3 // failed the auth rules: never applied
+	KindRejected EventKind = 3 // in the DAG but failed the auth rules: never applied
+	// KindRejectedOutlier failed the auth rules outside the DAG: it has no
+	// state and never joins the DAG.
+	KindRejectedOutlier EventKind = 4
 )
 
 // FederationQueryAPI answers what the federation API serves to other

@@ -77,7 +77,8 @@ type InputMessage struct {
 	Outliers []json.RawMessage `json:"outliers,omitempty"`
 	// StatesBefore gives the state before those of Events whose prev
 	// events are not all in the DAG (event ID -> IDs of state events,
-	// stored or among Outliers): a join over federation, a gap that
+	// stored or among Outliers; of IDs of one type and state key, the last
+	// wins; rejected ones are left out): a join over federation, a gap that
 	// get_missing_events could not close, the oldest events of a
 	// backfill. When some prev events are known, their state is resolved
 	// with the given one. Without it, an event with unknown prev events is

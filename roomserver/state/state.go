@@ -71,14 +71,23 @@ func (s Snapshot) OfType(typ int64) Snapshot {
 }
 
 // With returns a new snapshot with the entries set (replacing the events of
-// keys already present).
+// keys already present; of entries of one key in set, the last wins).
 func (s Snapshot) With(set ...Entry) Snapshot {
 	if len(set) == 0 {
 		return s
 	}
 	add := slices.Clone(set)
-	slices.SortFunc(add, func(a, b Entry) int { return cmpKey(a.Key, b.Key) })
-	add = slices.CompactFunc(add, func(a, b Entry) bool { return a.Key == b.Key })
+	slices.SortStableFunc(add, func(a, b Entry) int { return cmpKey(a.Key, b.Key) })
+	// Keep the last entry of each key.
+	n := 0
+	for i := range add {
+		if i+1 < len(add) && add[i+1].Key == add[i].Key {
+			continue
+		}
+		add[n] = add[i]
+		n++
+	}
+	add = add[:n]
 	out := make(Snapshot, 0, len(s)+len(add))
 	i, j := 0, 0
 	for i < len(s) || j < len(add) {

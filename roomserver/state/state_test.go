@@ -40,6 +40,23 @@ func TestWithLookupDiff(t *testing.T) {
 	}
 }
 
+// Of several entries of one key, the last wins (the state after an event
+// fetched to close a gap is the state before it followed by the event).
+func TestFromEntriesLastWins(t *testing.T) {
+	for range 20 {
+		var es []Entry
+		for i := range 40 {
+			es = append(es, Entry{Key{int64(i % 3), 0}, int64(i)})
+		}
+		s := FromEntries(es)
+		for typ, want := range []int64{39, 37, 38} {
+			if ev, _ := s.Lookup(Key{int64(typ), 0}); ev != want {
+				t.Fatalf("key %d = %d, want %d", typ, ev, want)
+			}
+		}
+	}
+}
+
 func TestEncodeDecode(t *testing.T) {
 	s := members(300)
 	got, err := Decode(s.Encode())

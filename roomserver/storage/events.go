@@ -125,19 +125,26 @@ func UpdateEventPlacement(ctx context.Context, tx *sqlutil.Tx, nid int64, kind i
 	return err
 }
 
-// SelectEventKinds returns how each of the stored events is stored (event
-// ID -> kind); unknown IDs are absent.
-func SelectEventKinds(ctx context.Context, q sqlutil.Querier, ids []string) (map[string]int, error) {
-	out := make(map[string]int, len(ids))
+// EventKindOf is how an event is stored: its kind, and whether it has a
+// state before it (events of the DAG, rejected ones too; not outliers).
+type EventKindOf struct {
+	Kind     int
+	HasState bool
+}
+
+// SelectEventKinds returns how each of the stored events is stored; unknown
+// IDs are absent.
+func SelectEventKinds(ctx context.Context, q sqlutil.Querier, ids []string) (map[string]EventKindOf, error) {
+	out := make(map[string]EventKindOf, len(ids))
 	err := sqlutil.InBatches(ids, 500, func(batch []string) error {
-		rows, err := q.QueryContext(ctx, `SELECT event_id, kind FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
+		rows, err := q.QueryContext(ctx, `SELECT event_id, kind, state_before_nid <> 0 FROM rs_events WHERE event_id IN (`+sqlutil.InList(len(batch))+`)`, sqlutil.Args(batch)...)
 		return sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			var id string
-			var kind int
-			if err := rows.Scan(&id, &kind); err != nil {
+			var k EventKindOf
+			if err := rows.Scan(&id, &k.Kind, &k.HasState); err != nil {
 				return err
 			}
-			out[id] = kind
+			out[id] = k
 			return nil
 		})
 	})

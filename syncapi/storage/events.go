@@ -28,6 +28,7 @@ type Event struct {
 	Visibility    string // history visibility at the event
 	ReplacesState string
 	PrevContent   []byte
+	PrevSender    string // sender of the replaced state event
 	Redacted      bool
 }
 
@@ -45,10 +46,10 @@ func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
 		prev = string(e.PrevContent)
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO sync_events (pos, room_id, event_id, type, sender, state_key, membership, contains_url,
-		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, redacted)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
+		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, prev_sender, redacted)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
 		e.Pos, e.RoomID, e.EventID, e.Type, e.Sender, e.StateKey, nullable(e.Membership), e.ContainsURL, e.OriginTS,
-		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, e.Redacted)
+		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, nullable(e.PrevSender), e.Redacted)
 	if err != nil {
 		return err
 	}
@@ -64,20 +65,21 @@ func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
 var ErrExists = errors.New("already exists")
 
 const eventColumns = `pos, room_id, event_id, type, sender, state_key, membership, contains_url, origin_ts, event_json,
-	txn_id, device_id, visibility, replaces_state, prev_content, redacted`
+	txn_id, device_id, visibility, replaces_state, prev_content, prev_sender, redacted`
 
 func scanEvent(rows *sql.Rows) (Event, error) {
 	var e Event
-	var sk, membership, txn, dev, replaces, prev sql.NullString
+	var sk, membership, txn, dev, replaces, prev, prevSender sql.NullString
 	var js string
 	if err := rows.Scan(&e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
-		&txn, &dev, &e.Visibility, &replaces, &prev, &e.Redacted); err != nil {
+		&txn, &dev, &e.Visibility, &replaces, &prev, &prevSender, &e.Redacted); err != nil {
 		return e, err
 	}
 	if sk.Valid {
 		e.StateKey = &sk.String
 	}
 	e.Membership, e.TxnID, e.DeviceID, e.ReplacesState = membership.String, txn.String, dev.String, replaces.String
+	e.PrevSender = prevSender.String
 	e.JSON = []byte(js)
 	if prev.Valid {
 		e.PrevContent = []byte(prev.String)
