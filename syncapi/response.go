@@ -185,11 +185,14 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 		case spec.Leave, spec.Ban:
 			// Rooms left during this sync always show, so that clients
 			// learn of it (forgotten or not, as in Synapse); older ones
-			// only when the filter asks and the user did not forget them.
+			// only when the filter asks and the user did not forget them,
+			// but for an initial sync those the user was kicked or banned
+			// from (as Synapse: "always send down rooms we were banned
+			// from or kicked from").
 			if m.Forgotten && (initial || !recent) {
 				continue
 			}
-			if (!initial && recent) || includeLeave {
+			if (!initial && recent) || includeLeave || (initial && m.ByOther) {
 				if !recent && !initial && !req.fullState {
 					continue
 				}

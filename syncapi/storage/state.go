@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
@@ -149,20 +151,25 @@ type Membership struct {
 	// Forgotten: the user forgot the room since this membership (a leave
 	// or a ban) took effect.
 	Forgotten bool
+	// ByOther: a leave or ban someone else sent (a kick, a ban).
+	ByOther bool
 }
 
 // CurrentMemberships lists a user's current memberships.
 func CurrentMemberships(ctx context.Context, q sqlutil.Querier, userID string) ([]Membership, error) {
-	rows, err := q.QueryContext(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos, f.event_id IS NOT NULL FROM sync_state s
+	rows, err := q.QueryContext(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos, f.event_id IS NOT NULL,
+		CASE WHEN s.membership IN ('leave', 'ban') THEN s.event_json END FROM sync_state s
 		LEFT JOIN sync_forgotten f ON f.user_id = s.state_key AND f.room_id = s.room_id AND f.event_id = s.event_id
 		WHERE s.state_key = ? AND s.type = 'm.room.member' AND s.to_pos IS NULL ORDER BY s.room_id`, userID)
 	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Membership, error) {
 		var m Membership
-		var ms sql.NullString
-		if err := rows.Scan(&m.RoomID, &ms, &m.EventID, &m.Pos, &m.Forgotten); err != nil {
+		var ms, js sql.NullString
+		if err := rows.Scan(&m.RoomID, &ms, &m.EventID, &m.Pos, &m.Forgotten, &js); err != nil {
 			return m, err
 		}
 		m.Membership = ms.String
+		sender := gjson.Get(js.String, "sender").Str
+		m.ByOther = sender != "" && sender != userID
 		return m, nil
 	})
 }
