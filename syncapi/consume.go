@@ -129,6 +129,7 @@ func (s *SyncAPI) eventRow(ctx context.Context, tx *sqlutil.Tx, roomID string, p
 		Sender:      string(pdu.SenderID()),
 		StateKey:    pdu.StateKey(),
 		OriginTS:    int64(pdu.OriginServerTS()),
+		Depth:       pdu.Depth(),
 		JSON:        pdu.JSON(),
 		ContainsURL: gjson.GetBytes(pdu.Content(), "url").Type == gjson.String,
 	}
@@ -179,7 +180,7 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 	if err != nil {
 		return 0, err
 	}
-	e.TxnID, e.DeviceID = out.TxnID, out.DeviceID
+	e.TxnID, e.DeviceID, e.AfterGap = out.TxnID, out.DeviceID, out.AfterGap
 	if err := storage.InsertEvent(ctx, tx, e); errors.Is(err, storage.ErrExists) {
 		return pos - 1, nil
 	} else if err != nil {

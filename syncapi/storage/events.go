@@ -29,6 +29,10 @@ type Event struct {
 	ReplacesState string
 	PrevContent   []byte
 	Redacted      bool
+	Depth         int64
+	// AfterGap: the event's prev events were missing when it arrived
+	// (see rsapi.OutputNewEvent.AfterGap).
+	AfterGap bool
 }
 
 func nullable(s string) any {
@@ -45,10 +49,10 @@ func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
 		prev = string(e.PrevContent)
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO sync_events (pos, room_id, event_id, type, sender, state_key, membership, contains_url,
-		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, redacted)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
+		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, redacted, depth, after_gap)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
 		e.Pos, e.RoomID, e.EventID, e.Type, e.Sender, e.StateKey, nullable(e.Membership), e.ContainsURL, e.OriginTS,
-		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, e.Redacted)
+		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, e.Redacted, e.Depth, e.AfterGap)
 	if err != nil {
 		return err
 	}
@@ -64,14 +68,14 @@ func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
 var ErrExists = errors.New("already exists")
 
 const eventColumns = `pos, room_id, event_id, type, sender, state_key, membership, contains_url, origin_ts, event_json,
-	txn_id, device_id, visibility, replaces_state, prev_content, redacted`
+	txn_id, device_id, visibility, replaces_state, prev_content, redacted, depth, after_gap`
 
 func scanEvent(rows *sql.Rows) (Event, error) {
 	var e Event
 	var sk, membership, txn, dev, replaces, prev sql.NullString
 	var js string
 	if err := rows.Scan(&e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
-		&txn, &dev, &e.Visibility, &replaces, &prev, &e.Redacted); err != nil {
+		&txn, &dev, &e.Visibility, &replaces, &prev, &e.Redacted, &e.Depth, &e.AfterGap); err != nil {
 		return e, err
 	}
 	if sk.Valid {
@@ -120,6 +124,11 @@ func EventsByID(ctx context.Context, q sqlutil.Querier, ids []string) (map[strin
 type Range struct {
 	RoomID   string
 	From, To int64
+	// Gaps: the timeline starts at the newest event of the range that
+	// follows a gap in the room's history (AfterGap), and is then limited:
+	// the client cannot have what came before the gap (as Synapse, for
+	// incremental syncs).
+	Gaps bool
 }
 
 // Timelines returns, for each range, its latest limit events in order, and
@@ -132,6 +141,9 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 		cond = "TRUE"
 	}
 	err := sqlutil.InBatches(ranges, 300, func(batch []Range) error {
+		if err := startAtGaps(ctx, q, batch, limited); err != nil {
+			return err
+		}
 		values := make([]string, len(batch))
 		args := make([]any, 0, len(batch)*3+len(condArgs)+1)
 		for i, r := range batch {
@@ -168,6 +180,45 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 		return nil, nil, err
 	}
 	return events, limited, nil
+}
+
+// startAtGaps moves the start of the ranges that ask for it (Gaps) to
+// their newest event that follows a gap, and marks them limited.
+func startAtGaps(ctx context.Context, q sqlutil.Querier, batch []Range, limited map[string]bool) error {
+	var values []string
+	var args []any
+	for _, r := range batch {
+		if r.Gaps {
+			values = append(values, "(?, CAST(? AS BIGINT), CAST(? AS BIGINT))")
+			args = append(args, r.RoomID, r.From, r.To)
+		}
+	}
+	if len(values) == 0 {
+		return nil
+	}
+	gaps := map[string]int64{}
+	rows, err := q.QueryContext(ctx, `WITH ranges (room_id, lo, hi) AS (VALUES `+strings.Join(values, ", ")+`)
+		SELECT r.room_id, MAX(e.pos) FROM ranges r JOIN sync_events e ON e.room_id = r.room_id
+		WHERE e.after_gap AND e.pos > r.lo AND e.pos <= r.hi GROUP BY r.room_id`, args...)
+	err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+		var room string
+		var pos int64
+		if err := rows.Scan(&room, &pos); err != nil {
+			return err
+		}
+		gaps[room] = pos
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, r := range batch {
+		if pos, ok := gaps[r.RoomID]; ok && r.Gaps {
+			batch[i].From = pos - 1
+			limited[r.RoomID] = true
+		}
+	}
+	return nil
 }
 
 // RoomEvents pages through a room: backwards from before (exclusive) down
