@@ -500,6 +500,7 @@ func (s *SyncAPI) applyBackfilled(ctx context.Context, tx *sqlutil.Tx, out *rsap
 			Sender:      string(p.pdu.SenderID()),
 			StateKey:    p.pdu.StateKey(),
 			OriginTS:    int64(p.pdu.OriginServerTS()),
+			Depth:       p.pdu.Depth(),
 			JSON:        p.pdu.JSON(),
 			Visibility:  p.vis,
 			ContainsURL: gjson.GetBytes(p.pdu.Content(), "url").Type == gjson.String,

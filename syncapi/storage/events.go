@@ -248,6 +248,17 @@ func EventAtTimestamp(ctx context.Context, q sqlutil.Querier, roomID string, ts 
 	return scanEvents(q.QueryContext(ctx, query, roomID, ts, maxPos, limit))
 }
 
+// GapFollows reports whether the event of a room after pos follows a gap
+// in its history (AfterGap).
+func GapFollows(ctx context.Context, q sqlutil.Querier, roomID string, pos int64) (bool, error) {
+	var gap bool
+	err := q.QueryRowContext(ctx, `SELECT after_gap FROM sync_events WHERE room_id = ? AND pos > ? ORDER BY pos LIMIT 1`, roomID, pos).Scan(&gap)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return gap, err
+}
+
 // RedactEvent replaces the JSON of a timeline event and of its state rows.
 func RedactEvent(ctx context.Context, tx *sqlutil.Tx, eventID string, redacted []byte) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE sync_events SET event_json = ?, redacted = TRUE WHERE event_id = ?`, string(redacted), eventID); err != nil {
