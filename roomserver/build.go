@@ -32,6 +32,9 @@ type built struct {
 	before    state.Snapshot
 	beforeNID int64
 	prevs     []*event
+	// gap: some prev events are not in the DAG (the state before came
+	// with the event), so history between it and the room's is missing.
+	gap bool
 }
 
 // buildLocal builds, signs and authorises a local user's event on top of

@@ -118,7 +118,7 @@ func (d *dbctx) processEvent(ctx context.Context, head *roomHead, pdu gomatrixse
 	if err := d.stateBeforeRemote(ctx, head, b, msg.StatesBefore[pdu.EventID()]); err != nil {
 		return nil, res, nil, err
 	}
-	o := addOpts{remote: true, sendAs: msg.SendAsServer, historical: msg.Backfilled, promote: promote}
+	o := addOpts{remote: true, sendAs: msg.SendAsServer, historical: msg.Backfilled, promote: promote, gap: b.gap}
 	if err := d.authAgainstAuthEvents(ctx, head, pdu); err != nil {
 		o.kind, res.Rejected = storage.KindRejected, err.Error()
 	} else if err := d.authAgainstState(ctx, pdu, b.before); err != nil {
@@ -176,6 +176,7 @@ func (d *dbctx) stateBeforeRemote(ctx context.Context, head *roomHead, b *built,
 	if given == nil {
 		return inputError(mxerr.CodeNotFound, "Missing prev event %s", unknown[0])
 	}
+	b.gap = true
 	s, err := d.snapshotOf(ctx, head, given)
 	if err != nil {
 		return err

@@ -29,6 +29,8 @@ type addOpts struct {
 	historical bool
 	// promote is the stored outlier this event moves into the DAG.
 	promote *event
+	// gap: the event's prev events are not all in the DAG.
+	gap bool
 }
 
 // insertEvent stores an event row (in the DAG with the given state before,
@@ -275,6 +277,7 @@ func (d *dbctx) queueNewEvent(ctx context.Context, h *roomHead, e *event, added,
 		TxnID:        o.txnID,
 		DeviceID:     o.deviceID,
 		SendAsServer: o.sendAs,
+		AfterGap:     o.gap,
 	}
 	for _, a := range added {
 		out.AddsState = append(out.AddsState, ids[a.Event])

@@ -129,6 +129,7 @@ func (s *SyncAPI) eventRow(ctx context.Context, tx *sqlutil.Tx, roomID string, p
 		Sender:      string(pdu.SenderID()),
 		StateKey:    pdu.StateKey(),
 		OriginTS:    int64(pdu.OriginServerTS()),
+		Depth:       pdu.Depth(),
 		JSON:        pdu.JSON(),
 		ContainsURL: gjson.GetBytes(pdu.Content(), "url").Type == gjson.String,
 	}
@@ -180,7 +181,7 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 	if err != nil {
 		return 0, err
 	}
-	e.TxnID, e.DeviceID = out.TxnID, out.DeviceID
+	e.TxnID, e.DeviceID, e.AfterGap = out.TxnID, out.DeviceID, out.AfterGap
 	if err := storage.InsertEvent(ctx, tx, e); errors.Is(err, storage.ErrExists) {
 		return pos - 1, nil
 	} else if err != nil {
@@ -504,6 +505,7 @@ func (s *SyncAPI) applyBackfilled(ctx context.Context, tx *sqlutil.Tx, out *rsap
 			Sender:      string(p.pdu.SenderID()),
 			StateKey:    p.pdu.StateKey(),
 			OriginTS:    int64(p.pdu.OriginServerTS()),
+			Depth:       p.pdu.Depth(),
 			JSON:        p.pdu.JSON(),
 			Visibility:  p.vis,
 			ContainsURL: gjson.GetBytes(p.pdu.Content(), "url").Type == gjson.String,

@@ -19,10 +19,12 @@ import (
 
 // Backfiller fetches a room's history older than the events in from from
 // other servers and stores it (it comes back as OutputBackfilled); it
-// returns how many new events were stored, 0 when there is no more. It is
-// federationapi/api.FederationAPI's Backfill.
+// returns how many new events were stored, 0 when there is no more; and
+// asks other servers for a room's event at a timestamp. It is
+// federationapi/api.FederationAPI's Backfill and EventAtTimestamp.
 type Backfiller interface {
 	Backfill(ctx context.Context, roomID string, from []string, limit int) (int, error)
+	EventAtTimestamp(ctx context.Context, roomID string, ts int64, forward bool) (fedapi.RemoteEventAt, bool, error)
 }
 
 // federationInConsumer consumes the EDUs other servers sent (FederationIn);

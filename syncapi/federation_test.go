@@ -88,6 +88,8 @@ type ftBackfiller struct {
 	mu    sync.Mutex
 	calls [][]string
 	fn    func(ctx context.Context, roomID string, from []string, limit int) (int, error)
+	// atTS answers EventAtTimestamp (nil: no server knows an event).
+	atTS func(ctx context.Context, roomID string, ts int64, forward bool) (fedapi.RemoteEventAt, bool, error)
 }
 
 func (b *ftBackfiller) Backfill(ctx context.Context, roomID string, from []string, limit int) (int, error) {
@@ -99,6 +101,16 @@ func (b *ftBackfiller) Backfill(ctx context.Context, roomID string, from []strin
 		return 0, nil
 	}
 	return fn(ctx, roomID, from, limit)
+}
+
+func (b *ftBackfiller) EventAtTimestamp(ctx context.Context, roomID string, ts int64, forward bool) (fedapi.RemoteEventAt, bool, error) {
+	b.mu.Lock()
+	fn := b.atTS
+	b.mu.Unlock()
+	if fn == nil {
+		return fedapi.RemoteEventAt{}, false, nil
+	}
+	return fn(ctx, roomID, ts, forward)
 }
 
 func (b *ftBackfiller) callList() [][]string {

@@ -186,6 +186,51 @@ func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string
 	return evs, next, true, nil
 }
 
+// backfillEvent backfills a room until the read model holds an event
+// another server named: first as /messages would, on from the start of
+// what the read model holds (so that history stays in order below it),
+// for at most backfillRounds requests; then, when the event is further
+// back, from the event itself. It returns the event, nil when it could
+// not be had (a failed request is logged).
+func (s *SyncAPI) backfillEvent(ctx context.Context, roomID, eventID string) (*storage.Event, error) {
+	held := func() (*storage.Event, error) {
+		if err := s.catchUp(ctx); err != nil {
+			return nil, err
+		}
+		evs, err := storage.EventsByID(ctx, s.store.DB(), []string{eventID})
+		return evs[eventID], err
+	}
+	for range backfillRounds {
+		oldest, err := storage.OldestEvents(ctx, s.store.DB(), roomID, backfillScan)
+		if err != nil {
+			return nil, err
+		}
+		if len(oldest) == 0 || oldest[0].Type == spec.MRoomCreate {
+			break
+		}
+		from, err := s.backwardExtremities(ctx, oldest)
+		if err != nil {
+			return nil, err
+		}
+		n, err := s.cfg.Backfiller.Backfill(ctx, roomID, from, maxBackfill)
+		if err != nil {
+			s.log.Info("backfill for timestamp_to_event failed", "room_id", roomID, "error", err.Error())
+			break
+		}
+		if n == 0 {
+			break
+		}
+		if e, err := held(); err != nil || e != nil {
+			return e, err
+		}
+	}
+	if _, err := s.cfg.Backfiller.Backfill(ctx, roomID, []string{eventID}, timestampBackfill); err != nil {
+		s.log.Info("backfill of a timestamp_to_event answer failed", "room_id", roomID, "event_id", eventID, "error", err.Error())
+		return nil, nil
+	}
+	return held()
+}
+
 // mayBackfill: the user joined the room at some point, or (no membership)
 // it is world readable.
 func mayBackfill(a *roomAccess) bool {
@@ -476,10 +521,76 @@ func (s *SyncAPI) getTimestampToEvent(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	var local *storage.Event
 	if visible := visibleEvents(evs, dev.UserID, a.history); len(visible) > 0 {
-		return map[string]any{"event_id": visible[0].EventID, "origin_server_ts": visible[0].OriginTS}, nil
+		local = &visible[0]
+	}
+	if e, err := s.remoteEventAt(ctx, a, dev.UserID, ts, forward, local); err != nil {
+		return nil, err
+	} else if e != nil {
+		local = e
+	}
+	if local != nil {
+		return map[string]any{"event_id": local.EventID, "origin_server_ts": local.OriginTS}, nil
 	}
 	return nil, mxerr.NotFound("No event found at or %s %d", map[bool]string{true: "after", false: "before"}[forward], ts)
+}
+
+// timestampBackfill is how many events a /timestamp_to_event backfills
+// with the event another server found.
+const timestampBackfill = 20
+
+// remoteEventAt asks the room's other servers for the event at ts when
+// this server's answer (local, nil when none) may be incomplete: there is
+// none, or a gap in the room's history lies between it and ts (looking
+// forwards, it follows a gap; looking backwards, a gap follows it). An
+// event they find that is closer to ts is backfilled when unknown (as the
+// spec asks), and returned when the user may see it; otherwise nil. A
+// failed request is logged: the local answer stands.
+func (s *SyncAPI) remoteEventAt(ctx context.Context, a *roomAccess, userID string, ts int64, forward bool, local *storage.Event) (*storage.Event, error) {
+	if s.cfg.Backfiller == nil || !mayBackfill(a) {
+		return nil, nil
+	}
+	if local != nil {
+		gap := local.AfterGap
+		if !forward {
+			var err error
+			if gap, err = storage.GapFollows(ctx, s.store.DB(), a.roomID, local.Pos); err != nil {
+				return nil, err
+			}
+		}
+		if !gap {
+			return nil, nil
+		}
+	}
+	remote, found, err := s.cfg.Backfiller.EventAtTimestamp(ctx, a.roomID, ts, forward)
+	if err != nil {
+		s.log.Info("timestamp_to_event over federation failed", "room_id", a.roomID, "error", err.Error())
+		return nil, nil
+	}
+	if !found || remote.EventID == "" {
+		return nil, nil
+	}
+	if local != nil && (local.EventID == remote.EventID || (forward && remote.OriginTS >= local.OriginTS) || (!forward && remote.OriginTS <= local.OriginTS)) {
+		return nil, nil // the local event is as close
+	}
+	held, err := storage.EventsByID(ctx, s.store.DB(), []string{remote.EventID})
+	if err != nil {
+		return nil, err
+	}
+	e := held[remote.EventID]
+	if e == nil {
+		if e, err = s.backfillEvent(ctx, a.roomID, remote.EventID); err != nil {
+			return nil, err
+		}
+	}
+	if e == nil || e.RoomID != a.roomID {
+		return nil, nil
+	}
+	if len(visibleEvents([]storage.Event{*e}, userID, a.history)) == 0 {
+		return nil, nil
+	}
+	return e, nil
 }
 
 var _ = errors.New

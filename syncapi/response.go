@@ -476,7 +476,10 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 		}
 		// Backfilled history (positions below 1) is left to /messages:
 		// the read model has no state before it to send with it.
-		ranges = append(ranges, storage.Range{RoomID: p.roomID, From: max(p.from, 0), To: p.to})
+		// An incremental sync cannot bridge a gap in the room's history
+		// (events whose prev events were missing, as after a catch-up
+		// over federation): the timeline starts after it, limited.
+		ranges = append(ranges, storage.Range{RoomID: p.roomID, From: max(p.from, 0), To: p.to, Gaps: !initial})
 	}
 	cond, condArgs := timelineCond(tf)
 	events, limited, err := storage.Timelines(ctx, db, ranges, limit, cond, condArgs)

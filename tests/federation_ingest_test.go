@@ -580,3 +580,37 @@ func ingTWaitReceived(t testing.TB, r *ingTRoom, ids []string) {
 	}
 	t.Fatalf("the fake did not receive %v", ids)
 }
+
+// A gap that catching up over federation could not close (more withheld
+// events than get_missing_events returns) is a gap in incremental syncs:
+// the timeline starts after it, limited, without what came before (as
+// Synapse; Complement TestSyncTimelineGap). The suite had only checked
+// /messages after gaps, never what /sync made of them.
+func TestFederationIngestGapLimitsSync(t *testing.T) {
+	r, _ := ingTSetup(t, "10")
+	fuser := "@fuser:fake.test"
+	r.join(fuser)
+	flt := syncTFilter(map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 50}}})
+	since := syncTInitial(r.alice, "filter", flt).NextBatch
+	roomTSend(r.alice, r.roomID, "before the gap")
+
+	prev := r.latest()
+	for i := range 40 {
+		prev = []gomatrixserverlib.PDU{r.message(fuser, prev, fmt.Sprint("withheld ", i))}
+	}
+	last := r.message(fuser, prev, "after the gap")
+	if errs := r.send(last); errs[last.EventID()] != "" {
+		t.Fatalf("event after a long gap: %v", errs)
+	}
+	tl := syncTJoin(t, syncTSince(r.alice, since, "filter", flt), r.roomID).Timeline
+	bodies := syncTBodies(tl.Events)
+	if !tl.Limited || len(bodies) == 0 || bodies[len(bodies)-1] != "after the gap" || slices.Contains(bodies, "before the gap") {
+		t.Fatalf("incremental sync over the gap: limited %v, %v", tl.Limited, bodies)
+	}
+	// Without a gap in its range, a sync is not limited.
+	next := syncTSince(r.alice, since, "filter", flt).NextBatch
+	roomTSend(r.alice, r.roomID, "after")
+	if tl := syncTJoin(t, syncTSince(r.alice, next, "filter", flt), r.roomID).Timeline; tl.Limited {
+		t.Fatalf("sync after the gap is limited: %v", syncTBodies(tl.Events))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -204,5 +205,77 @@ func TestFederationJoinBackfill(t *testing.T) {
 		if want := fmt.Sprintf("history %d", total-1-i); b != want {
 			t.Fatalf("message %d is %q, want %q", i, b, want)
 		}
+	}
+}
+
+// /timestamp_to_event on a server that joined late: what it holds begins
+// at its join, so it asks the server that has the room's history, then
+// backfills the event found, whose /context pages back through the older
+// history (Complement TestJumpToDateEndpoint federation subtests; the
+// suite had only tried it on a single server).
+func TestFederationTimestampToEvent(t *testing.T) {
+	n := testserver.NewNetwork(t)
+	hs1, hs2 := n.Start("hs1.test"), n.Start("hs2.test")
+	alice := testutil.NewClient(t, hs1.URL).Register("alice", "alice-password")
+	bob := testutil.NewClient(t, hs2.URL).Register("bob", "bob-password")
+	type room struct {
+		id, a, b        string
+		beforeA, afterB int64
+	}
+	newRoom := func() room {
+		roomID := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+		newest := msgTGet(alice, roomID, "dir", "b", "limit", "1").chunk[0]
+		msgTWaitClockPast(t, msgTTS(t, newest))
+		r := room{id: roomID, beforeA: time.Now().UnixMilli()}
+		r.a = roomTSend(alice, roomID, "A")
+		msgTWaitClockPast(t, msgTTS(t, roomTEvent(alice, roomID, r.a)))
+		r.b = roomTSend(alice, roomID, "B")
+		msgTWaitClockPast(t, msgTTS(t, roomTEvent(alice, roomID, r.b)))
+		r.afterB = time.Now().UnixMilli()
+		bob.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", roomID)+"?via=hs1.test", map[string]any{}, http.StatusOK)
+		return r
+	}
+	find := func(r room, ts int64, dir string) string {
+		t.Helper()
+		m := bob.MustDo("GET", testutil.Path("/_matrix/client/v1/rooms/%s/timestamp_to_event", r.id)+"?"+
+			syncTQuery("ts", strconv.FormatInt(ts, 10), "dir", dir), nil, http.StatusOK)
+		id, _ := m["event_id"].(string)
+		return id
+	}
+	// A and B are here, with the history before them, in order.
+	pagesBack := func(r room) {
+		t.Helper()
+		ctx := bob.MustDo("GET", testutil.Path("/_matrix/client/v3/rooms/%s/context/%s", r.id, r.b)+"?limit=0", nil, http.StatusOK)
+		start, _ := ctx["start"].(string)
+		page := msgTGet(bob, r.id, "dir", "b", "limit", "100", "from", start)
+		if ids := syncTIDs(page.chunk); len(ids) == 0 || ids[0] != r.a {
+			t.Fatalf("paging back from B's context: %v, want A %s first", ids, r.a)
+		}
+	}
+
+	// Backwards first: hs2 holds nothing so old.
+	r := newRoom()
+	if got := find(r, r.afterB, "b"); got != r.b {
+		t.Fatalf("before the time after B: %s, want B %s", got, r.b)
+	}
+	// Forwards: hs2's first event after the time before A is its join,
+	// which follows a gap; hs1 knows A.
+	if got := find(r, r.beforeA, "f"); got != r.a {
+		t.Fatalf("after the time before A: %s, want A %s", got, r.a)
+	}
+	pagesBack(r)
+
+	// Forwards first.
+	r = newRoom()
+	if got := find(r, r.beforeA, "f"); got != r.a {
+		t.Fatalf("after the time before A: %s, want A %s", got, r.a)
+	}
+	if got := find(r, r.afterB, "b"); got != r.b {
+		t.Fatalf("before the time after B: %s, want B %s", got, r.b)
+	}
+	pagesBack(r)
+	// Where hs2's own answer is whole, it stands.
+	if got := find(r, time.Now().UnixMilli()+1000, "b"); got == r.a || got == r.b || got == "" {
+		t.Fatalf("before now: %s", got)
 	}
 }

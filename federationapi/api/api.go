@@ -75,6 +75,12 @@ type FederationAPI interface {
 	// room, and stores them. It returns how many new events were stored
 	// (0: there is no more history to fetch).
 	Backfill(ctx context.Context, roomID string, from []string, limit int) (int, error)
+	// EventAtTimestamp asks the room's other servers in turn for the event
+	// closest to ts (milliseconds) in a direction (forward: at or after
+	// it), as /timestamp_to_event: the first answer wins. found is false
+	// when none of them knows such an event; err is set only when none
+	// could answer.
+	EventAtTimestamp(ctx context.Context, roomID string, ts int64, forward bool) (ev RemoteEventAt, found bool, err error)
 
 	// QueryKeys asks server for its users' device and cross-signing keys
 	// (/user/keys/query); deviceKeys maps user IDs to device IDs (empty:
@@ -148,4 +154,11 @@ type PublicRoomsRequest struct {
 	SearchTerm           string `json:"-"`
 	IncludeAllNetworks   bool   `json:"include_all_networks,omitempty"`
 	ThirdPartyInstanceID string `json:"third_party_instance_id,omitempty"`
+}
+
+// RemoteEventAt is a server's answer to /timestamp_to_event.
+type RemoteEventAt struct {
+	Server   string
+	EventID  string
+	OriginTS int64
 }

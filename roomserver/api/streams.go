@@ -187,6 +187,11 @@ type OutputNewEvent struct {
 	// other servers (this server for its users' events and for those it
 	// took in for remote users); empty when it came from them.
 	SendAsServer string `json:"send_as_server,omitempty"`
+	// AfterGap: some of the event's prev events are not in the room's
+	// DAG (it came with the state before it: a join over federation, a
+	// gap get_missing_events did not close), so the history between it
+	// and the events before it in the timeline is missing.
+	AfterGap bool `json:"after_gap,omitempty"`
 }
 
 // OutputBackfilled: history older than the room's timeline was stored.

@@ -30,6 +30,10 @@ type Event struct {
 	PrevContent   []byte
 	PrevSender    string // sender of the replaced state event
 	Redacted      bool
+	Depth         int64
+	// AfterGap: the event's prev events were missing when it arrived
+	// (see rsapi.OutputNewEvent.AfterGap).
+	AfterGap bool
 }
 
 func nullable(s string) any {
@@ -46,10 +50,10 @@ func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
 		prev = string(e.PrevContent)
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO sync_events (pos, room_id, event_id, type, sender, state_key, membership, contains_url,
-		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, prev_sender, redacted)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
+		origin_ts, event_json, txn_id, device_id, visibility, replaces_state, prev_content, prev_sender, redacted, depth, after_gap)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING`,
 		e.Pos, e.RoomID, e.EventID, e.Type, e.Sender, e.StateKey, nullable(e.Membership), e.ContainsURL, e.OriginTS,
-		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, nullable(e.PrevSender), e.Redacted)
+		string(e.JSON), nullable(e.TxnID), nullable(e.DeviceID), e.Visibility, nullable(e.ReplacesState), prev, nullable(e.PrevSender), e.Redacted, e.Depth, e.AfterGap)
 	if err != nil {
 		return err
 	}
@@ -65,14 +69,14 @@ func InsertEvent(ctx context.Context, tx *sqlutil.Tx, e *Event) error {
 var ErrExists = errors.New("already exists")
 
 const eventColumns = `pos, room_id, event_id, type, sender, state_key, membership, contains_url, origin_ts, event_json,
-	txn_id, device_id, visibility, replaces_state, prev_content, prev_sender, redacted`
+	txn_id, device_id, visibility, replaces_state, prev_content, prev_sender, redacted, depth, after_gap`
 
 func scanEvent(rows *sql.Rows) (Event, error) {
 	var e Event
 	var sk, membership, txn, dev, replaces, prev, prevSender sql.NullString
 	var js string
 	if err := rows.Scan(&e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
-		&txn, &dev, &e.Visibility, &replaces, &prev, &prevSender, &e.Redacted); err != nil {
+		&txn, &dev, &e.Visibility, &replaces, &prev, &prevSender, &e.Redacted, &e.Depth, &e.AfterGap); err != nil {
 		return e, err
 	}
 	if sk.Valid {
@@ -122,6 +126,11 @@ func EventsByID(ctx context.Context, q sqlutil.Querier, ids []string) (map[strin
 type Range struct {
 	RoomID   string
 	From, To int64
+	// Gaps: the timeline starts at the newest event of the range that
+	// follows a gap in the room's history (AfterGap), and is then limited:
+	// the client cannot have what came before the gap (as Synapse, for
+	// incremental syncs).
+	Gaps bool
 }
 
 // Timelines returns, for each range, its latest limit events in order, and
@@ -134,6 +143,9 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 		cond = "TRUE"
 	}
 	err := sqlutil.InBatches(ranges, 300, func(batch []Range) error {
+		if err := startAtGaps(ctx, q, batch, limited); err != nil {
+			return err
+		}
 		values := make([]string, len(batch))
 		args := make([]any, 0, len(batch)*3+len(condArgs)+1)
 		for i, r := range batch {
@@ -172,6 +184,45 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 	return events, limited, nil
 }
 
+// startAtGaps moves the start of the ranges that ask for it (Gaps) to
+// their newest event that follows a gap, and marks them limited.
+func startAtGaps(ctx context.Context, q sqlutil.Querier, batch []Range, limited map[string]bool) error {
+	var values []string
+	var args []any
+	for _, r := range batch {
+		if r.Gaps {
+			values = append(values, "(?, CAST(? AS BIGINT), CAST(? AS BIGINT))")
+			args = append(args, r.RoomID, r.From, r.To)
+		}
+	}
+	if len(values) == 0 {
+		return nil
+	}
+	gaps := map[string]int64{}
+	rows, err := q.QueryContext(ctx, `WITH ranges (room_id, lo, hi) AS (VALUES `+strings.Join(values, ", ")+`)
+		SELECT r.room_id, MAX(e.pos) FROM ranges r JOIN sync_events e ON e.room_id = r.room_id
+		WHERE e.after_gap AND e.pos > r.lo AND e.pos <= r.hi GROUP BY r.room_id`, args...)
+	err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
+		var room string
+		var pos int64
+		if err := rows.Scan(&room, &pos); err != nil {
+			return err
+		}
+		gaps[room] = pos
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, r := range batch {
+		if pos, ok := gaps[r.RoomID]; ok && r.Gaps {
+			batch[i].From = pos - 1
+			limited[r.RoomID] = true
+		}
+	}
+	return nil
+}
+
 // RoomEvents pages through a room: backwards from before (exclusive) down
 // to after (exclusive), or forwards when forward is set, at most limit
 // events, nearest first.
@@ -197,6 +248,17 @@ func EventAtTimestamp(ctx context.Context, q sqlutil.Querier, roomID string, ts 
 		query = `SELECT ` + eventColumns + ` FROM sync_events WHERE room_id = ? AND origin_ts >= ? AND pos <= ? ORDER BY origin_ts ASC, pos ASC LIMIT ?`
 	}
 	return scanEvents(q.QueryContext(ctx, query, roomID, ts, maxPos, limit))
+}
+
+// GapFollows reports whether the event of a room after pos follows a gap
+// in its history (AfterGap).
+func GapFollows(ctx context.Context, q sqlutil.Querier, roomID string, pos int64) (bool, error) {
+	var gap bool
+	err := q.QueryRowContext(ctx, `SELECT after_gap FROM sync_events WHERE room_id = ? AND pos > ? ORDER BY pos LIMIT 1`, roomID, pos).Scan(&gap)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return gap, err
 }
 
 // RedactEvent replaces the JSON of a timeline event and of its state rows.
