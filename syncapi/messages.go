@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -143,7 +144,7 @@ const (
 // returns what it has, with an end token when it has events, so that the
 // client may try again.
 func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string, next, to int64, limit int, f *filter.RoomEventFilter,
-	evs []storage.Event) ([]storage.Event, int64, bool, error) {
+	evs []storage.Event, asked map[string]bool) ([]storage.Event, int64, bool, error) {
 	if s.cfg.Backfiller == nil || !mayBackfill(a) {
 		return evs, next, false, nil
 	}
@@ -161,6 +162,9 @@ func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string
 		from, err := s.backwardExtremities(ctx, oldest)
 		if err != nil {
 			return nil, 0, false, err
+		}
+		for _, id := range from {
+			asked[id] = true
 		}
 		n, err := s.cfg.Backfiller.Backfill(ctx, a.roomID, from, min(max(limit-len(evs), minBackfill), maxBackfill))
 		if err != nil {
@@ -231,6 +235,68 @@ func (s *SyncAPI) backfillEvent(ctx context.Context, roomID, eventID string) (*s
 	return held()
 }
 
+// maxGapsBackfilled bounds the gaps of one page backfilled.
+const maxGapsBackfilled = 5
+
+// backfillGaps fetches the history missing before the events of a
+// backward page whose prev events the read model lacks: gaps in what it
+// holds (the room was rejoined after this server left it, catching up
+// over federation stopped short, an earlier backfill stopped there). The
+// history comes in below what the read model holds, so the next pages
+// reach it (history backfilled later lies lower: the messages of a gap
+// come in order, though after older events the server held before); a
+// failed request is logged.
+func (s *SyncAPI) backfillGaps(ctx context.Context, a *roomAccess, evs []storage.Event, limit int, asked map[string]bool) (int, error) {
+	if s.cfg.Backfiller == nil || !mayBackfill(a) {
+		return 0, nil
+	}
+	var all []string
+	for _, e := range evs {
+		all = append(all, prevEventIDs(e.JSON)...)
+	}
+	if len(all) == 0 {
+		return 0, nil
+	}
+	held, err := storage.EventsByID(ctx, s.store.DB(), all)
+	if err != nil {
+		return 0, err
+	}
+	var from []string
+	for _, e := range evs {
+		if len(from) < maxGapsBackfilled && !asked[e.EventID] && slices.ContainsFunc(prevEventIDs(e.JSON), func(id string) bool { return held[id] == nil }) {
+			from = append(from, e.EventID)
+		}
+	}
+	if len(from) == 0 {
+		return 0, nil
+	}
+	n, err := s.cfg.Backfiller.Backfill(ctx, a.roomID, from, min(max(limit, minBackfill), maxBackfill))
+	if err != nil {
+		s.log.Warn("backfill of a gap failed", "room_id", a.roomID, "error", err.Error())
+		return 0, nil
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, s.catchUp(ctx)
+}
+
+// prevEventIDs returns the prev_events of an event's JSON (room versions
+// 1 and 2 give [id, hashes] pairs).
+func prevEventIDs(eventJSON []byte) []string {
+	var out []string
+	for _, p := range gjson.GetBytes(eventJSON, "prev_events").Array() {
+		id := p.Str
+		if p.IsArray() {
+			id = p.Array()[0].Str
+		}
+		if id != "" {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // mayBackfill: the user joined the room at some point, or (no membership)
 // it is world readable.
 func mayBackfill(a *roomAccess) bool {
@@ -251,16 +317,9 @@ func (s *SyncAPI) backwardExtremities(ctx context.Context, oldest []storage.Even
 	prevs := map[string][]string{}
 	var all []string
 	for _, e := range oldest {
-		for _, p := range gjson.GetBytes(e.JSON, "prev_events").Array() {
-			id := p.Str
-			if p.IsArray() { // room versions 1 and 2: [id, hashes]
-				id = p.Array()[0].Str
-			}
-			if id != "" {
-				prevs[e.EventID] = append(prevs[e.EventID], id)
-				all = append(all, id)
-			}
-		}
+		ids := prevEventIDs(e.JSON)
+		prevs[e.EventID] = ids
+		all = append(all, ids...)
 	}
 	held, err := storage.EventsByID(ctx, s.store.DB(), all)
 	if err != nil {
@@ -376,9 +435,19 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !forward && !more && len(evs) < limit {
-		if evs, next, more, err = s.backfillPage(ctx, a, dev.UserID, next, to, limit, f, evs); err != nil {
+	if !forward {
+		asked := map[string]bool{}
+		if !more && len(evs) < limit {
+			// The page reached the start of what is held.
+			if evs, next, more, err = s.backfillPage(ctx, a, dev.UserID, next, to, limit, f, evs, asked); err != nil {
+				return nil, err
+			}
+		}
+		// Gaps in what is held, for the next pages.
+		if n, err := s.backfillGaps(ctx, a, evs, limit, asked); err != nil {
 			return nil, err
+		} else if n > 0 {
+			more = true
 		}
 	}
 	fm := newFormatter(dev.UserID, dev.DeviceID, nil, true)

@@ -479,7 +479,11 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 		// An incremental sync cannot bridge a gap in the room's history
 		// (events whose prev events were missing, as after a catch-up
 		// over federation): the timeline starts after it, limited.
-		ranges = append(ranges, storage.Range{RoomID: p.roomID, From: max(p.from, 0), To: p.to, Gaps: !initial})
+		// A timeline of history the client never had (an initial sync, a
+		// newly joined room) ends with the events of greatest depth, as
+		// Synapse.
+		ranges = append(ranges, storage.Range{RoomID: p.roomID, From: max(p.from, 0), To: p.to, Gaps: !initial,
+			ByDepth: initial || p.newlyJoined})
 	}
 	cond, condArgs := timelineCond(tf)
 	events, limited, err := storage.Timelines(ctx, db, ranges, limit, cond, condArgs)
@@ -551,6 +555,9 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 	}
 	states, err := storage.States(ctx, db, queries)
 	if err != nil {
+		return err
+	}
+	if err := s.stateAtEnd(ctx, queries, events, planEnds(plans), states); err != nil {
 		return err
 	}
 
@@ -792,4 +799,65 @@ func (s *SyncAPI) summaries(ctx context.Context, userID string, rooms []string) 
 		out[r] = &summary{Heroes: heroes, Joined: &joined, Invited: &invited}
 	}
 	return out, nil
+}
+
+// planEnds maps the rooms of plans to the end of their sync range.
+func planEnds(plans []*roomPlan) map[string]int64 {
+	out := make(map[string]int64, len(plans))
+	for _, p := range plans {
+		out[p.roomID] = p.to
+	}
+	return out
+}
+
+// stateAtEnd completes the state before gappy timelines with the state at
+// their end (to) that is in no timeline, as Synapse: a state change the
+// timeline filter left out, or one that arrived before the timeline's
+// first event but lies on a fork the timeline does not show, still
+// reaches the client. The state at the end wins over the state at the
+// start for a key, unless its event is in the timeline.
+func (s *SyncAPI) stateAtEnd(ctx context.Context, queries []storage.StateQuery, events map[string][]storage.Event, to map[string]int64,
+	states map[string][]storage.StateRow) error {
+	var ends []storage.StateQuery
+	for _, sq := range queries {
+		if sq.Before == nil || sq.MembersOnly {
+			continue // no timeline, or one that holds every change
+		}
+		end := sq
+		end.At, end.Before = to[sq.RoomID], nil
+		ends = append(ends, end)
+	}
+	if len(ends) == 0 {
+		return nil
+	}
+	rows, err := storage.States(ctx, s.store.DB(), ends)
+	if err != nil {
+		return err
+	}
+	for _, end := range ends {
+		room := end.RoomID
+		inTimeline := map[string]bool{}
+		for _, e := range events[room] {
+			inTimeline[e.EventID] = true
+		}
+		// Nor does the state hold the timeline's events (when the
+		// timeline is in depth order, some may precede its first event).
+		states[room] = slices.DeleteFunc(states[room], func(r storage.StateRow) bool { return inTimeline[r.EventID] })
+		at := map[[2]string]int{}
+		for i, r := range states[room] {
+			at[[2]string{r.Type, r.StateKey}] = i
+		}
+		for _, r := range rows[room] {
+			if inTimeline[r.EventID] {
+				continue
+			}
+			if i, ok := at[[2]string{r.Type, r.StateKey}]; ok {
+				states[room][i] = r
+				continue
+			}
+			at[[2]string{r.Type, r.StateKey}] = len(states[room])
+			states[room] = append(states[room], r)
+		}
+	}
+	return nil
 }

@@ -614,3 +614,33 @@ func TestFederationIngestGapLimitsSync(t *testing.T) {
 		t.Fatalf("sync after the gap is limited: %v", syncTBodies(tl.Events))
 	}
 }
+
+// A state change on a fork of the DAG that arrives late, and a newer
+// event the timeline filter leaves out: an initial sync's timeline ends
+// with the events of greatest depth, and the fork's state change, in no
+// timeline, is in the state (as Synapse; Complement
+// TestSyncOmitsStateChangeOnFilteredEvents). The suite had only synced
+// linear rooms, where stream order and depth agree.
+func TestFederationIngestForkStateInSync(t *testing.T) {
+	r, _ := ingTSetup(t, "10")
+	fuser := "@fuser:fake.test"
+	join := r.join(fuser)
+	roomTSend(r.alice, r.roomID, "E1")
+	e1 := r.latest()
+	s2 := r.build(nil, fuser, spec.MRoomMember, &fuser, map[string]any{"membership": "join", "displayname": "Forked"}, e1,
+		[]gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), join})
+	roomTSend(r.alice, r.roomID, "E3")
+	e4 := roomTSend(r.alice, r.roomID, "E4")
+	if errs := r.send(s2); errs[s2.EventID()] != "" {
+		t.Fatalf("S2: %v", errs)
+	}
+	r.alice.MustDo("PUT", testutil.Path("/_matrix/client/v3/rooms/%s/send/please_filter_me/%s", r.roomID, roomTTxn()), map[string]any{"body": "E5"}, http.StatusOK)
+	flt := syncTFilter(map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 1, "not_types": []string{"please_filter_me"}}}})
+	jr := syncTJoin(t, syncTInitial(r.alice, "filter", flt), r.roomID)
+	if ids := syncTIDs(jr.Timeline.Events); len(ids) != 1 || ids[0] != e4 {
+		t.Fatalf("timeline %v, want E4 %s", syncTIDs(jr.Timeline.Events), e4)
+	}
+	if syncTByID(jr.State.Events, s2.EventID()) == nil {
+		t.Fatalf("S2 is not in the state: %s", syncTIDs(jr.State.Events))
+	}
+}

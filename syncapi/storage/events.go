@@ -131,6 +131,10 @@ type Range struct {
 	// the client cannot have what came before the gap (as Synapse, for
 	// incremental syncs).
 	Gaps bool
+	// ByDepth: the timeline's latest events are those of the greatest
+	// depth, not the last to arrive (as Synapse for initial syncs: a late
+	// event on an old fork of the DAG does not push newer ones out).
+	ByDepth bool
 }
 
 // Timelines returns, for each range, its latest limit events in order, and
@@ -149,16 +153,20 @@ func Timelines(ctx context.Context, q sqlutil.Querier, ranges []Range, limit int
 		values := make([]string, len(batch))
 		args := make([]any, 0, len(batch)*3+len(condArgs)+1)
 		for i, r := range batch {
-			values[i] = "(?, CAST(? AS BIGINT), CAST(? AS BIGINT))"
-			args = append(args, r.RoomID, r.From, r.To)
+			values[i] = "(?, CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS INTEGER))"
+			byDepth := 0
+			if r.ByDepth {
+				byDepth = 1
+			}
+			args = append(args, r.RoomID, r.From, r.To, byDepth)
 		}
 		args = append(args, condArgs...)
 		args = append(args, limit+1)
-		rows, err := q.QueryContext(ctx, `WITH ranges (room_id, lo, hi) AS (VALUES `+strings.Join(values, ", ")+`)
+		rows, err := q.QueryContext(ctx, `WITH ranges (room_id, lo, hi, by_depth) AS (VALUES `+strings.Join(values, ", ")+`)
 			SELECT `+prefixed("t.", eventColumns)+` FROM ranges r JOIN sync_events t ON t.room_id = r.room_id
 			WHERE t.pos IN (SELECT e.pos FROM sync_events e WHERE e.room_id = r.room_id AND e.pos > r.lo AND e.pos <= r.hi
-				AND (`+cond+`) ORDER BY e.pos DESC LIMIT ?)
-			ORDER BY t.room_id, t.pos`, args...)
+				AND (`+cond+`) ORDER BY CASE WHEN r.by_depth = 1 THEN e.depth ELSE 0 END DESC, e.pos DESC LIMIT ?)
+			ORDER BY t.room_id, CASE WHEN r.by_depth = 1 THEN t.depth ELSE 0 END, t.pos`, args...)
 		err = sqlutil.Each(rows, err, func(rows *sql.Rows) error {
 			e, err := scanEvent(rows)
 			if err != nil {

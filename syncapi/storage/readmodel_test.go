@@ -228,7 +228,7 @@ func TestTimelines(t *testing.T) {
 			return InsertEvent(ctx, tx, e)
 		})
 
-		all := []Range{{"!a:x", rmMin, 100, false}, {"!b:x", rmMin, 100, false}, {"!c:x", rmMin, 100, false}}
+		all := []Range{{RoomID: "!a:x", From: rmMin, To: 100}, {RoomID: "!b:x", From: rmMin, To: 100}, {RoomID: "!c:x", From: rmMin, To: 100}}
 		evs, limited, err := Timelines(ctx, s.DB(), all, 5, "", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -250,7 +250,7 @@ func TestTimelines(t *testing.T) {
 
 		// Ranges: after From (exclusive) up to To (inclusive). Exactly
 		// limit events is not limited; one more is.
-		evs, limited, err = Timelines(ctx, s.DB(), []Range{{"!a:x", 29, 39, false}, {"!b:x", 2, 6, false}}, 5, "", nil)
+		evs, limited, err = Timelines(ctx, s.DB(), []Range{{RoomID: "!a:x", From: 29, To: 39}, {RoomID: "!b:x", From: 2, To: 6}}, 5, "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,24 +260,24 @@ func TestTimelines(t *testing.T) {
 		if got := rmPositions(evs["!b:x"]); !slices.Equal(got, []int64{4, 6}) || limited["!b:x"] {
 			t.Errorf("B (2, 6]: %v limited=%v", got, limited["!b:x"])
 		}
-		evs, limited, _ = Timelines(ctx, s.DB(), []Range{{"!a:x", 27, 39, false}}, 5, "", nil)
+		evs, limited, _ = Timelines(ctx, s.DB(), []Range{{RoomID: "!a:x", From: 27, To: 39}}, 5, "", nil)
 		if got := rmPositions(evs["!a:x"]); !slices.Equal(got, []int64{31, 33, 35, 37, 39}) || !limited["!a:x"] {
 			t.Errorf("A (27, 39]: %v limited=%v; want the latest 5, limited", got, limited["!a:x"])
 		}
-		evs, limited, _ = Timelines(ctx, s.DB(), []Range{{"!a:x", 39, 100, false}}, 5, "", nil)
+		evs, limited, _ = Timelines(ctx, s.DB(), []Range{{RoomID: "!a:x", From: 39, To: 100}}, 5, "", nil)
 		if len(evs["!a:x"]) != 0 || limited["!a:x"] {
 			t.Errorf("A after its last event: %v limited=%v", rmPositions(evs["!a:x"]), limited["!a:x"])
 		}
 
 		// A condition on the row "e" with its arguments.
-		evs, limited, err = Timelines(ctx, s.DB(), []Range{{"!b:x", rmMin, 100, false}}, 1, "e.type = ?", []any{"m.room.message"})
+		evs, limited, err = Timelines(ctx, s.DB(), []Range{{RoomID: "!b:x", From: rmMin, To: 100}}, 1, "e.type = ?", []any{"m.room.message"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := rmPositions(evs["!b:x"]); !slices.Equal(got, []int64{6}) || !limited["!b:x"] {
 			t.Errorf("B messages, limit 1: %v limited=%v; want [6] limited", got, limited["!b:x"])
 		}
-		evs, _, _ = Timelines(ctx, s.DB(), []Range{{"!b:x", rmMin, 100, false}}, 10, "e.state_key IS NOT NULL", nil)
+		evs, _, _ = Timelines(ctx, s.DB(), []Range{{RoomID: "!b:x", From: rmMin, To: 100}}, 10, "e.state_key IS NOT NULL", nil)
 		if got := rmPositions(evs["!b:x"]); !slices.Equal(got, []int64{8}) {
 			t.Errorf("B state events: %v; want [8]", got)
 		}
@@ -292,7 +292,7 @@ func TestTimelines(t *testing.T) {
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
 			for i := range 650 {
 				room := fmt.Sprintf("!m%03d:x", i)
-				many = append(many, Range{room, rmMin, 100000, false})
+				many = append(many, Range{RoomID: room, From: rmMin, To: 100000})
 				for j := range 2 {
 					if err := InsertEvent(ctx, tx, rmEvent(int64(10000+2*i+j), room, "m.room.message")); err != nil {
 						return err
@@ -1045,7 +1045,7 @@ func TestRedactEvent(t *testing.T) {
 		if len(st["!a:x"]) != 1 || string(st["!a:x"][0].JSON) != string(redacted) {
 			t.Errorf("state after redaction: %+v", st["!a:x"])
 		}
-		tl, _, _ := Timelines(ctx, s.DB(), []Range{{"!a:x", rmMin, 10, false}}, 10, "", nil)
+		tl, _, _ := Timelines(ctx, s.DB(), []Range{{RoomID: "!a:x", From: rmMin, To: 10}}, 10, "", nil)
 		if len(tl["!a:x"]) != 3 || !tl["!a:x"][0].Redacted || tl["!a:x"][2].Redacted {
 			t.Errorf("timeline after redaction: %+v", tl["!a:x"])
 		}
