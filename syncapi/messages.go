@@ -250,21 +250,14 @@ func (s *SyncAPI) backfillGaps(ctx context.Context, a *roomAccess, evs []storage
 	if s.cfg.Backfiller == nil || !mayBackfill(a) {
 		return 0, nil
 	}
-	var all []string
-	for _, e := range evs {
-		all = append(all, prevEventIDs(e.JSON)...)
-	}
-	if len(all) == 0 {
-		return 0, nil
-	}
-	held, err := storage.EventsByID(ctx, s.store.DB(), all)
+	gaps, err := s.afterGaps(ctx, evs)
 	if err != nil {
 		return 0, err
 	}
 	var from []string
-	for _, e := range evs {
-		if len(from) < maxGapsBackfilled && !asked[e.EventID] && slices.ContainsFunc(prevEventIDs(e.JSON), func(id string) bool { return held[id] == nil }) {
-			from = append(from, e.EventID)
+	for _, id := range gaps {
+		if len(from) < maxGapsBackfilled && !asked[id] {
+			from = append(from, id)
 		}
 	}
 	if len(from) == 0 {
@@ -314,28 +307,37 @@ func mayBackfill(a *roomAccess) bool {
 // backwardExtremities returns, of a room's oldest events, those whose prev
 // events the read model lacks (the oldest event when it finds none).
 func (s *SyncAPI) backwardExtremities(ctx context.Context, oldest []storage.Event) ([]string, error) {
-	prevs := map[string][]string{}
+	out, err := s.afterGaps(ctx, oldest)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		out = []string{oldest[0].EventID}
+	}
+	return out, nil
+}
+
+// afterGaps returns the IDs of the events whose prev events the read model
+// lacks, in the order given, with one read of those prev events.
+func (s *SyncAPI) afterGaps(ctx context.Context, evs []storage.Event) ([]string, error) {
+	prevs := make([][]string, len(evs))
 	var all []string
-	for _, e := range oldest {
-		ids := prevEventIDs(e.JSON)
-		prevs[e.EventID] = ids
-		all = append(all, ids...)
+	for i, e := range evs {
+		prevs[i] = prevEventIDs(e.JSON)
+		all = append(all, prevs[i]...)
+	}
+	if len(all) == 0 {
+		return nil, nil
 	}
 	held, err := storage.EventsByID(ctx, s.store.DB(), all)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
-	for _, e := range oldest {
-		for _, p := range prevs[e.EventID] {
-			if held[p] == nil {
-				out = append(out, e.EventID)
-				break
-			}
+	for i, e := range evs {
+		if slices.ContainsFunc(prevs[i], func(id string) bool { return held[id] == nil }) {
+			out = append(out, e.EventID)
 		}
-	}
-	if len(out) == 0 {
-		out = []string{oldest[0].EventID}
 	}
 	return out, nil
 }
