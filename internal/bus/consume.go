@@ -52,8 +52,16 @@ type ConsumerSpec struct {
 	LastApplied func(ctx context.Context) (uint64, error)
 }
 
+// DrainTimeout bounds how long stop waits for the handler in flight before
+// cancelling its context.
+const DrainTimeout = 3 * time.Second
+
 // Consume starts a durable consumer running h on its own goroutine until ctx
-// is done or stop is called; stop waits for the handler in flight.
+// is done or stop is called. Cancelling ctx cancels the handler in flight;
+// stop instead drains: it takes no further message and lets the handler in
+// flight finish (for up to DrainTimeout, then cancels it), so that a
+// shutdown completes the work it had begun. Messages fetched but not handled
+// stay unacked and are redelivered when the consumer next starts.
 func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop func(), err error) {
 	if spec.MaxAckPending <= 0 {
 		spec.MaxAckPending = 1
@@ -71,6 +79,18 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	cons, err := b.JS.CreateOrUpdateConsumer(ctx, b.Name(spec.Stream), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+	}
+	// The process consuming is the consumer's only owner, so a message still
+	// pending when it starts was delivered to an instance that is gone (killed,
+	// crashed, or stopped with the message unacked). Left alone it would be
+	// redelivered only after the ack wait, holding up everything behind it
+	// (MaxAckPending is 1 for ordered consumers); rewinding to the ack floor
+	// redelivers it at once. Redelivery is harmless: messages at or below
+	// LastApplied are skipped.
+	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
+		if _, err := b.JS.ResetConsumer(ctx, b.Name(spec.Stream), cfg.Durable); err != nil {
+			return nil, fmt.Errorf("bus: consumer %s: redeliver pending messages: %w", spec.Durable, err)
+		}
 	}
 	var last uint64
 	if spec.LastApplied != nil {
@@ -108,7 +128,17 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 		<-ctx.Done()
 		iter.Stop()
 	}()
-	return func() { cancel(); <-done }, nil
+	return func() {
+		iter.Stop()
+		select {
+		case <-done:
+		case <-time.After(DrainTimeout):
+			log.Warn("consumer handler still running at shutdown: cancelled")
+			cancel()
+			<-done
+		}
+		cancel()
+	}, nil
 }
 
 func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, last uint64, h Handler) {
