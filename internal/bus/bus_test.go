@@ -262,3 +262,36 @@ func TestStopLetsHandlerInFlightFinish(t *testing.T) {
 		t.Errorf("next consumer got %v, want [1 2] (message 0 acked by the drain)", got)
 	}
 }
+
+// A handler that runs longer than the ack wait keeps its message: it is
+// handled once, not redelivered behind itself.
+func TestLongHandlerIsNotRedelivered(t *testing.T) {
+	b := open(t, t.TempDir())
+	defer b.Close()
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := b.Publish(ctx, "Test.l", i, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var r recorder
+	stop, err := b.Consume(ctx, bus.ConsumerSpec{Stream: "Test", Durable: "long", FilterSubjects: []string{"Test.l"}, AckWait: 300 * time.Millisecond},
+		func(_ context.Context, m *bus.Msg) error {
+			if m.Seq == 1 {
+				time.Sleep(time.Second)
+			}
+			r.add(m)
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, 2)
+	time.Sleep(500 * time.Millisecond) // a redelivery would have come by now
+	stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if fmt.Sprint(r.seen) != "[0 1]" {
+		t.Errorf("handled %v, want [0 1]", r.seen)
+	}
+}

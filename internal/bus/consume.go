@@ -47,6 +47,11 @@ type ConsumerSpec struct {
 	// MaxAckPending is how many messages may be in flight; 1 (the default)
 	// handles messages strictly in stream order.
 	MaxAckPending int
+	// AckWait is how long a delivered message may stay unacked before it is
+	// redelivered (default one minute). A handler that runs longer keeps its
+	// message with progress heartbeats, so only a message whose consumer died
+	// waits for it (and Consume redelivers those at once at start).
+	AckWait time.Duration
 	// LastApplied, when set, returns the highest stream sequence whose effect
 	// the consumer has stored. Messages at or below it are acked unhandled.
 	LastApplied func(ctx context.Context) (uint64, error)
@@ -66,10 +71,13 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	if spec.MaxAckPending <= 0 {
 		spec.MaxAckPending = 1
 	}
+	if spec.AckWait <= 0 {
+		spec.AckWait = time.Minute
+	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       b.Name(spec.Durable),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
+		AckWait:       spec.AckWait,
 		MaxAckPending: spec.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
@@ -87,9 +95,16 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	// (MaxAckPending is 1 for ordered consumers); rewinding to the ack floor
 	// redelivers it at once. Redelivery is harmless: messages at or below
 	// LastApplied are skipped.
+	// An external NATS server without the consumer reset API only delays
+	// them, so that is a warning.
+	log := b.log.With("consumer", spec.Durable)
 	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
-		if _, err := b.JS.ResetConsumer(ctx, b.Name(spec.Stream), cfg.Durable); err != nil {
-			return nil, fmt.Errorf("bus: consumer %s: redeliver pending messages: %w", spec.Durable, err)
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.JS.ResetConsumer(rctx, b.Name(spec.Stream), cfg.Durable)
+		rcancel()
+		if err != nil {
+			log.Warn("could not redeliver the messages pending at start at once: they wait for the ack wait",
+				slog.Int("pending", info.NumAckPending), slog.String("error", err.Error()))
 		}
 	}
 	var last uint64
@@ -104,7 +119,6 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	log := b.log.With("consumer", spec.Durable)
 	go func() {
 		defer close(done)
 		for {
@@ -121,7 +135,7 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 				}
 				continue
 			}
-			b.handle(ctx, log, jm, last, h)
+			b.handle(ctx, log, jm, last, spec.AckWait/3, h)
 		}
 	}()
 	go func() {
@@ -141,7 +155,7 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	}, nil
 }
 
-func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, last uint64, h Handler) {
+func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, last uint64, heartbeat time.Duration, h Handler) {
 	md, err := jm.Metadata()
 	if err != nil {
 		log.Error("message without metadata: terminated", slog.String("error", err.Error()))
@@ -153,7 +167,21 @@ func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, la
 		return
 	}
 	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered}
+	handled := make(chan struct{})
+	go func() {
+		t := time.NewTicker(heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = jm.InProgress()
+			case <-handled:
+				return
+			}
+		}
+	}()
 	err = h(ctx, m)
+	close(handled)
 	var perm permanentError
 	switch {
 	case err == nil:
