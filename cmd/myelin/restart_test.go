@@ -217,7 +217,7 @@ func (s *sender) checkAfterRestart(t *testing.T, ready time.Time, acked []sent) 
 				if time.Since(ready) > 5*time.Second {
 					break
 				}
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(50 * time.Millisecond)
 			}
 			d := time.Since(ready)
 			mu.Lock()
