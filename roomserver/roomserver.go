@@ -114,9 +114,16 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 func (r *Roomserver) Close() {
 	r.stopMu.Lock()
 	defer r.stopMu.Unlock()
+	// The partitions drain at once, not one after another.
+	var wg sync.WaitGroup
 	for _, stop := range r.stops {
-		stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stop()
+		}()
 	}
+	wg.Wait()
 	r.stops = nil
 }
 

@@ -22,7 +22,7 @@ import (
 // newFederation builds and starts the federation API with its transport:
 // the configured extra CAs, the private address guard, and the resolver
 // (the system's, or the one tests give).
-func newFederation(ctx context.Context, s *Server, o Options, inputer *rsapi.Inputer) (*federationapi.FederationAPI, error) {
+func newFederation(ctx, runCtx context.Context, s *Server, o Options, inputer *rsapi.Inputer) (*federationapi.FederationAPI, error) {
 	cfg := s.Config
 	quietLogrus(s.Log)
 	roots, err := tlsutil.CertPool(cfg.Federation.CACertsPath)
@@ -70,7 +70,7 @@ func newFederation(ctx context.Context, s *Server, o Options, inputer *rsapi.Inp
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Start(ctx); err != nil {
+	if err := f.Start(runCtx); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, f.Close, tr.CloseIdleConnections)

@@ -143,7 +143,11 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err != nil {
 		return nil, err
 	}
-	if err := rooms.Start(ctx); err != nil {
+	// The components run until Shutdown stops them, not until ctx (the
+	// process's signal context) is done: a SIGTERM must let them finish the
+	// work of the requests still being served.
+	runCtx := context.WithoutCancel(ctx)
+	if err := rooms.Start(runCtx); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, rooms.Close)
@@ -154,7 +158,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	}
 	s.closers = append(s.closers, inputer.Close)
 	if cfg.Federation.Enabled {
-		if s.Federation, err = newFederation(ctx, s, o, inputer); err != nil {
+		if s.Federation, err = newFederation(ctx, runCtx, s, o, inputer); err != nil {
 			return nil, err
 		}
 	}
@@ -174,7 +178,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err != nil {
 		return nil, err
 	}
-	if err := sync.Start(ctx); err != nil {
+	if err := sync.Start(runCtx); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, sync.Close)
@@ -281,7 +285,9 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Wait serves until ctx is done or a listener fails, then shuts down,
-// giving requests in flight up to 8 seconds to finish.
+// giving requests in flight up to 6 seconds to finish and the consumers
+// up to bus.DrainTimeout more for the inputs in flight: within 10 seconds
+// of a SIGTERM the process has exited.
 func (s *Server) Wait(ctx context.Context) error {
 	var err error
 	select {
@@ -290,7 +296,7 @@ func (s *Server) Wait(ctx context.Context) error {
 	case err = <-s.serveErr:
 		s.Log.Error("listener failed: shutting down", slog.String("error", err.Error()))
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 	defer cancel()
 	err = errors.Join(err, s.Shutdown(sctx))
 	s.Log.Info("stopped")
@@ -298,8 +304,8 @@ func (s *Server) Wait(ctx context.Context) error {
 }
 
 // Shutdown stops accepting requests, ends long-polls, waits for the
-// requests in flight (until ctx is done), then stops the components, the
-// bus and the database.
+// requests in flight (until ctx is done), then stops the components (whose
+// consumers finish the message in flight), the bus and the database.
 func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	for _, d := range s.drainers {

@@ -8,7 +8,9 @@
 // terminates undecodable ones, and skips messages at or below the sequence a
 // consumer has already applied (the last-applied-sequence pattern: the
 // consumer stores the stream sequence in the same transaction as its effect,
-// so redeliveries after a crash are harmless).
+// so redeliveries after a crash are harmless). A consumer starting again
+// redelivers at once what an instance that died left unacked, and stopping
+// one finishes the message in flight (see Consume).
 package bus
 
 import (

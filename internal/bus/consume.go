@@ -47,21 +47,37 @@ type ConsumerSpec struct {
 	// MaxAckPending is how many messages may be in flight; 1 (the default)
 	// handles messages strictly in stream order.
 	MaxAckPending int
+	// AckWait is how long a delivered message may stay unacked before it is
+	// redelivered (default one minute). A handler that runs longer keeps its
+	// message with progress heartbeats, so only a message whose consumer died
+	// waits for it (and Consume redelivers those at once at start).
+	AckWait time.Duration
 	// LastApplied, when set, returns the highest stream sequence whose effect
 	// the consumer has stored. Messages at or below it are acked unhandled.
 	LastApplied func(ctx context.Context) (uint64, error)
 }
 
+// DrainTimeout bounds how long stop waits for the handler in flight before
+// cancelling its context.
+const DrainTimeout = 3 * time.Second
+
 // Consume starts a durable consumer running h on its own goroutine until ctx
-// is done or stop is called; stop waits for the handler in flight.
+// is done or stop is called. Cancelling ctx cancels the handler in flight;
+// stop instead drains: it takes no further message and lets the handler in
+// flight finish (for up to DrainTimeout, then cancels it), so that a
+// shutdown completes the work it had begun. Messages fetched but not handled
+// stay unacked and are redelivered when the consumer next starts.
 func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop func(), err error) {
 	if spec.MaxAckPending <= 0 {
 		spec.MaxAckPending = 1
 	}
+	if spec.AckWait <= 0 {
+		spec.AckWait = time.Minute
+	}
 	cfg := jetstream.ConsumerConfig{
 		Durable:       b.Name(spec.Durable),
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       time.Minute,
+		AckWait:       spec.AckWait,
 		MaxAckPending: spec.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
@@ -71,6 +87,25 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	cons, err := b.JS.CreateOrUpdateConsumer(ctx, b.Name(spec.Stream), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", spec.Durable, spec.Stream, err)
+	}
+	// The process consuming is the consumer's only owner, so a message still
+	// pending when it starts was delivered to an instance that is gone (killed,
+	// crashed, or stopped with the message unacked). Left alone it would be
+	// redelivered only after the ack wait, holding up everything behind it
+	// (MaxAckPending is 1 for ordered consumers); rewinding to the ack floor
+	// redelivers it at once. Redelivery is harmless: messages at or below
+	// LastApplied are skipped.
+	// An external NATS server without the consumer reset API only delays
+	// them, so that is a warning.
+	log := b.log.With("consumer", spec.Durable)
+	if info := cons.CachedInfo(); info != nil && info.NumAckPending > 0 {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.JS.ResetConsumer(rctx, b.Name(spec.Stream), cfg.Durable)
+		rcancel()
+		if err != nil {
+			log.Warn("could not redeliver the messages pending at start at once: they wait for the ack wait",
+				slog.Int("pending", info.NumAckPending), slog.String("error", err.Error()))
+		}
 	}
 	var last uint64
 	if spec.LastApplied != nil {
@@ -84,7 +119,6 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	log := b.log.With("consumer", spec.Durable)
 	go func() {
 		defer close(done)
 		for {
@@ -101,17 +135,27 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 				}
 				continue
 			}
-			b.handle(ctx, log, jm, last, h)
+			b.handle(ctx, log, jm, last, spec.AckWait/3, h)
 		}
 	}()
 	go func() {
 		<-ctx.Done()
 		iter.Stop()
 	}()
-	return func() { cancel(); <-done }, nil
+	return func() {
+		iter.Stop()
+		select {
+		case <-done:
+		case <-time.After(DrainTimeout):
+			log.Warn("consumer handler still running at shutdown: cancelled")
+			cancel()
+			<-done
+		}
+		cancel()
+	}, nil
 }
 
-func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, last uint64, h Handler) {
+func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, last uint64, heartbeat time.Duration, h Handler) {
 	md, err := jm.Metadata()
 	if err != nil {
 		log.Error("message without metadata: terminated", slog.String("error", err.Error()))
@@ -123,7 +167,21 @@ func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, la
 		return
 	}
 	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered}
+	handled := make(chan struct{})
+	go func() {
+		t := time.NewTicker(heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = jm.InProgress()
+			case <-handled:
+				return
+			}
+		}
+	}()
 	err = h(ctx, m)
+	close(handled)
 	var perm permanentError
 	switch {
 	case err == nil:
