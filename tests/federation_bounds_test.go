@@ -251,3 +251,60 @@ func TestPowerLevelsIntegerValidation(t *testing.T) {
 	}
 	roomTSend(alice, r.roomID, "still in charge")
 }
+
+// A presence EDU listing 20,000 users (all of the sending server) is
+// dropped whole, as are presence states past a transaction's bound; one
+// within the bounds is applied. Today the 20,000 were all taken. The suite
+// had sent only EDUs of one user.
+func TestFederationEDUBounds(t *testing.T) {
+	r, _ := ingTSetup(t, "10")
+	flood, fine := "@flood:fake.test", "@fine:fake.test"
+	r.join(flood)
+	r.join(fine)
+	presence := func(users ...string) gomatrixserverlib.EDU {
+		push := make([]map[string]any, len(users))
+		for i, u := range users {
+			push[i] = map[string]any{"user_id": u, "presence": "online", "currently_active": true, "last_active_ago": 1}
+		}
+		c, _ := json.Marshal(map[string]any{"push": push})
+		return gomatrixserverlib.EDU{Type: "m.presence", Content: c}
+	}
+	many := []string{flood}
+	for i := range 20_000 {
+		many = append(many, fmt.Sprintf("@u%d:fake.test", i))
+	}
+	// Over a transaction: six EDUs of 100 pass the budget of 500 with the
+	// sixth, which is dropped.
+	var txn []gomatrixserverlib.EDU
+	for range 5 {
+		txn = append(txn, presence(many[1:101]...))
+	}
+	txn = append(txn, presence(append([]string{flood}, many[1:100]...)...))
+	if _, err := r.rm.Send("hs1.test", "presence-txn", nil, txn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.rm.Send("hs1.test", "presence-flood", nil, []gomatrixserverlib.EDU{presence(many...)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.rm.Send("hs1.test", "presence-fine", nil, []gomatrixserverlib.EDU{presence(fine)}); err != nil {
+		t.Fatal(err)
+	}
+	status := func(user string) any {
+		res := r.alice.Do("GET", fmt.Sprintf("/_matrix/client/v3/presence/%s/status", user), nil)
+		if res.Status != http.StatusOK {
+			return res.Status
+		}
+		return res.JSON(t)["presence"]
+	}
+	fedTEventually(t, "the fine presence applied", func() string {
+		if p := status(fine); p != "online" {
+			return fmt.Sprint(p)
+		}
+		return ""
+	})
+	// Inbound EDUs are applied in order: after the last, the others
+	// would be there.
+	if p := status(flood); p == "online" {
+		t.Fatalf("a presence EDU past the bounds was applied: %v", p)
+	}
+}
