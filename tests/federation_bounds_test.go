@@ -202,7 +202,15 @@ func TestPowerLevelsIntegerValidation(t *testing.T) {
 	old := roomTCreate(alice, map[string]any{"room_version": "9"})
 	oldPL := roomTState(alice, old, spec.MRoomPowerLevels, "")
 	oldPL["kick"] = "60"
+	oldPL["users"] = map[string]any{alice.UserID: "100"}
 	alice.MustDo("PUT", roomTStatePath(old, spec.MRoomPowerLevels, ""), oldPL, http.StatusOK)
+	// Upgraded to room version 10, the levels are copied as integers (as
+	// Synapse does); copied as strings, the upgrade failed.
+	upgraded := membUpgrade(alice, old, map[string]any{"new_version": "10"})
+	newPL := roomTState(alice, upgraded, spec.MRoomPowerLevels, "")
+	if newPL["kick"] != float64(60) || roomTMap(t, newPL["users"], "users")[alice.UserID] != float64(100) {
+		t.Errorf("the upgraded room's power levels: %v", newPL)
+	}
 
 	// createRoom with such an override is refused whole.
 	for _, v := range []string{"10", "11", "12"} {
@@ -214,8 +222,8 @@ func TestPowerLevelsIntegerValidation(t *testing.T) {
 		}
 	}
 	rooms := alice.MustDo("GET", "/_matrix/client/v3/joined_rooms", nil, http.StatusOK)
-	if n := len(rooms["joined_rooms"].([]any)); n != 2 {
-		t.Errorf("alice is in %d rooms after the refused createRooms, want 2", n)
+	if n := len(rooms["joined_rooms"].([]any)); n != 3 {
+		t.Errorf("alice is in %d rooms after the refused createRooms, want 3", n)
 	}
 
 	// Over federation: a joined remote user the room gives power to sends
