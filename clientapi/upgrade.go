@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -156,6 +158,7 @@ func (c *ClientAPI) upgradeEvents(ctx context.Context, upgrader, oldID string, l
 	if plContent == nil {
 		plContent = map[string]any{}
 	}
+	integerLevels(plContent)
 	users, _ := plContent["users"].(map[string]any)
 	if users == nil {
 		users = map[string]any{}
@@ -202,6 +205,30 @@ func (c *ClientAPI) upgradeEvents(ctx context.Context, upgrader, oldID string, l
 		events = append(events, ev(spec.MRoomPowerLevels, "", final))
 	}
 	return events, nil
+}
+
+// integerLevels turns the levels of power levels content given as strings
+// of integers (which room versions before 10 accept) into numbers, as
+// Synapse does when it copies power levels into an upgraded room: room
+// versions 10 and later take only integers.
+func integerLevels(pl map[string]any) {
+	number := func(v any) any {
+		if s, ok := v.(string); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil {
+				return float64(n)
+			}
+		}
+		return v
+	}
+	for k, v := range pl {
+		if m, ok := v.(map[string]any); ok {
+			for k1, v1 := range m {
+				m[k1] = number(v1)
+			}
+		} else {
+			pl[k] = number(v)
+		}
+	}
 }
 
 // neededPower is the level that lets the upgrader send everything an

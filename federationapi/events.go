@@ -15,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/myelin-chat/myelin/internal/eventrules"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -81,6 +82,9 @@ func (f *FederationAPI) verifyEvent(ctx context.Context, verImpl gomatrixserverl
 // it is persistable (older room versions, which Synapse always let
 // through), so as not to break such rooms.
 func parseEvent(verImpl gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	if err := eventrules.CheckReceived(raw); err != nil {
+		return nil, fmt.Errorf("invalid event: %w", err)
+	}
 	pdu, err := verImpl.NewEventFromUntrustedJSON(raw)
 	if err != nil {
 		var verr gomatrixserverlib.EventValidationError

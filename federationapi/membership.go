@@ -15,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	"github.com/myelin-chat/myelin/internal/eventrules"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
@@ -328,6 +329,9 @@ func (f *FederationAPI) membEvent(r *http.Request, origin spec.ServerName, verIm
 	roomID, eventID := vars["roomId"], vars["eventId"]
 	if err := httputil.UnmarshalObject(body, &struct{}{}); err != nil {
 		return nil, err
+	}
+	if err := eventrules.CheckReceived(body); err != nil {
+		return nil, mxerr.BadJSON("Invalid event: %v", err)
 	}
 	pdu, err := verImpl.NewEventFromUntrustedJSON(body)
 	if err != nil {
@@ -685,6 +689,9 @@ func (f *FederationAPI) invite(r *http.Request, origin spec.ServerName, version 
 		} else if !ok {
 			return nil, mxerr.Forbidden("Server is banned from the room by its server ACL")
 		}
+	}
+	if err := eventrules.CheckReceived(raw); err != nil {
+		return nil, mxerr.BadJSON("Invalid event: %v", err)
 	}
 	pdu, err := verImpl.NewEventFromUntrustedJSON(raw)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
+	"github.com/myelin-chat/myelin/internal/eventrules"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -383,7 +384,7 @@ func (f *FederationAPI) checkSendJoin(ctx context.Context, server spec.ServerNam
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := gomatrixserverlib.Allowed(join, ae, userIDForSender); err != nil {
+	if err := eventrules.Allowed(join, ae, userIDForSender); err != nil {
 		return nil, nil, nil, fmt.Errorf("the join is not allowed by the state: %w", err)
 	}
 	return join, state, chain, nil
@@ -555,7 +556,7 @@ func (f *FederationAPI) localLeave(ctx context.Context, req *fedapi.MembershipRe
 	proto := gomatrixserverlib.ProtoEvent{
 		SenderID: req.UserID, RoomID: req.RoomID, Type: spec.MRoomMember, StateKey: &stateKey, Content: raw,
 		PrevEvents: []string{m.EventID}, AuthEvents: append(slices.Clone(prev[0].AuthEventIDs()), m.EventID),
-		Depth: prev[0].Depth() + 1,
+		Depth: eventrules.NextDepth(prev[0].Depth()),
 	}
 	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), f.cfg.ServerName, f.cfg.KeyID, f.cfg.PrivateKey)
 	return ev, info.Version, err

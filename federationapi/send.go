@@ -100,7 +100,12 @@ func (f *FederationAPI) onSend(r *http.Request, origin spec.ServerName, body []b
 	// transaction and get the stored response.
 	work := context.WithoutCancel(ctx)
 	res := sendResponse{PDUs: f.takePDUs(work, origin, txn.PDUs)}
+	budget := newEDUBudget()
 	for _, edu := range txn.EDUs {
+		if err := budget.checkBounds(edu); err != nil {
+			f.log.Info("dropped an EDU past the bounds", slog.String("origin", string(origin)), slog.String("type", edu.Type), slog.String("error", err.Error()))
+			continue
+		}
 		f.takeEDU(work, origin, edu)
 	}
 	out, err := json.Marshal(res)

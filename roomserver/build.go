@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/myelin-chat/myelin/internal/eventrules"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/roomserver/state"
@@ -88,7 +89,7 @@ func (d *dbctx) buildLocal(ctx context.Context, head *roomHead, p api.ProtoEvent
 			depth = max(depth, pe.Depth)
 		}
 		proto.PrevEvents = prevIDs
-		proto.Depth = depth + 1
+		proto.Depth = eventrules.NextDepth(depth)
 	} else {
 		if p.Type != spec.MRoomCreate {
 			return nil, inputError(mxerr.CodeNotFound, "Unknown room")
@@ -130,7 +131,7 @@ func (d *dbctx) buildLocal(ctx context.Context, head *roomHead, p api.ProtoEvent
 			return nil, err
 		}
 	}
-	if err := gomatrixserverlib.Allowed(ev, authEvents, userIDForSender); err != nil {
+	if err := eventrules.Allowed(ev, authEvents, userIDForSender); err != nil {
 		// A malformed event (in room version 12, power levels naming a
 		// creator) is the client's bad request, 400 as in Synapse.
 		var ve *gomatrixserverlib.EventValidationError

@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/myelin-chat/myelin/internal/eventrules"
 	"github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/roomserver/state"
 	"github.com/myelin-chat/myelin/roomserver/storage"
@@ -319,7 +320,7 @@ func (r *Roomserver) QueryEventTemplate(ctx context.Context, roomID string, p ap
 		depth = max(depth, pe.Depth)
 	}
 	proto.PrevEvents = prevIDs
-	proto.Depth = depth + 1
+	proto.Depth = eventrules.NextDepth(depth)
 	authEvents, err := d.authEventsFor(ctx, &proto, b.before)
 	if err != nil {
 		return nil, "", err
@@ -334,7 +335,7 @@ func (r *Roomserver) QueryEventTemplate(ctx context.Context, roomID string, p ap
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: %v", api.ErrNotAllowed, err)
 	}
-	if err := gomatrixserverlib.Allowed(ev, authEvents, userIDForSender); err != nil {
+	if err := eventrules.Allowed(ev, authEvents, userIDForSender); err != nil {
 		return nil, "", fmt.Errorf("%w: %s", api.ErrNotAllowed, notAllowedMessage(err))
 	}
 	proto.AuthEvents = builder.AuthEvents

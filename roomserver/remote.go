@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	"github.com/myelin-chat/myelin/internal/eventrules"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/roomserver/state"
@@ -545,5 +546,5 @@ func allowed(pdu gomatrixserverlib.PDU, authEvents []gomatrixserverlib.PDU) erro
 	if err != nil {
 		return err
 	}
-	return gomatrixserverlib.Allowed(pdu, ae, userIDForSender)
+	return eventrules.Allowed(pdu, ae, userIDForSender)
 }

@@ -389,13 +389,14 @@ func (s *SyncAPI) outboundToDevice(dev *httputil.Device, txn *storage.ToDeviceTx
 // splitToDevice splits the messages for one server into groups of at most
 // maxToDeviceEDU bytes of content (one group when they fit).
 func splitToDevice(byUser map[string]map[string]json.RawMessage) []map[string]map[string]json.RawMessage {
-	total := 0
+	total, count := 0, 0
 	for _, byDevice := range byUser {
 		for d, c := range byDevice {
 			total += len(d) + len(c)
 		}
+		count += len(byDevice)
 	}
-	if total <= maxToDeviceEDU {
+	if total <= maxToDeviceEDU && count <= fedapi.MaxToDeviceMessagesPerEDU {
 		return []map[string]map[string]json.RawMessage{byUser}
 	}
 	users := make([]string, 0, len(byUser))
@@ -404,18 +405,19 @@ func splitToDevice(byUser map[string]map[string]json.RawMessage) []map[string]ma
 	}
 	sort.Strings(users)
 	var out []map[string]map[string]json.RawMessage
-	cur, size := map[string]map[string]json.RawMessage{}, 0
+	cur, size, n := map[string]map[string]json.RawMessage{}, 0, 0
 	for _, u := range users {
 		for d, c := range byUser[u] {
-			if size > 0 && size+len(d)+len(c) > maxToDeviceEDU {
+			if n > 0 && (size+len(d)+len(c) > maxToDeviceEDU || n == fedapi.MaxToDeviceMessagesPerEDU) {
 				out = append(out, cur)
-				cur, size = map[string]map[string]json.RawMessage{}, 0
+				cur, size, n = map[string]map[string]json.RawMessage{}, 0, 0
 			}
 			if cur[u] == nil {
 				cur[u] = map[string]json.RawMessage{}
 			}
 			cur[u][d] = c
 			size += len(d) + len(c)
+			n++
 		}
 	}
 	return append(out, cur)

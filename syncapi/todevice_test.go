@@ -3,6 +3,7 @@ package syncapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -275,4 +276,30 @@ func TestToDeviceInboundEDUs(t *testing.T) {
 func fmtFloats(f []float64) string {
 	b, _ := json.Marshal(f)
 	return strings.ReplaceAll(string(b), ",", " ")
+}
+
+// The messages for one server are split into EDUs of at most
+// fedapi.MaxToDeviceMessagesPerEDU messages, the most another server's
+// federation API takes in one (before, only by size: 10,001 small messages
+// made one EDU that a Myelin server drops).
+func TestSplitToDeviceByCount(t *testing.T) {
+	byUser := map[string]map[string]json.RawMessage{}
+	for i := range fedapi.MaxToDeviceMessagesPerEDU + 1 {
+		byUser[fmt.Sprintf("@u%d:hs2", i)] = map[string]json.RawMessage{"*": json.RawMessage(`{}`)}
+	}
+	chunks := splitToDevice(byUser)
+	total := 0
+	for _, c := range chunks {
+		n := 0
+		for _, ds := range c {
+			n += len(ds)
+		}
+		if n > fedapi.MaxToDeviceMessagesPerEDU {
+			t.Fatalf("an EDU of %d messages", n)
+		}
+		total += n
+	}
+	if len(chunks) != 2 || total != fedapi.MaxToDeviceMessagesPerEDU+1 {
+		t.Fatalf("%d chunks of %d messages in all", len(chunks), total)
+	}
 }

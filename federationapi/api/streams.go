@@ -63,6 +63,12 @@ const (
 	EDUDirectToDevice = "m.direct_to_device"
 )
 
+// MaxToDeviceMessagesPerEDU is how many (user, device) messages an
+// m.direct_to_device EDU holds at most: a server's EDU with more is
+// dropped, so the sync API splits the messages for a server into EDUs of
+// at most this many.
+const MaxToDeviceMessagesPerEDU = 10000
+
 // InboundEDU is a FederationIn message (version 1): an EDU from Origin.
 type InboundEDU struct {
 	V       int             `json:"v"`

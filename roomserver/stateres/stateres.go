@@ -15,6 +15,8 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/myelin-chat/myelin/internal/eventrules"
 )
 
 // Input is what a resolution needs.
@@ -456,7 +458,7 @@ func (r *resolver) iterativeAuth(partial map[tuple]gomatrixserverlib.PDU, events
 		ok, known := r.allowed[key]
 		if !known || key == "" {
 			provider, err := gomatrixserverlib.NewAuthEvents(authEvents)
-			ok = err == nil && gomatrixserverlib.Allowed(e, provider, userIDForSender) == nil
+			ok = err == nil && eventrules.Allowed(e, provider, userIDForSender) == nil
 			if key != "" {
 				r.allowed[key] = ok
 			}
