@@ -15,6 +15,7 @@ import (
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/internal/signingkey"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/setup"
 )
@@ -87,11 +88,11 @@ func start(t testing.TB, o Options, n *Network, name string) *Server {
 	cfg.Registration.SharedSecret = SharedSecret
 	cfg.Database.URL = "sqlite:" + filepath.Join(dir, "myelin.db")
 	if o.Postgres {
-		if os.Getenv(sqlutil.PostgresEnv) == "" {
+		if os.Getenv(sqltest.PostgresEnv) == "" {
 			ln.Close()
-			t.Skip(sqlutil.PostgresEnv + " not set")
+			t.Skip(sqltest.PostgresEnv + " not set")
 		}
-		cfg.Database.URL = sqlutil.TestDSN(t, sqlutil.Postgres)
+		cfg.Database.URL = sqltest.DSN(t, sqlutil.Postgres)
 	}
 	if m != nil {
 		m.configure(cfg)
