@@ -9,10 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/internal/logbridge"
 	"github.com/myelin-chat/myelin/internal/signingkey"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
@@ -115,6 +117,9 @@ func start(t testing.TB, o Options, n *Network, name string) *Server {
 
 func (s *Server) start(ln net.Listener, cfg *config.Config) {
 	s.t.Helper()
+	// As cmd/myelin does at process start: gomatrixserverlib's logrus output
+	// goes to slog, once for the test process.
+	logrusOnce.Do(func() { logbridge.Logrus(testLogger()) })
 	o := setup.Options{Logger: testLogger(), Listener: ln}
 	if s.fed != nil {
 		o.FederationListener = s.fed.listen(s.t)
@@ -168,6 +173,8 @@ func (s *Server) Restart() {
 func (s *Server) Client() *testutil.Client {
 	return testutil.NewClient(s.t, s.URL)
 }
+
+var logrusOnce sync.Once
 
 func testLogger() *slog.Logger {
 	if os.Getenv("MYELIN_TEST_LOG") != "" {
