@@ -78,7 +78,13 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 			return nil, fmt.Errorf("bus: consumer %s: last applied sequence: %w", spec.Durable, err)
 		}
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(max(spec.MaxAckPending, 16)))
+	// Pull requests expire after 5 s (not the client's default 30 s, with
+	// heartbeats every 15 s): when the client's count of messages still owed
+	// by its pull requests drifts from the server's (seen with
+	// MaxAckPending 1 when the process is slow, as under -race), no request
+	// is outstanding and the consumer stalls until the next expiry or missed
+	// heartbeat; 5 s bounds that and the stall no longer showed.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(max(spec.MaxAckPending, 16)), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s: %w", spec.Durable, err)
 	}
