@@ -21,6 +21,8 @@ type Msg struct {
 	Seq uint64
 	// Delivered counts deliveries of this message, starting at 1.
 	Delivered uint64
+	// Published is when the stream stored the message.
+	Published time.Time
 }
 
 // Handler handles one message. Returning nil acks it; an error wrapped with
@@ -91,8 +93,10 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	log := b.log.With("consumer", spec.Durable)
+	unlist := b.consumers.add(spec.Stream, spec.Durable, cons)
 	go func() {
 		defer close(done)
+		defer unlist()
 		for {
 			jm, err := iter.Next()
 			if err != nil {
@@ -128,7 +132,7 @@ func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, la
 		_ = jm.Ack()
 		return
 	}
-	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered}
+	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered, Published: md.Timestamp}
 	err = h(ctx, m)
 	var perm permanentError
 	switch {
