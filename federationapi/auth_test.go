@@ -15,10 +15,11 @@ import (
 
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 func TestInboundAuth(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		n := newNode(t, db, "local.test", func(c *Config) { c.DomainDenylist = []string{"evil.test"} })
 		remote := newFakeServer(t, "remote.test")
 		evil := newFakeServer(t, "evil.test")
@@ -131,7 +132,7 @@ func TestInboundAuth(t *testing.T) {
 		}
 
 		// An allowlist refuses everyone else.
-		n2 := newNode(t, sqlutil.OpenTestDB(t, db.Dialect), "local.test", func(c *Config) { c.DomainAllowlist = []string{"remote.test"} })
+		n2 := newNode(t, sqltest.Open(t, db.Dialect), "local.test", func(c *Config) { c.DomainAllowlist = []string{"remote.test"} })
 		n2.net.route("remote.test", remote.url).route("evil.test", evil.url)
 		if r := do(t, remote.request(t, n2.url, "GET", "local.test", echo, nil)); r.status != 200 {
 			t.Errorf("allowed origin: %d %s", r.status, r.raw)
@@ -144,9 +145,9 @@ func TestInboundAuth(t *testing.T) {
 
 func TestOutgoing(t *testing.T) {
 	ctx := context.Background()
-	db := sqlutil.OpenTestDB(t, sqlutil.SQLite)
+	db := sqltest.Open(t, sqlutil.SQLite)
 	a := newNode(t, db, "a.test", func(c *Config) { c.DomainDenylist = []string{"evil.test"} })
-	b := newNode(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), "b.test", nil)
+	b := newNode(t, sqltest.Open(t, sqlutil.SQLite), "b.test", nil)
 	evil := newFakeServer(t, "evil.test")
 	a.net.route("b.test", b.url).route("evil.test", evil.url).route("a.test", a.url)
 	b.net.route("a.test", a.url)
@@ -180,7 +181,7 @@ func TestOutgoing(t *testing.T) {
 	}
 
 	// An allowlist denies the others.
-	c := newNode(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), "c.test", func(c *Config) { c.DomainAllowlist = []string{"b.test"} })
+	c := newNode(t, sqltest.Open(t, sqlutil.SQLite), "c.test", func(c *Config) { c.DomainAllowlist = []string{"b.test"} })
 	c.net.route("b.test", b.url).route("evil.test", evil.url)
 	if _, err := c.f.keyClient.GetVersion(ctx, "b.test"); err != nil {
 		t.Errorf("allowed: %v", err)
@@ -190,7 +191,7 @@ func TestOutgoing(t *testing.T) {
 	}
 
 	// Without a transport nothing is dialled.
-	d := newNode(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), "d.test", func(c *Config) { c.Transport = nil })
+	d := newNode(t, sqltest.Open(t, sqlutil.SQLite), "d.test", func(c *Config) { c.Transport = nil })
 	if _, err := d.f.keyClient.GetVersion(ctx, "b.test"); !errors.Is(err, errNoTransport) {
 		t.Errorf("no transport: %v", err)
 	}

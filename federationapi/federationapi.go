@@ -154,16 +154,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 	f.queues = newQueues(f)
 	f.metrics = newMetrics(cfg.Registry)
 	if cfg.Registry != nil {
-		_ = cfg.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "myelin_federationapi_queue_items",
-			Help: "PDUs and EDUs waiting to be sent to other servers (one per destination)."}, func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			n, err := storage.CountAllQueued(ctx, st.DB())
-			if err != nil {
-				return -1
-			}
-			return float64(n)
-		}))
+		_ = cfg.Registry.Register(queueCollector{st.DB()})
 	}
 	return f, nil
 }

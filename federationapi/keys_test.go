@@ -27,6 +27,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
@@ -316,7 +317,7 @@ func ts(t time.Time) int64 { return t.UnixMilli() }
 // ---- tests ----
 
 func TestOwnKeys(t *testing.T) {
-	db := sqlutil.OpenTestDB(t, sqlutil.SQLite)
+	db := sqltest.Open(t, sqlutil.SQLite)
 	oldPub, _, _ := ed25519.GenerateKey(nil)
 	expired := spec.AsTimestamp(time.Now().Add(-24 * time.Hour))
 	n := newNode(t, db, "local.test", func(c *Config) {
@@ -377,7 +378,7 @@ func TestOwnKeys(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
-	n := newNode(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), "local.test", nil)
+	n := newNode(t, sqltest.Open(t, sqlutil.SQLite), "local.test", nil)
 	r := get(t, n.url+"/_matrix/federation/v1/version")
 	server, _ := r.body["server"].(map[string]any)
 	if r.status != 200 || server["name"] != "Myelin" || server["version"] == "" {
@@ -402,7 +403,7 @@ func checkNotarised(t *testing.T, k gomatrixserverlib.ServerKeys, remote *fakeSe
 }
 
 func TestNotary(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		n := newNode(t, db, "notary.test", nil)
 		n.f.keyFetch.minRefetch = 0 // checked at the end
@@ -527,7 +528,7 @@ func verify(t *testing.T, n *node, server spec.ServerName, atTS time.Time, msg [
 }
 
 func TestKeyRingDirect(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		n := newNode(t, db, "local.test", nil)
 		remote := newFakeServer(t, "remote.test")
@@ -574,7 +575,7 @@ func TestKeyRingDirect(t *testing.T) {
 }
 
 func TestKeyRingValidity(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		n := newNode(t, db, "local.test", nil)
 		remote := newFakeServer(t, "remote.test")
 		n.net.route("remote.test", remote.url)
@@ -630,7 +631,7 @@ func TestKeyRingValidity(t *testing.T) {
 }
 
 func TestKeyRingPerspective(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		// hidden.test cannot be reached from local.test; notary.test (a
 		// fake) and myelin-notary.test (a Myelin node) can reach it.
 		hidden := newFakeServer(t, "hidden.test")
@@ -656,7 +657,7 @@ func TestKeyRingPerspective(t *testing.T) {
 		liar.knows["hidden.test"] = hidden
 		_, wrong, _ := ed25519.GenerateKey(nil)
 		liar.notaryKey = wrong
-		n2 := newNode(t, sqlutil.OpenTestDB(t, db.Dialect), "local2.test", func(c *Config) { c.TrustedKeyServers = []TrustedKeyServer{trust(liar)} })
+		n2 := newNode(t, sqltest.Open(t, db.Dialect), "local2.test", func(c *Config) { c.TrustedKeyServers = []TrustedKeyServer{trust(liar)} })
 		n2.net.route("liar.test", liar.url)
 		if err := verify(t, n2, "hidden.test", time.Now(), msg); err == nil {
 			t.Fatal("verified with keys from a notary whose signature is wrong")
@@ -666,9 +667,9 @@ func TestKeyRingPerspective(t *testing.T) {
 		}
 
 		// A Myelin notary: it fetches hidden.test's keys for us.
-		mn := newNode(t, sqlutil.OpenTestDB(t, db.Dialect), "myelin-notary.test", nil)
+		mn := newNode(t, sqltest.Open(t, db.Dialect), "myelin-notary.test", nil)
 		mn.net.route("hidden.test", hidden.url)
-		n3 := newNode(t, sqlutil.OpenTestDB(t, db.Dialect), "local3.test", func(c *Config) {
+		n3 := newNode(t, sqltest.Open(t, db.Dialect), "local3.test", func(c *Config) {
 			c.TrustedKeyServers = []TrustedKeyServer{{ServerName: mn.name, VerifyKeys: map[gomatrixserverlib.KeyID]ed25519.PublicKey{mn.keyID: mn.pub}}}
 		})
 		n3.net.route(mn.name, mn.url)
@@ -702,7 +703,7 @@ func (s *stubKeyClient) LookupServerKeys(context.Context, spec.ServerName, map[g
 
 func TestKeyFetchCoalescingAndBackoff(t *testing.T) {
 	ctx := context.Background()
-	n := newNode(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), "local.test", nil)
+	n := newNode(t, sqltest.Open(t, sqlutil.SQLite), "local.test", nil)
 	remote := newFakeServer(t, "remote.test")
 	var keys gomatrixserverlib.ServerKeys
 	if err := json.Unmarshal(remote.keyResponse(), &keys); err != nil {

@@ -186,8 +186,12 @@ func (q *queues) work(dest spec.ServerName, wake chan struct{}) {
 		var sendErr error
 		if len(txn.PDUs) > 0 || len(txn.EDUs) > 0 {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			start := time.Now()
 			_, sendErr = q.f.client.SendTransaction(sctx, txn)
 			cancel()
+			if ctx.Err() == nil {
+				q.f.metrics.sendTook(failures, time.Since(start), sendErr)
+			}
 		}
 		if sendErr == nil {
 			if err := storage.DeleteQueued(ctx, q.f.store, string(dest), seqs); err != nil && ctx.Err() == nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/lru"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/roomserver/state"
 )
@@ -30,9 +31,9 @@ import (
 func benchHarness(b *testing.B) *harness {
 	b.Helper()
 	if os.Getenv("MYELIN_BENCH_POSTGRES") != "" {
-		return newHarness(b, sqlutil.OpenTestDB(b, sqlutil.Postgres))
+		return newHarness(b, sqltest.Open(b, sqlutil.Postgres))
 	}
-	return newHarness(b, sqlutil.OpenTestDB(b, sqlutil.SQLite))
+	return newHarness(b, sqltest.Open(b, sqlutil.SQLite))
 }
 
 // rows counts the rows of a roomserver table.

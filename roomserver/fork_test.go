@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -113,7 +114,7 @@ func forkedRoom(t testing.TB, h *harness, version string) (roomID string, rm *re
 }
 
 func TestForksAreResolved(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		for _, v := range []string{"1", "6", "10", "11", "12"} {
 			t.Run("v"+v, func(t *testing.T) {
@@ -159,7 +160,7 @@ func TestForksAreResolved(t *testing.T) {
 // A ban on one branch beats the banned user's state on the other: power
 // events are resolved first.
 func TestBanBeatsConcurrentState(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		for _, v := range []string{"10", "12"} {
 			t.Run("v"+v, func(t *testing.T) {
@@ -189,7 +190,7 @@ func TestBanBeatsConcurrentState(t *testing.T) {
 
 // Events failing auth are stored as rejected and change nothing.
 func TestRejectedEvents(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		roomID, rm, base, auth, carol := forkedRoom(t, h, "10")
 		// carol (power 0) may not change the power levels.

@@ -55,7 +55,11 @@ func (r *Roomserver) handleInput(ctx context.Context, partition int, m *bus.Msg)
 	if err := json.Unmarshal(m.Data, &msg); err != nil {
 		return bus.Permanent(fmt.Errorf("undecodable input: %w", err))
 	}
+	started := time.Now()
 	res, err := r.process(ctx, partition, m.Seq, &msg)
+	if err == nil || m.Delivered >= maxInputAttempts || ctx.Err() != nil {
+		r.metrics.input(&msg, m.Published, started, res, err) // the outcome the caller gets
+	}
 	if err != nil {
 		if m.Delivered < maxInputAttempts && ctx.Err() == nil {
 			return err // retried after a backoff

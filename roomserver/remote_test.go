@@ -16,6 +16,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -215,7 +216,7 @@ func eventIDOf(raw json.RawMessage, version string) string {
 }
 
 func TestJoinRemoteRoom(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		for _, v := range []string{"6", "10", "12"} {
@@ -283,7 +284,7 @@ func TestJoinRemoteRoom(t *testing.T) {
 }
 
 func TestRemoteEventsWithGaps(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		rr := newRemoteRoom(t, "10", "public", "shared", 3)
@@ -336,7 +337,7 @@ func TestRemoteEventsWithGaps(t *testing.T) {
 }
 
 func TestRemoteAuthFailures(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		rr := newRemoteRoom(t, "10", "invite", "shared", 2)
@@ -388,7 +389,7 @@ func TestRemoteAuthFailures(t *testing.T) {
 }
 
 func TestBackfillStoresHistory(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		out, stop := h.outputs()
@@ -445,7 +446,7 @@ func TestBackfillStoresHistory(t *testing.T) {
 }
 
 func TestOutOfBandInvite(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		out, stop := h.outputs()
@@ -507,7 +508,7 @@ func TestOutOfBandInvite(t *testing.T) {
 }
 
 func TestFederationQueries(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		alice := "@alice:" + testServer

@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/lru"
@@ -30,14 +31,17 @@ type Config struct {
 	ServerName spec.ServerName
 	KeyID      gomatrixserverlib.KeyID
 	PrivateKey ed25519.PrivateKey
+	// Registry receives the roomserver's metrics (nil: none).
+	Registry prometheus.Registerer
 }
 
 // Roomserver is the roomserver component.
 type Roomserver struct {
-	cfg   Config
-	store *storage.Storage
-	bus   *bus.Bus
-	log   *slog.Logger
+	cfg     Config
+	store   *storage.Storage
+	bus     *bus.Bus
+	log     *slog.Logger
+	metrics *metrics
 
 	// heads holds the committed head (current state, extremities) of each
 	// room the roomserver has touched: room ID -> *roomHead.
@@ -100,6 +104,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		store:         st,
 		bus:           b,
 		log:           log.With("component", "roomserver"),
+		metrics:       newMetrics(cfg.Registry),
 		snapshots:     lru.New[int64, state.Snapshot](1<<20, entries),
 		blocks:        lru.New[int64, state.Snapshot](1<<19, entries),
 		blockNIDs:     lru.New[string, int64](100000, nil),

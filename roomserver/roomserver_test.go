@@ -14,6 +14,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -119,7 +120,7 @@ func wantCode(t testing.TB, err error, code string) {
 var allVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
 
 func TestLocalEventsEveryVersion(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		alice, bob := "@alice:"+testServer, "@bob:"+testServer
@@ -181,7 +182,7 @@ func TestLocalEventsEveryVersion(t *testing.T) {
 }
 
 func TestTransactionIDsAndUnchangedState(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		alice := "@alice:" + testServer
@@ -216,7 +217,7 @@ func TestTransactionIDsAndUnchangedState(t *testing.T) {
 // Events sent before a restart are all there after it, and the head is
 // read back from storage.
 func TestSendManyInOrder(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		alice := "@alice:" + testServer
 		roomID := h.createRoom("11", alice, "public")
@@ -238,7 +239,7 @@ func TestSendManyInOrder(t *testing.T) {
 
 // RoomOutput carries every stored event in order, with its state delta.
 func TestRoomOutput(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		alice := "@alice:" + testServer
 		roomID := h.createRoom("10", alice, "public")

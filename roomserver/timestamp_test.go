@@ -8,11 +8,12 @@ import (
 	"time"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/roomserver/api"
 )
 
 func TestQueryEventAtTimestamp(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newHarness(t, db)
 		ctx := context.Background()
 		alice := "@alice:" + testServer

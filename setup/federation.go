@@ -5,13 +5,11 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/sirupsen/logrus"
 
 	"github.com/myelin-chat/myelin/federationapi"
 	"github.com/myelin-chat/myelin/federationapi/transport"
@@ -24,7 +22,6 @@ import (
 // (the system's, or the one tests give).
 func newFederation(ctx, runCtx context.Context, s *Server, o Options, inputer *rsapi.Inputer) (*federationapi.FederationAPI, error) {
 	cfg := s.Config
-	quietLogrus(s.Log)
 	roots, err := tlsutil.CertPool(cfg.Federation.CACertsPath)
 	if err != nil {
 		return nil, fmt.Errorf("federation.ca_certs_path: %w", err)
@@ -75,19 +72,4 @@ func newFederation(ctx, runCtx context.Context, s *Server, o Options, inputer *r
 	}
 	s.closers = append(s.closers, f.Close, tr.CloseIdleConnections)
 	return f, nil
-}
-
-// quietLogrus sends what gomatrixserverlib logs through logrus to the
-// server's log at debug level (its warnings are about remote servers'
-// mistakes, which Myelin reports itself where it handles them).
-func quietLogrus(log *slog.Logger) {
-	logrus.SetOutput(slogWriter{log})
-	logrus.SetFormatter(&logrus.TextFormatter{DisableTimestamp: true, DisableColors: true})
-}
-
-type slogWriter struct{ log *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Debug(strings.TrimSpace(string(p)), slog.String("from", "gomatrixserverlib"))
-	return len(p), nil
 }

@@ -107,11 +107,17 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.DB.Close() })
+	if err := s.DB.RegisterMetrics(s.Registry); err != nil {
+		return nil, fmt.Errorf("database metrics: %w", err)
+	}
 
 	if s.Bus, err = bus.Open(ctx, bus.Config{URLs: cfg.NATS.URLs, StoreDir: cfg.NATS.StoreDir, Prefix: cfg.NATS.Prefix}, s.Log); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.Bus.Close)
+	if err := s.Bus.RegisterMetrics(s.Registry); err != nil {
+		return nil, fmt.Errorf("bus metrics: %w", err)
+	}
 	if err := s.Bus.EnsureStreams(ctx, append(append(userapiapi.Streams(), rsapi.Streams()...), fedapi.Streams()...)...); err != nil {
 		return nil, err
 	}
@@ -139,6 +145,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		ServerName: spec.ServerName(cfg.ServerName),
 		KeyID:      gomatrixserverlib.KeyID(s.Key.ID),
 		PrivateKey: s.Key.Private,
+		Registry:   s.Registry,
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
 		return nil, err

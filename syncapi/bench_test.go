@@ -16,6 +16,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 )
@@ -82,7 +83,7 @@ func (r *benchRoom) next(tb testing.TB, typ string, stateKey *string, content an
 
 func benchSyncAPI(tb testing.TB) *SyncAPI {
 	tb.Helper()
-	db := sqlutil.OpenTestDB(tb, sqlutil.SQLite)
+	db := sqltest.Open(tb, sqlutil.SQLite)
 	s, err := New(context.Background(), Config{ServerName: benchServer}, db, nil, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		tb.Fatal(err)
@@ -139,7 +140,7 @@ func BenchmarkConsumeRoomOutput(b *testing.B) {
 func BenchmarkTimelinesLongHistory(b *testing.B) {
 	for _, perRoom := range []int{50, 500, 2000} {
 		b.Run(fmt.Sprintf("%d-events-per-room", perRoom), func(b *testing.B) {
-			db := sqlutil.OpenTestDB(b, sqlutil.SQLite)
+			db := sqltest.Open(b, sqlutil.SQLite)
 			ctx := context.Background()
 			st, err := storage.New(ctx, db)
 			if err != nil {

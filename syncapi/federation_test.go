@@ -27,6 +27,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
@@ -438,7 +439,7 @@ func ftIDsOf(pdus ...gomatrixserverlib.PDU) []string {
 // ---- out-of-band memberships ----
 
 func TestOutOfBandInviteRejectAndKnock(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newFTHarness(t, db, false)
 		tok := h.sync(ftAlice, "", 0)["next_batch"].(string)
 
@@ -533,7 +534,7 @@ func TestOutOfBandInviteRejectAndKnock(t *testing.T) {
 // members see it at once, and its later arrival in the room's DAG
 // duplicates nothing.
 func TestOutOfBandInviteThenRoomEvent(t *testing.T) {
-	h := newFTHarness(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), false)
+	h := newFTHarness(t, sqltest.Open(t, sqlutil.SQLite), false)
 	r := h.room("!shared:" + ftLocal)
 	create := r.create(t, ftCarol)
 	cjoin := r.member(t, ftCarol, ftCarol, "join")
@@ -584,7 +585,7 @@ func TestOutOfBandInviteThenRoomEvent(t *testing.T) {
 // it is applied in batches, with one query of the roomserver, and the
 // joiner's first sync has that state before the join.
 func TestJoinOverFederationAddsLargeState(t *testing.T) {
-	h := newFTHarness(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), false)
+	h := newFTHarness(t, sqltest.Open(t, sqlutil.SQLite), false)
 	const members = 10000
 	r := h.room("!big:" + ftRemote)
 	create := r.create(t, ftBob)
@@ -679,7 +680,7 @@ func (h *ftHarness) historyRoom(t *testing.T, id, joiner string) *ftHistory {
 }
 
 func TestBackfilledHistory(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newFTHarness(t, db, false)
 		x := h.historyRoom(t, "!history:"+ftRemote, ftAlice)
 		id := x.r.id
@@ -791,7 +792,7 @@ func TestBackfilledHistory(t *testing.T) {
 
 // Backfill errors, and users who may not see the history.
 func TestBackfillFailureAndAccess(t *testing.T) {
-	h := newFTHarness(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), false)
+	h := newFTHarness(t, sqltest.Open(t, sqlutil.SQLite), false)
 	x := h.historyRoom(t, "!fail:"+ftRemote, ftCarol)
 	id := x.r.id
 	h.bf.fn = func(context.Context, string, []string, int) (int, error) { return 0, errors.New("no server answered") }
@@ -822,7 +823,7 @@ func TestBackfillFailureAndAccess(t *testing.T) {
 // ---- EDUs ----
 
 func TestInboundEDUs(t *testing.T) {
-	h := newFTHarness(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), true)
+	h := newFTHarness(t, sqltest.Open(t, sqlutil.SQLite), true)
 	r := h.room("!edu:" + ftLocal)
 	create := r.create(t, ftAlice)
 	ajoin := r.member(t, ftAlice, ftAlice, "join")
@@ -931,7 +932,7 @@ func TestInboundEDUs(t *testing.T) {
 }
 
 func TestOutboundEDUs(t *testing.T) {
-	h := newFTHarness(t, sqlutil.OpenTestDB(t, sqlutil.SQLite), true)
+	h := newFTHarness(t, sqltest.Open(t, sqlutil.SQLite), true)
 	r := h.room("!out:" + ftLocal)
 	create := r.create(t, ftAlice)
 	ajoin := r.member(t, ftAlice, ftAlice, "join")

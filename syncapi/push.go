@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"sync"
 	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -30,7 +29,6 @@ type pushCache struct {
 	// gen moves whenever a user's rules change, so that rules read before
 	// the change are not cached after it.
 	gen   atomic.Uint64
-	mu    sync.Mutex // guards the roomPush values
 	rooms *lru.Cache[string, *roomPush]
 }
 

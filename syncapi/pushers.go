@@ -53,9 +53,7 @@ func (s *SyncAPI) pushNotified(users []string) {
 		if err != nil {
 			s.log.Warn("pushers not loaded: notifications wait for the next one", "users", len(missing), "error", err.Error())
 		}
-		for _, u := range loaded {
-			wake = append(wake, u)
-		}
+		wake = append(wake, loaded...)
 	}
 	p.pool.Wake(wake...)
 }

@@ -133,18 +133,25 @@ func (s *SyncAPI) getSync(r *http.Request) (any, error) {
 		if wait <= 0 {
 			return resp, nil
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-wake:
-			t.Stop()
-		case <-t.C:
-			return resp, nil
-		case <-ctx.Done():
-			t.Stop()
-			return resp, nil
-		case <-s.draining:
-			t.Stop()
+		if !s.longPoll(ctx, wake, wait) {
 			return resp, nil
 		}
 	}
+}
+
+// longPoll waits up to d for wake; false when the wait ended without it
+// (timeout, the client went away, or the server drains).
+func (s *SyncAPI) longPoll(ctx context.Context, wake <-chan struct{}, d time.Duration) bool {
+	s.metrics.longPolls.Inc()
+	defer s.metrics.longPolls.Dec()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-wake:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	case <-s.draining:
+	}
+	return false
 }

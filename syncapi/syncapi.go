@@ -72,6 +72,7 @@ type SyncAPI struct {
 	rooms    rsapi.QueryAPI
 	users    UserAPI
 	log      *slog.Logger
+	metrics  *metrics
 	notifier *notifier
 	typing   *typingStore
 	presence *presenceTracker
@@ -132,6 +133,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 		return nil, fmt.Errorf("syncapi: %w", err)
 	}
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
+		metrics:  newMetrics(cfg.Registry),
 		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{}),
 		toDeviceOutbox: newToDeviceOutbox(st)}
 	s.waitCond = sync.NewCond(&s.waitMu)

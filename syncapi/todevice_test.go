@@ -18,6 +18,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
@@ -139,7 +140,7 @@ func (h *tdHarness) federationOut() []fedapi.OutboundEDU {
 }
 
 func TestToDeviceOutboundEDUs(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newTDHarness(t, db)
 		h.start()
 		body := map[string]any{"messages": map[string]any{
@@ -187,7 +188,7 @@ func TestToDeviceOutboundEDUs(t *testing.T) {
 }
 
 func TestToDeviceOutboxPublishedAtStart(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newTDHarness(t, db)
 		// What a crash between the commit and the publish leaves behind.
 		st, err := storage.New(h.ctx, db)
@@ -222,7 +223,7 @@ func TestToDeviceOutboxPublishedAtStart(t *testing.T) {
 }
 
 func TestToDeviceInboundEDUs(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		h := newTDHarness(t, db)
 		h.start()
 		var last uint64

@@ -8,6 +8,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 )
 
@@ -15,7 +16,7 @@ import (
 // stopped are rebuilt at the next start from the events after the saved
 // position, less what receipts had read.
 func TestUnreadCountsSurviveACrash(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		open := func() *SyncAPI {
 			s, err := New(ctx, Config{ServerName: benchServer}, db, nil, &ftRooms{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))

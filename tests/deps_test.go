@@ -108,6 +108,25 @@ func TestDependencyRules(t *testing.T) {
 	}
 }
 
+// TestBinaryDoesNotLinkTesting checks that no package the server binary
+// depends on imports "testing" (test helpers live in packages only tests
+// import, such as internal/sqlutil/sqltest), so the binary carries neither
+// its code nor its flags.
+func TestBinaryDoesNotLinkTesting(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", module+"/cmd/myelin").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, imports, _ := strings.Cut(line, " ")
+		for _, imp := range strings.Fields(imports) {
+			if imp == "testing" || strings.HasPrefix(imp, "testing/") {
+				t.Errorf("%s (a dependency of cmd/myelin) imports %s", pkg, imp)
+			}
+		}
+	}
+}
+
 func TestRuleCheckerRejectsUpwardImports(t *testing.T) {
 	for _, tc := range []struct {
 		from, to string

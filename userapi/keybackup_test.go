@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/userapi/api"
 )
 
@@ -42,7 +43,7 @@ func backupRoomKey(room, session string, verified bool, index, forwarded int64) 
 // An upload of many sessions is a handful of statements; concurrent
 // uploads of overlapping sessions keep the count exact and the best keys.
 func TestPutRoomKeysBatchedAndConcurrent(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, _ := newTestAPI(t, db)
 		const user = "@alice:test.org"
@@ -119,7 +120,7 @@ func TestPutRoomKeysBatchedAndConcurrent(t *testing.T) {
 
 // Deactivation deletes the user's backups.
 func TestDeactivateDeletesKeyBackups(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, _ := newTestAPI(t, db)
 		acc, err := u.CreateAccount(ctx, api.CreateAccount{Localpart: "alice", Password: "pw"})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/userapi/api"
 	"github.com/myelin-chat/myelin/userapi/storage"
 )
@@ -15,7 +16,7 @@ import (
 // What a crash left in the outbox (committed, not yet published) is
 // published when the user API starts, and the outbox is emptied.
 func TestOutboxAfterCrash(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		st, err := storage.New(ctx, db)
 		if err != nil {

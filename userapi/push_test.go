@@ -13,6 +13,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/pushrules"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/userapi/api"
 )
 
@@ -107,7 +108,7 @@ func ruleIDs(rules []pushrules.Rule) []string {
 // The stored rules survive, edits are announced as m.push_rules with the
 // whole effective ruleset, and concurrent edits lose nothing.
 func TestPushRulesStoredAndAnnounced(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, b := newTestAPI(t, db)
 		out := watchOutput(t, b)
@@ -200,7 +201,7 @@ func TestPushRulesStoredAndAnnounced(t *testing.T) {
 // A room upgrade copies the room's rules; without rules nothing is
 // written or announced.
 func TestCopyRoomPushRules(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, b := newTestAPI(t, db)
 		out := watchOutput(t, b)
@@ -240,7 +241,7 @@ func TestCopyRoomPushRules(t *testing.T) {
 // the same key go unless appended, deletion of unknown pushers is fine,
 // and every change is announced for each user concerned.
 func TestPushers(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, b := newTestAPI(t, db)
 		out := watchOutput(t, b)
@@ -302,7 +303,7 @@ func TestPushers(t *testing.T) {
 // Deleting a device deletes its pushers and its local notification
 // settings, whichever way the device goes.
 func TestDeviceDeletionTakesPushers(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, b := newTestAPI(t, db)
 		out := watchOutput(t, b)

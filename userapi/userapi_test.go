@@ -12,6 +12,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/userapi/api"
 )
 
@@ -33,7 +34,7 @@ func newTestAPI(t *testing.T, db *sqlutil.DB) (*UserAPI, *bus.Bus) {
 }
 
 func TestAccountsAndPasswords(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, _ := newTestAPI(t, db)
 		acc, err := u.CreateAccount(ctx, api.CreateAccount{Localpart: "alice", Password: "pw"})
@@ -109,7 +110,7 @@ func authFails(t *testing.T, u *UserAPI, token string, expired bool) {
 
 // Tokens are revoked everywhere at once, the cache included.
 func TestSessionsAndRevocation(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, _ := newTestAPI(t, db)
 		u.CreateAccount(ctx, api.CreateAccount{Localpart: "bob", Password: "pw"})
@@ -146,7 +147,7 @@ func TestSessionsAndRevocation(t *testing.T) {
 // A refresh token stays usable until the tokens it was exchanged for are
 // used; expired access tokens are soft logouts.
 func TestRefreshRotation(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, _ := newTestAPI(t, db)
 		u.CreateAccount(ctx, api.CreateAccount{Localpart: "carol", Password: "pw"})
@@ -198,7 +199,7 @@ func TestRefreshRotation(t *testing.T) {
 
 // Changes are announced on UserOutput, in commit order.
 func TestUserOutput(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		u, b := newTestAPI(t, db)
 		var mu sync.Mutex

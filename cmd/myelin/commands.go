@@ -24,6 +24,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/internal/logbridge"
 	"github.com/myelin-chat/myelin/internal/signingkey"
 	"github.com/myelin-chat/myelin/setup"
 )
@@ -81,7 +82,9 @@ func cmdRun(ctx context.Context, args []string, s stdio) int {
 			return 1
 		}
 	}
-	srv, err := setup.New(ctx, cfg, setup.Options{})
+	log := setup.NewLogger(cfg.Logging, s.err)
+	logbridge.Logrus(log) // once, before anything that uses gomatrixserverlib
+	srv, err := setup.New(ctx, cfg, setup.Options{Logger: log})
 	if err != nil {
 		fmt.Fprintf(s.err, "myelin: %v\n", err)
 		return 1

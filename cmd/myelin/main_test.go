@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-org/util"
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/internal/testutil"
 )
@@ -227,4 +228,52 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// With federation off (nothing in setup touches logrus then), what
+// gomatrixserverlib logs through logrus still reaches the server's slog
+// output: cmdRun routes it once at start. Before, only building the
+// federation API did, so such lines went to raw stderr without it.
+func TestRunSendsLogrusToSlogWithoutFederation(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	t.Setenv("MYELIN_FEDERATION_ENABLED", "false")
+	t.Setenv("MYELIN_LOGGING_LEVEL", "debug")
+	t.Setenv("MYELIN_LOGGING_FORMAT", "json")
+	t.Setenv("MYELIN_LISTENERS_HTTP_ADDRESS", addr)
+	t.Setenv("MYELIN_AUTH_BCRYPT_COST", "4")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb testutil.LockedBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--config", filepath.Join(dir, "myelin.yaml")}, strings.NewReader(""), &out, &errb)
+	}()
+	testutil.Eventually(t, 20*time.Second, "the server to answer", func() bool {
+		resp, err := http.Get("http://" + addr + "/_matrix/client/versions")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	})
+	// util.GetLogger is the logrus entry gomatrixserverlib logs through.
+	util.GetLogger(ctx).WithField("probe", "p1").Warn("gomatrixserverlib probe line")
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("run exited %d:\n%s", code, errb.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+	for _, line := range strings.Split(errb.String(), "\n") {
+		if strings.Contains(line, "gomatrixserverlib probe line") {
+			if !strings.HasPrefix(line, "{") || !strings.Contains(line, `"from":"gomatrixserverlib"`) || !strings.Contains(line, `"probe":"p1"`) {
+				t.Errorf("the logrus line did not go through slog's JSON handler: %s", line)
+			}
+			return
+		}
+	}
+	t.Errorf("the logrus line is not in the server's log:\n%s", errb.String())
 }

@@ -84,11 +84,24 @@ func CountQueued(ctx context.Context, q sqlutil.Querier, dest string) (int64, er
 	return n, err
 }
 
-// CountAllQueued is how many items wait for every destination together.
-func CountAllQueued(ctx context.Context, q sqlutil.Querier) (int64, error) {
-	var n int64
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM fed_queue`).Scan(&n)
-	return n, err
+// QueueDepth is how much waits for the destinations with one number of
+// failures in a row.
+type QueueDepth struct {
+	Failures            int
+	Items, Destinations int64
+}
+
+// SelectQueueDepths counts the queued items and their destinations, grouped
+// by the destinations' failures in a row (0 for one never failed).
+func SelectQueueDepths(ctx context.Context, q sqlutil.Querier) ([]QueueDepth, error) {
+	rows, err := q.QueryContext(ctx, `SELECT COALESCE(d.failures, 0), COUNT(*), COUNT(DISTINCT q.destination)
+		FROM fed_queue q LEFT JOIN fed_destinations d ON d.server_name = q.destination
+		GROUP BY COALESCE(d.failures, 0)`)
+	return sqlutil.Collect(rows, err, func(r *sql.Rows) (QueueDepth, error) {
+		var d QueueDepth
+		err := r.Scan(&d.Failures, &d.Items, &d.Destinations)
+		return d, err
+	})
 }
 
 // SelectQueuedDestinations lists the destinations with items queued.

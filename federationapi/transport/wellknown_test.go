@@ -139,7 +139,7 @@ func TestWellKnownDown(t *testing.T) {
 		want    []Target
 	}{
 		{0, nil, 1, delegated},
-		{11 * time.Minute, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", 503) }, 2, fallback},
+		{11 * time.Minute, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) }, 2, fallback},
 		{time.Minute, nil, 2, fallback},                                             // 12m: failure cached
 		{2 * time.Minute, nil, 3, fallback},                                         // 14m: 2 minutes passed
 		{3 * time.Minute, http.NotFound, 4, fallback},                               // 17m: a 404 is not temporary

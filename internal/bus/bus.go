@@ -48,6 +48,8 @@ type Bus struct {
 	srv    *server.Server
 	prefix string
 	log    *slog.Logger
+	// consumers are the running consumers, for the lag metric.
+	consumers consumerSet
 }
 
 // Open starts the embedded server (when cfg.URLs is empty) and connects.

@@ -21,6 +21,8 @@ type Msg struct {
 	Seq uint64
 	// Delivered counts deliveries of this message, starting at 1.
 	Delivered uint64
+	// Published is when the stream stored the message.
+	Published time.Time
 }
 
 // Handler handles one message. Returning nil acks it; an error wrapped with
@@ -113,14 +115,22 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 			return nil, fmt.Errorf("bus: consumer %s: last applied sequence: %w", spec.Durable, err)
 		}
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(max(spec.MaxAckPending, 16)))
+	// Pull requests expire after 5 s (not the client's default 30 s, with
+	// heartbeats every 15 s): when the client's count of messages still owed
+	// by its pull requests drifts from the server's (seen with
+	// MaxAckPending 1 when the process is slow, as under -race), no request
+	// is outstanding and the consumer stalls until the next expiry or missed
+	// heartbeat; 5 s bounds that and the stall no longer showed.
+	iter, err := cons.Messages(jetstream.PullMaxMessages(max(spec.MaxAckPending, 16)), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s: %w", spec.Durable, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	unlist := b.consumers.add(spec.Stream, spec.Durable, cons)
 	go func() {
 		defer close(done)
+		defer unlist()
 		for {
 			jm, err := iter.Next()
 			if err != nil {
@@ -166,7 +176,7 @@ func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, la
 		_ = jm.Ack()
 		return
 	}
-	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered}
+	m := &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered, Published: md.Timestamp}
 	handled := make(chan struct{})
 	go func() {
 		t := time.NewTicker(heartbeat)

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/lib/pq"
 	"github.com/mattn/go-sqlite3"
@@ -59,6 +60,7 @@ type DB struct {
 	reader  *sql.DB
 	rebound sync.Map // query text -> rebound text
 	queries atomic.Uint64
+	metrics atomic.Pointer[dbMetrics] // nil until RegisterMetrics
 }
 
 // Queries counts the statements run so far (for tests that bound them).
@@ -182,16 +184,19 @@ func (db *DB) Rebind(query string) string {
 
 // ExecContext runs a write on the writer.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	defer db.observe(opExec, time.Now())
 	return db.writer.ExecContext(ctx, db.Rebind(query), args...)
 }
 
 // QueryContext runs a read on the reader pool.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	defer db.observe(opQuery, time.Now())
 	return db.reader.QueryContext(ctx, db.Rebind(query), args...)
 }
 
 // QueryRowContext runs a single-row read on the reader pool.
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	defer db.observe(opQuery, time.Now())
 	return db.reader.QueryRowContext(ctx, db.Rebind(query), args...)
 }
 
@@ -202,14 +207,17 @@ type Tx struct {
 }
 
 func (t *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	defer t.db.observe(opExec, time.Now())
 	return t.tx.ExecContext(ctx, t.db.Rebind(query), args...)
 }
 
 func (t *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	defer t.db.observe(opQuery, time.Now())
 	return t.tx.QueryContext(ctx, t.db.Rebind(query), args...)
 }
 
 func (t *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	defer t.db.observe(opQuery, time.Now())
 	return t.tx.QueryRowContext(ctx, t.db.Rebind(query), args...)
 }
 
@@ -219,6 +227,7 @@ func (t *Tx) Dialect() Dialect { return t.db.Dialect }
 // WithTx runs fn in a write transaction, committing when it returns nil and
 // rolling back otherwise (or when it panics).
 func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
+	defer db.observe(opTx, time.Now())
 	sqlTx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlutil: begin: %w", err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 type item struct {
@@ -39,7 +40,7 @@ func insertItems(t *testing.T, db *sqlutil.DB, n int) {
 }
 
 func TestCollect(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		migrated(t, db)
 		insertItems(t, db, 3)
@@ -95,7 +96,7 @@ func TestCollect(t *testing.T) {
 }
 
 func TestEach(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		migrated(t, db)
 		insertItems(t, db, 4)
@@ -167,7 +168,7 @@ func TestInBatches(t *testing.T) {
 	}
 
 	// Together with Collect, on both engines: an IN list larger than a batch.
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		migrated(t, db)
 		insertItems(t, db, 25)

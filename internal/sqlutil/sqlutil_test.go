@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 func migrated(t *testing.T, db *sqlutil.DB) {
@@ -25,7 +26,7 @@ func migrated(t *testing.T, db *sqlutil.DB) {
 }
 
 func TestMigrateAndQuery(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		migrated(t, db)
 		var versions int
@@ -63,7 +64,7 @@ func TestMigrateAndQuery(t *testing.T) {
 }
 
 func TestWithTxRollsBack(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		migrated(t, db)
 		boom := errors.New("boom")
@@ -86,7 +87,7 @@ func TestWithTxRollsBack(t *testing.T) {
 // Concurrent writers never see "database is locked": SQLite writes queue on
 // the single writer connection.
 func TestConcurrentWriters(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		migrated(t, db)
 		var wg sync.WaitGroup

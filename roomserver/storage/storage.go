@@ -6,7 +6,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"errors"
 
@@ -42,10 +41,3 @@ func (s *Storage) WithTx(ctx context.Context, fn func(tx *sqlutil.Tx) error) err
 
 // DB is the handle for reads outside a transaction.
 func (s *Storage) DB() sqlutil.Querier { return s.db }
-
-func affected(res sql.Result, err error) (int64, error) {
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
-}

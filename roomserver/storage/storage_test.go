@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/roomserver/state"
 	"github.com/myelin-chat/myelin/roomserver/storage"
 )
@@ -15,7 +16,7 @@ import (
 // forEachStore runs body on a freshly migrated roomserver database of every
 // engine.
 func forEachStore(t *testing.T, body func(t *testing.T, ctx context.Context, s *storage.Storage)) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s, err := storage.New(ctx, db)
 		if err != nil {

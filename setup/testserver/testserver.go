@@ -9,12 +9,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/myelin-chat/myelin/config"
+	"github.com/myelin-chat/myelin/internal/logbridge"
 	"github.com/myelin-chat/myelin/internal/signingkey"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/setup"
 )
@@ -87,11 +90,11 @@ func start(t testing.TB, o Options, n *Network, name string) *Server {
 	cfg.Registration.SharedSecret = SharedSecret
 	cfg.Database.URL = "sqlite:" + filepath.Join(dir, "myelin.db")
 	if o.Postgres {
-		if os.Getenv(sqlutil.PostgresEnv) == "" {
+		if os.Getenv(sqltest.PostgresEnv) == "" {
 			ln.Close()
-			t.Skip(sqlutil.PostgresEnv + " not set")
+			t.Skip(sqltest.PostgresEnv + " not set")
 		}
-		cfg.Database.URL = sqlutil.TestDSN(t, sqlutil.Postgres)
+		cfg.Database.URL = sqltest.DSN(t, sqlutil.Postgres)
 	}
 	if m != nil {
 		m.configure(cfg)
@@ -114,6 +117,9 @@ func start(t testing.TB, o Options, n *Network, name string) *Server {
 
 func (s *Server) start(ln net.Listener, cfg *config.Config) {
 	s.t.Helper()
+	// As cmd/myelin does at process start: gomatrixserverlib's logrus output
+	// goes to slog, once for the test process.
+	logrusOnce.Do(func() { logbridge.Logrus(testLogger()) })
 	o := setup.Options{Logger: testLogger(), Listener: ln}
 	if s.fed != nil {
 		o.FederationListener = s.fed.listen(s.t)
@@ -167,6 +173,8 @@ func (s *Server) Restart() {
 func (s *Server) Client() *testutil.Client {
 	return testutil.NewClient(s.t, s.URL)
 }
+
+var logrusOnce sync.Once
 
 func testLogger() *slog.Logger {
 	if os.Getenv("MYELIN_TEST_LOG") != "" {

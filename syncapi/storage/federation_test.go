@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 // Storage used by backfill, out-of-band memberships, joins over federation
 // and remote presence.
 
 func TestMinEventPosAndOldestEvents(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		if n, err := MinEventPos(ctx, s.DB()); err != nil || n != 0 {
 			t.Fatalf("MinEventPos on empty = %d, %v; want 0", n, err)
@@ -36,7 +37,7 @@ func TestMinEventPosAndOldestEvents(t *testing.T) {
 }
 
 func TestBatchedStateWrites(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		const room, n = "!big:x", 1234 // more than one batch of each statement
 		if _, found, err := FirstStatePos(ctx, s.DB(), room); err != nil || found {
@@ -128,7 +129,7 @@ func TestBatchedStateWrites(t *testing.T) {
 }
 
 func TestPresenceChanged(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
 			for i, u := range []string{"@a:x", "@b:remote", "@c:remote"} {
@@ -156,7 +157,7 @@ func TestPresenceChanged(t *testing.T) {
 }
 
 func TestStatesBeforeEvent(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		const room = "!fed:remote"
 		// Alice's out-of-band invite at 5, then her join over federation at

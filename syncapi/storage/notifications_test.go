@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 func TestNotificationEventUsers(t *testing.T) {
@@ -40,7 +41,7 @@ func TestNotificationEventUsers(t *testing.T) {
 }
 
 func TestNotificationEvents(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		add := func(pos int64, room string, users ...string) {
 			e := &NotificationEvent{EventPos: pos, RoomID: room, EventID: fmt.Sprintf("$%d", pos), ThreadID: MainThread, TS: 1000 + pos,
@@ -94,7 +95,7 @@ func TestNotificationEvents(t *testing.T) {
 }
 
 func TestUnreadRows(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		save := func(del [][2]string, rows ...Unread) {
 			rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
@@ -128,7 +129,7 @@ func TestUnreadRows(t *testing.T) {
 }
 
 func TestReadPositions(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		rmInsertEvents(t, s, "!a:x", 10, 20, 30)
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
@@ -159,7 +160,7 @@ func TestReadPositions(t *testing.T) {
 }
 
 func TestPusherProgress(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		if _, found, err := PusherProgress(ctx, s.DB(), "@u:x", "app", "key"); err != nil || found {
 			t.Fatalf("progress of an unknown pusher: %v %v", found, err)

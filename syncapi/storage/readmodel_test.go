@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 // ---- helpers (prefix rm) ----
@@ -113,7 +114,7 @@ const rmMin = math.MinInt64 / 2
 // ---- events ----
 
 func TestEventsInsertAndByID(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		if n, err := MaxEventPos(ctx, s.DB()); err != nil || n != 0 {
 			t.Fatalf("MaxEventPos on empty = %d, %v; want 0", n, err)
@@ -213,7 +214,7 @@ func TestEventsInsertAndByID(t *testing.T) {
 // ---- timelines ----
 
 func TestTimelines(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		// Room A at odd positions 1..39 (20 events), B at 2, 4, 6, C none.
 		var a []int64
@@ -317,7 +318,7 @@ func TestTimelines(t *testing.T) {
 }
 
 func TestRoomEvents(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		rmInsertEvents(t, s, "!a:x", -2, -1, 1, 3, 5, 7, 9)
 		rmInsertEvents(t, s, "!b:x", 2, 4, 6)
@@ -362,7 +363,7 @@ func TestRoomEvents(t *testing.T) {
 }
 
 func TestEventAtTimestamp(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		// Timestamps out of position order, and two events sharing one.
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
@@ -456,7 +457,7 @@ func rmStateRoom(t *testing.T, s *Storage) {
 }
 
 func TestStatesOverTime(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		rmStateRoom(t, s)
 		at := func(pos, since int64) []string {
@@ -560,7 +561,7 @@ func TestStatesOverTime(t *testing.T) {
 }
 
 func TestStatesManyRooms(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		var qs []StateQuery
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
@@ -595,7 +596,7 @@ func TestStatesManyRooms(t *testing.T) {
 // ---- memberships ----
 
 func TestMemberships(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		rmStateRoom(t, s)
 		// alice: joined !s:x at 2, invited to !t:x at 5, left !u:x.
@@ -717,7 +718,7 @@ func TestMemberships(t *testing.T) {
 }
 
 func TestMembershipChanges(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		changes := []MembershipChange{
 			{"@a:x", "!r1:x", "invite", "$1", "@b:x", 3},
@@ -766,7 +767,7 @@ func TestMembershipChanges(t *testing.T) {
 // ---- ephemeral and per-user streams ----
 
 func TestReceiptsSince(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		put := func(rs ...Receipt) {
 			rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
@@ -821,7 +822,7 @@ func TestReceiptsSince(t *testing.T) {
 }
 
 func TestAccountDataSince(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		put := func(user string, d AccountData) {
 			rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error { return UpsertAccountData(ctx, tx, user, &d) })
@@ -858,7 +859,7 @@ func TestAccountDataSince(t *testing.T) {
 }
 
 func TestPresence(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		if _, err := SelectPresence(ctx, s.DB(), "@u:x"); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("presence of an unknown user: err = %v, want ErrNotFound", err)
@@ -906,7 +907,7 @@ func TestPresence(t *testing.T) {
 }
 
 func TestStrippedStates(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
 			for _, r := range []struct {
@@ -946,7 +947,7 @@ func TestStrippedStates(t *testing.T) {
 // ---- positions ----
 
 func TestPositions(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		ev, rc, ad, pr, err := MaxPositions(ctx, s.DB())
 		if err != nil || ev != 0 || rc != 0 || ad != 0 || pr != 0 {
@@ -1002,7 +1003,7 @@ func TestPositions(t *testing.T) {
 // ---- redaction ----
 
 func TestRedactEvent(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, s := rmOpen(t, db)
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
 			topic := rmEvent(1, "!a:x", "m.room.topic")

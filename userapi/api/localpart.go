@@ -1,5 +1,7 @@
 package api
 
+//lint:file-ignore ST1005 CheckLocalpart's errors are shown to users, worded as Synapse words them.
+
 import (
 	"errors"
 	"regexp"

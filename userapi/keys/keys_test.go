@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/userapi/api"
 	"github.com/myelin-chat/myelin/userapi/storage"
@@ -85,7 +86,7 @@ func summaries(kcs []api.KeyChange) []string {
 // in the outbox, with the user's stream IDs and the prev_id chain of
 // device changes; repeating an upload changes nothing.
 func TestKeyChanges(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		k, st := newTestKeys(t, db)
 		const alice = "@alice:x"
@@ -179,7 +180,7 @@ func TestKeyChanges(t *testing.T) {
 }
 
 func TestUploadErrors(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		k, st := newTestKeys(t, db)
 		addDevices(t, st, "@a:x", "A")

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/userapi/api"
 )
@@ -16,7 +17,7 @@ import (
 // only (user_signing), merged into that key for the signer only, and
 // failures for a bad signature, another key or a missing key.
 func TestRemoteUserSignatures(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		k, st := newTestKeys(t, db)
 		const alice, bob, carol = "@alice:x", "@bob:remote", "@carol:remote"

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 func createTestBackup(t *testing.T, s *Storage, userID string) int64 {
@@ -28,7 +29,7 @@ func createTestBackup(t *testing.T, s *Storage, userID string) int64 {
 // Versions are numbered per user and never reused; the current one is the
 // newest not deleted; a deleted one keeps its row without sessions.
 func TestKeyBackupVersions(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		if _, err := SelectCurrentKeyBackup(ctx, s.DB(), "@a:x"); !errors.Is(err, ErrNotFound) {
@@ -96,7 +97,7 @@ func TestKeyBackupVersions(t *testing.T) {
 
 // Concurrent creates get distinct versions.
 func TestKeyBackupConcurrentCreate(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		s := newTestStorage(t, db)
 		const n = 12
 		versions := make(chan int64, n)
@@ -123,7 +124,7 @@ func TestKeyBackupConcurrentCreate(t *testing.T) {
 // Sessions are written and read in batches larger than one statement's,
 // by key and by selection.
 func TestBackupSessionsBatches(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		v := createTestBackup(t, s, "@a:x")

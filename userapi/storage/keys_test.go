@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 func addDevice(t *testing.T, s *Storage, userID, deviceID string, name *string) {
@@ -29,7 +30,7 @@ func mustTx(t *testing.T, s *Storage, fn func(tx *sqlutil.Tx) error) {
 }
 
 func TestDeviceKeys(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		name := "Phone"
@@ -83,7 +84,7 @@ func TestDeviceKeys(t *testing.T) {
 }
 
 func TestOneTimeKeys(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		var skipped []OneTimeKey
@@ -163,7 +164,7 @@ func TestOneTimeKeys(t *testing.T) {
 // Concurrent claims of the same devices never get the same key, and every
 // key is handed out while claims remain.
 func TestConcurrentClaims(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		const devices, perDevice, claimers = 3, 40, 8
@@ -226,7 +227,7 @@ func TestConcurrentClaims(t *testing.T) {
 }
 
 func TestCrossSigningAndSignatures(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		mustTx(t, s, func(tx *sqlutil.Tx) error {
@@ -263,7 +264,7 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 }
 
 func TestKeyStreams(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		if id, err := SelectDeviceStreamID(ctx, s.DB(), "@a:x"); err != nil || id != 0 {
@@ -299,7 +300,7 @@ func TestKeyStreams(t *testing.T) {
 }
 
 func TestUserOutbox(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		mustTx(t, s, func(tx *sqlutil.Tx) error {

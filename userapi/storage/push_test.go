@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
+	"github.com/myelin-chat/myelin/internal/sqlutil/sqltest"
 )
 
 func newTestStorage(t *testing.T, db *sqlutil.DB) *Storage {
@@ -22,7 +23,7 @@ func newTestStorage(t *testing.T, db *sqlutil.DB) *Storage {
 // Read-modify-write of a user's push rules under LockPushRules loses no
 // concurrent update.
 func TestPushRulesLock(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		if raw, err := SelectPushRules(ctx, s.DB(), "@a:x"); err != nil || raw != nil {
@@ -68,7 +69,7 @@ func TestPushRulesLock(t *testing.T) {
 }
 
 func TestPushersStorage(t *testing.T) {
-	sqlutil.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
 		s := newTestStorage(t, db)
 		p := func(user, device, app, key string, ts int64) *Pusher {

@@ -1,4 +1,6 @@
-package sqlutil
+// Package sqltest opens fresh databases of both engines for tests. Only
+// tests import it, so the production binary does not link "testing".
+package sqltest
 
 import (
 	"context"
@@ -8,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
 // PostgresEnv names the environment variable holding the PostgreSQL DSN that
@@ -16,23 +20,23 @@ const PostgresEnv = "MYELIN_TEST_POSTGRES"
 
 // ForEachDB runs body once on a fresh SQLite database and, when
 // MYELIN_TEST_POSTGRES is set, once on a fresh PostgreSQL schema.
-func ForEachDB(t *testing.T, body func(t *testing.T, db *DB)) {
+func ForEachDB(t *testing.T, body func(t *testing.T, db *sqlutil.DB)) {
 	t.Helper()
-	t.Run("sqlite", func(t *testing.T) { body(t, OpenTestDB(t, SQLite)) })
+	t.Run("sqlite", func(t *testing.T) { body(t, Open(t, sqlutil.SQLite)) })
 	t.Run("postgres", func(t *testing.T) {
 		if os.Getenv(PostgresEnv) == "" {
 			t.Skip(PostgresEnv + " not set")
 		}
-		body(t, OpenTestDB(t, Postgres))
+		body(t, Open(t, sqlutil.Postgres))
 	})
 }
 
-// TestDSN returns the DSN of a fresh, empty database for one test: a SQLite
+// DSN returns the DSN of a fresh, empty database for one test: a SQLite
 // file in t.TempDir(), or a new PostgreSQL schema (dropped when the test ends)
 // selected through search_path.
-func TestDSN(t testing.TB, d Dialect) string {
+func DSN(t testing.TB, d sqlutil.Dialect) string {
 	t.Helper()
-	if d == SQLite {
+	if d == sqlutil.SQLite {
 		return "sqlite:" + filepath.Join(t.TempDir(), "test.db")
 	}
 	base := os.Getenv(PostgresEnv)
@@ -42,7 +46,7 @@ func TestDSN(t testing.TB, d Dialect) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	schema := "test_" + hex.EncodeToString(b[:])
-	admin, err := Open(context.Background(), base, Options{MaxOpenConns: 1})
+	admin, err := sqlutil.Open(context.Background(), base, sqlutil.Options{MaxOpenConns: 1})
 	if err != nil {
 		t.Fatalf("connect to %s: %v", PostgresEnv, err)
 	}
@@ -64,11 +68,11 @@ func TestDSN(t testing.TB, d Dialect) string {
 	return u.String()
 }
 
-// OpenTestDB opens a fresh database of the given dialect for one test and
+// Open opens a fresh database of the given dialect for one test and
 // closes it when the test ends.
-func OpenTestDB(t testing.TB, d Dialect) *DB {
+func Open(t testing.TB, d sqlutil.Dialect) *sqlutil.DB {
 	t.Helper()
-	db, err := Open(context.Background(), TestDSN(t, d), Options{MaxOpenConns: 4})
+	db, err := sqlutil.Open(context.Background(), DSN(t, d), sqlutil.Options{MaxOpenConns: 4})
 	if err != nil {
 		t.Fatalf("open test db: %v", err)
 	}
