@@ -92,10 +92,15 @@ func parseEvent(verImpl gomatrixserverlib.IRoomVersion, raw json.RawMessage) (go
 }
 
 // verifyEvents verifies events of a room, dropping (and logging) those
-// that fail.
+// that fail; an event given twice is verified once.
 func (f *FederationAPI) verifyEvents(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage) []gomatrixserverlib.PDU {
 	out := make([]gomatrixserverlib.PDU, 0, len(raws))
+	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
+		if seen[string(raw)] {
+			continue
+		}
+		seen[string(raw)] = true
 		pdu, err := f.verifyEvent(ctx, verImpl, roomID, raw)
 		if err != nil {
 			f.log.Info("dropped a fetched event", slog.String("room_id", roomID), slog.String("error", err.Error()))
