@@ -2,9 +2,12 @@ package tests
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/sjson"
 
+	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/setup/testserver"
 )
@@ -203,5 +207,340 @@ func TestFederationHostileSendJoin(t *testing.T) {
 			}
 		}
 	})
-	_ = fmt.Sprint
+}
+
+// hsTOtherRoom builds an event of another room of hs1, signed by the fake.
+func hsTOtherRoom(t *testing.T, r *ingTRoom) gomatrixserverlib.PDU {
+	roomID := roomTCreate(r.alice, map[string]any{"preset": "public_chat", "room_version": r.version})
+	r2 := &ingTRoom{t: t, hs: r.hs, rm: r.rm, roomID: roomID, version: r.version, all: map[string]gomatrixserverlib.PDU{}}
+	return r2.message("@fuser:fake.test", r2.latest(), "another room")
+}
+
+// A get_missing_events answer with the events asked for and more: an
+// event of another room, one of the room that is no ancestor of the event
+// (a fork), and 10,000 entries that are not events. The gap is filled;
+// nothing else is stored. (Before, the fork entered the room's DAG.)
+func TestFederationHostileMissingEvents(t *testing.T) {
+	r, _ := ingTSetup(t, "10")
+	fuser := "@fuser:fake.test"
+	join := r.join(fuser)
+	other := hsTOtherRoom(t, r)
+	w1 := r.message(fuser, []gomatrixserverlib.PDU{join}, "withheld 1")
+	w2 := r.message(fuser, []gomatrixserverlib.PDU{w1}, "withheld 2")
+	fork := r.message(fuser, []gomatrixserverlib.PDU{join}, "a fork not asked for")
+	e3 := r.message(fuser, []gomatrixserverlib.PDU{w2}, "sent 3")
+	r.mu.Lock()
+	r.hidden[fork.EventID()] = true
+	r.hostileMissing = func(evs []json.RawMessage) []json.RawMessage {
+		evs = append([]json.RawMessage{other.JSON(), fork.JSON()}, evs...)
+		for range 10_000 {
+			evs = append(evs, json.RawMessage(`{"type":"m.room.message"}`))
+		}
+		return evs
+	}
+	r.mu.Unlock()
+	if errs := r.send(e3); errs[e3.EventID()] != "" {
+		t.Fatalf("event after a gap: %v", errs)
+	}
+	kinds := hsTKinds(t, r.hs, w1, w2, e3, fork, other)
+	if kinds[w1.EventID()] != 1 || kinds[w2.EventID()] != 1 || kinds[e3.EventID()] != 1 {
+		t.Fatalf("the gap was not filled: %v", kinds)
+	}
+	if kinds[fork.EventID()] != 0 || kinds[other.EventID()] != 0 {
+		t.Fatalf("events not asked for were stored: fork %d, other room %d", kinds[fork.EventID()], kinds[other.EventID()])
+	}
+	if got := ingTBodies(r.alice, r.roomID); strings.Join(got, "|") != "withheld 1|withheld 2|sent 3" {
+		t.Fatalf("alice sees %v", got)
+	}
+}
+
+// A /state_ids answer listing 10,000 events that do not exist, with the
+// state (/state) answered with events it did not list: a state event of
+// the room on a fork and an event of another room. The event after the
+// gap goes in with the real state; the others are not stored.
+func TestFederationHostileStateIDs(t *testing.T) {
+	r, _ := ingTSetup(t, "10")
+	fuser := "@fuser:fake.test"
+	join := r.join(fuser)
+	other := hsTOtherRoom(t, r)
+	auth := []gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, "")}
+	rename := r.build(nil, fuser, spec.MRoomMember, &fuser, map[string]any{"membership": "join", "displayname": "Gap"},
+		[]gomatrixserverlib.PDU{join}, append(auth, join))
+	unlisted := r.build(nil, fuser, spec.MRoomMember, &fuser, map[string]any{"membership": "join", "displayname": "Not listed"},
+		[]gomatrixserverlib.PDU{join}, append(auth, join))
+	prev := []gomatrixserverlib.PDU{rename}
+	for i := range 30 {
+		prev = []gomatrixserverlib.PDU{r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("gap ", i)},
+			prev, append(auth, rename))}
+	}
+	last := r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after the gap"}, prev, append(auth, rename))
+	r.mu.Lock()
+	r.hostileStateIDs = func(res map[string]any) {
+		ids := res["pdu_ids"].([]string)
+		for i := range 10_000 {
+			ids = append(ids, fmt.Sprintf("$bogus%d", i))
+		}
+		res["pdu_ids"] = ids
+	}
+	r.mu.Unlock()
+	r.rm.Mux.HandleFunc("GET /_matrix/federation/v1/state/{roomId}", func(w http.ResponseWriter, req *http.Request) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		var pdus, chain []json.RawMessage
+		var evs []gomatrixserverlib.PDU
+		for _, e := range r.stateBefore(req.URL.Query().Get("event_id")) {
+			pdus = append(pdus, e.JSON())
+			evs = append(evs, e)
+		}
+		for _, id := range r.authChain(evs) {
+			chain = append(chain, r.all[id].JSON())
+		}
+		pdus = append(pdus, unlisted.JSON(), other.JSON())
+		ingTJSON(w, map[string]any{"pdus": pdus, "auth_chain": append(chain, other.JSON())})
+	})
+	if errs := r.send(last); errs[last.EventID()] != "" {
+		t.Fatalf("event after the gap: %v", errs)
+	}
+	if m := r.current(spec.MRoomMember, fuser); m == nil || m.EventID() != rename.EventID() {
+		t.Fatalf("the member event after the gap is %v, want the rename", m)
+	}
+	kinds := hsTKinds(t, r.hs, last, unlisted, other)
+	if kinds[last.EventID()] != 1 || kinds[unlisted.EventID()] != 0 || kinds[other.EventID()] != 0 {
+		t.Fatalf("kinds: after the gap %d, unlisted %d, other room %d", kinds[last.EventID()], kinds[unlisted.EventID()], kinds[other.EventID()])
+	}
+}
+
+// A /backfill answer with the history asked for and more: events of
+// another room, a fork of the room that is no ancestor of what was asked
+// for, badly signed events and entries that are not events. History
+// pages back completely; nothing else is stored.
+func TestFederationHostileBackfill(t *testing.T) {
+	f, hs, _ := pfTStart(t)
+	alice := testutil.NewClient(t, hs.URL).Register("alice", "alice-password")
+	r := f.newRoom("11", "public")
+	other := f.newRoom("11", "public")
+	const n = 60
+	f.mu.Lock()
+	var fork gomatrixserverlib.PDU
+	for i := range n {
+		if i == 10 {
+			// Built on the room's 10th message, but not part of it.
+			var err error
+			fork, err = r.proto(pfTCreator, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "fork"}).
+				Build(time.Now(), f.rm.Name, f.rm.KeyID, f.rm.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.send(pfTCreator, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("old %d", i)})
+	}
+	otherMsg := other.send(pfTCreator, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "another room"})
+	badSig := r.proto(pfTCreator, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "bad signature"})
+	badEv, err := badSig.Build(time.Now(), f.rm.Name, f.rm.KeyID, f.rm.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.hostileBackfill = func(_ *pfTRoom, pdus []json.RawMessage) []json.RawMessage {
+		pdus = append([]json.RawMessage{otherMsg.JSON(), fork.JSON(), hsTBadSig(t, badEv.JSON())}, pdus...)
+		for range 10_000 {
+			pdus = append(pdus, json.RawMessage(`[]`))
+		}
+		return pdus
+	}
+	f.mu.Unlock()
+	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", r.id)+"?via=fake.test", map[string]any{}, 200)
+	var bodies []string
+	from := ""
+	for range 50 {
+		q := []string{"dir", "b", "limit", "20"}
+		if from != "" {
+			q = append(q, "from", from)
+		}
+		res := alice.Do("GET", testutil.Path("/_matrix/client/v3/rooms/%s/messages", r.id)+"?"+syncTQuery(q...), nil)
+		if res.Status != 200 {
+			t.Fatalf("messages: %d %s", res.Status, res.Body)
+		}
+		var page struct {
+			Chunk []map[string]any `json:"chunk"`
+			End   string           `json:"end"`
+		}
+		res.Decode(t, &page)
+		for _, e := range page.Chunk {
+			if e["type"] == "m.room.message" {
+				bodies = append(bodies, e["content"].(map[string]any)["body"].(string))
+			}
+		}
+		if page.End == "" {
+			break
+		}
+		from = page.End
+	}
+	if len(bodies) != n {
+		t.Fatalf("paged back through %d messages, want %d: %v", len(bodies), n, bodies)
+	}
+	for id, k := range hsTKinds(t, hs, otherMsg, fork, badEv) {
+		if k != 0 {
+			t.Errorf("%s stored (kind %d)", id, k)
+		}
+	}
+}
+
+// EDUs and PDUs of a server that a room's m.room.server_acl denies are
+// dropped for that room (typing, receipts, events), in the same
+// transaction as those of a room that lets it in, which go through. The
+// deny entry differs from the origin in case only. (The suite had tested
+// ACLs on the serving routes, not on what /send takes.)
+func TestFederationHostileEDUServerACL(t *testing.T) {
+	r, _ := ingTSetup(t, "10")
+	fuser := "@fuser:fake.test"
+	r.join(fuser)
+	roomB := roomTCreate(r.alice, map[string]any{"preset": "public_chat", "room_version": r.version})
+	rb := &ingTRoom{t: t, hs: r.hs, rm: r.rm, roomID: roomB, version: r.version, all: map[string]gomatrixserverlib.PDU{}}
+	rb.join(fuser)
+	r.alice.MustDo("PUT", testutil.Path("/_matrix/client/v3/rooms/%s/state/m.room.server_acl/", r.roomID),
+		map[string]any{"allow": []string{"*"}, "deny": []string{"FAKE.test"}, "allow_ip_literals": true}, 200)
+	msgA := roomTSend(r.alice, r.roomID, "in the room that denies fake.test")
+	msgB := roomTSend(r.alice, roomB, "in the room that lets it in")
+	since := syncTInitial(r.alice, "timeout", "0").NextBatch
+
+	// A message of the denied server is refused.
+	denied := r.message(fuser, r.latest(), "denied")
+	if errs := r.send(denied); errs[denied.EventID()] == "" {
+		t.Fatalf("a PDU of a denied server was accepted")
+	}
+	typing := func(roomID string) gomatrixserverlib.EDU {
+		c, _ := json.Marshal(map[string]any{"room_id": roomID, "user_id": fuser, "typing": true})
+		return gomatrixserverlib.EDU{Type: "m.typing", Content: c}
+	}
+	receipt, _ := json.Marshal(map[string]any{
+		r.roomID: map[string]any{"m.read": map[string]any{fuser: map[string]any{"event_ids": []string{msgA}, "data": map[string]any{"ts": 1}}}},
+		roomB:    map[string]any{"m.read": map[string]any{fuser: map[string]any{"event_ids": []string{msgB}, "data": map[string]any{"ts": 1}}}},
+	})
+	if _, err := r.rm.Send("hs1.test", "acl-edus", nil, []gomatrixserverlib.EDU{typing(r.roomID), {Type: "m.receipt", Content: receipt}, typing(roomB)}); err != nil {
+		t.Fatal(err)
+	}
+	ephemeral := func(s *syncTResponse, roomID string) (typing, receipt bool) {
+		if j := s.Rooms.Join[roomID]; j != nil && j.Ephemeral != nil {
+			for _, e := range j.Ephemeral.Events {
+				c := fmt.Sprint(e["content"])
+				typing = typing || e["type"] == "m.typing" && strings.Contains(c, fuser)
+				receipt = receipt || e["type"] == "m.receipt" && strings.Contains(c, fuser)
+			}
+		}
+		return typing, receipt
+	}
+	var s *syncTResponse
+	testutil.Eventually(t, 10*time.Second, "fuser's typing and receipt in room B", func() bool {
+		s = syncTSince(r.alice, since)
+		ty, rc := ephemeral(s, roomB)
+		return ty && rc
+	})
+	if ty, rc := ephemeral(s, r.roomID); ty || rc {
+		t.Fatalf("EDUs of a denied server reached the room: typing %v, receipt %v: %s", ty, rc, s.Body)
+	}
+	if got := ingTBodies(r.alice, r.roomID); slices.Contains(got, "denied") {
+		t.Fatalf("alice sees %v", got)
+	}
+}
+
+// Key responses that must not be trusted: of servers whose own answer is
+// badly signed or expired, or whose keys come from a notary with a bad
+// signature (the notary's or the server's) or past their validity. Such a
+// server's requests are refused (401), and events signed by it that
+// another server relays are refused; a server with good keys, directly or
+// through the notary, gets through the same way. (The keyring's unit
+// tests had covered a notary with a wrong key and expiry, not a server's
+// bad self-signature nor any of it end to end.)
+func TestFederationHostileKeys(t *testing.T) {
+	n := testserver.NewNetwork(t)
+	notary := n.StartRemote("notary.test")
+	fake := n.StartRemote("fake.test")
+	// Each case is a server of its own (keys are cached), answering its
+	// key requests itself (direct) or not at all, with the notary
+	// answering for it.
+	type keyCase struct {
+		direct func(rm *testserver.Remote) []byte // nil: 404
+		notary func(rm *testserver.Remote) []byte // the notary's answer (nil: none)
+		ok     bool
+	}
+	badSig := func(raw []byte, server string) []byte {
+		out, err := sjson.SetBytes(raw, "signatures."+strings.ReplaceAll(server, ".", `\.`)+".ed25519:fake",
+			base64.RawStdEncoding.EncodeToString(make([]byte, 64)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	cosign := func(raw []byte) []byte {
+		out, err := gomatrixserverlib.SignJSON("notary.test", notary.KeyID, notary.Key, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	day, past := time.Now().Add(24*time.Hour), time.Now().Add(-time.Hour)
+	cases := map[string]keyCase{
+		"good":            {direct: func(rm *testserver.Remote) []byte { return rm.KeyResponse(day) }, ok: true},
+		"good-notarised":  {notary: func(rm *testserver.Remote) []byte { return cosign(rm.KeyResponse(day)) }, ok: true},
+		"badsig":          {direct: func(rm *testserver.Remote) []byte { return badSig(rm.KeyResponse(day), string(rm.Name)) }},
+		"expired":         {direct: func(rm *testserver.Remote) []byte { return rm.KeyResponse(past) }},
+		"notary-badsig":   {notary: func(rm *testserver.Remote) []byte { return badSig(cosign(rm.KeyResponse(day)), "notary.test") }},
+		"notary-selfsig":  {notary: func(rm *testserver.Remote) []byte { return cosign(badSig(rm.KeyResponse(day), string(rm.Name))) }},
+		"notary-expired":  {notary: func(rm *testserver.Remote) []byte { return cosign(rm.KeyResponse(past)) }},
+		"notary-unsigned": {notary: func(rm *testserver.Remote) []byte { return rm.KeyResponse(day) }},
+	}
+	remotes := map[string]*testserver.Remote{}
+	for name, c := range cases {
+		rm := n.StartRemote(name + ".test")
+		remotes[name+".test"] = rm
+		rm.SetKeyHandler(func(w http.ResponseWriter, _ *http.Request) {
+			if c.direct == nil {
+				pfTError(w, 404, "M_NOT_FOUND", "no keys here")
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(c.direct(rm))
+		})
+	}
+	notary.Mux.HandleFunc("POST /_matrix/key/v2/query", func(w http.ResponseWriter, req *http.Request) {
+		var body struct {
+			ServerKeys map[string]json.RawMessage `json:"server_keys"`
+		}
+		_ = json.NewDecoder(req.Body).Decode(&body)
+		out := []json.RawMessage{}
+		for server := range body.ServerKeys {
+			if c, ok := cases[strings.TrimSuffix(server, ".test")]; ok && c.notary != nil {
+				out = append(out, c.notary(remotes[server]))
+			}
+		}
+		pfTJSON(w, 200, map[string]any{"server_keys": out})
+	})
+	hs := n.Start("hs1.test", testserver.Options{Configure: func(c *configT) {
+		c.Federation.TrustedKeyServers = []config.TrustedKeyServer{{ServerName: "notary.test",
+			VerifyKeys: map[string]string{string(notary.KeyID): base64.RawStdEncoding.EncodeToString(notary.Key.Public().(ed25519.PublicKey))}}}
+	}})
+	alice := testutil.NewClient(t, hs.URL).Register("alice", "alice-password")
+	roomID := roomTCreate(alice, map[string]any{"preset": "public_chat", "room_version": "10"})
+	r := &ingTRoom{t: t, hs: hs, rm: fake, roomID: roomID, version: "10", all: map[string]gomatrixserverlib.PDU{}, alice: alice}
+	r.join("@fuser:fake.test")
+
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			rm := remotes[name+".test"]
+			// A join of the server's user, signed by it, relayed by fake.test.
+			re := &ingTRoom{t: t, hs: hs, rm: rm, roomID: roomID, version: "10", all: map[string]gomatrixserverlib.PDU{}}
+			user := "@u:" + string(rm.Name)
+			join := re.build(nil, user, spec.MRoomMember, &user, map[string]any{"membership": "join"}, r.latest(),
+				[]gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), r.current(spec.MRoomJoinRules, "")})
+			errs := r.send(join)
+			if accepted := errs[join.EventID()] == ""; accepted != c.ok {
+				t.Fatalf("an event signed by %s: error %q, want accepted %v", rm.Name, errs[join.EventID()], c.ok)
+			}
+			// A request of the server itself.
+			_, err := rm.Send("hs1.test", "k"+name, nil, nil)
+			if (err == nil) != c.ok {
+				t.Fatalf("a transaction of %s: %v, want accepted %v", rm.Name, err, c.ok)
+			}
+		})
+	}
 }
