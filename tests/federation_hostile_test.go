@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
 	"github.com/myelin-chat/myelin/config"
@@ -540,6 +544,149 @@ func TestFederationHostileKeys(t *testing.T) {
 			_, err := rm.Send("hs1.test", "k"+name, nil, nil)
 			if (err == nil) != c.ok {
 				t.Fatalf("a transaction of %s: %v, want accepted %v", rm.Name, err, c.ok)
+			}
+		})
+	}
+}
+
+// hsTForge rewrites an event of a room version with free-form event IDs
+// (1, 2): its fields set, hashed and signed again by rm.
+func hsTForge(t testing.TB, rm *testserver.Remote, version string, raw []byte, set map[string]any) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	delete(m, "signatures")
+	delete(m, "hashes")
+	delete(m, "unsigned")
+	maps.Copy(m, set)
+	b, _ := json.Marshal(m)
+	c, err := gomatrixserverlib.CanonicalJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(c)
+	m["hashes"] = map[string]string{"sha256": base64.RawStdEncoding.EncodeToString(sum[:])}
+	b, _ = json.Marshal(m)
+	red, err := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(version)).RedactEventJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := gomatrixserverlib.SignJSON(string(rm.Name), rm.KeyID, rm.Key, red)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m["signatures"] = json.RawMessage(gjson.GetBytes(signed, "signatures").Raw)
+	out, _ := json.Marshal(m)
+	return out
+}
+
+// hsTParse parses an event of r's room version.
+func hsTParse(t testing.TB, r *ingTRoom, raw json.RawMessage) gomatrixserverlib.PDU {
+	t.Helper()
+	ev, err := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(r.version)).NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		t.Fatalf("forged event: %v", err)
+	}
+	r.mu.Lock()
+	r.all[ev.EventID()] = ev
+	r.mu.Unlock()
+	return ev
+}
+
+// In rooms of versions 1 and 2, event IDs are what the sender says: two
+// different events claiming one ID (in one transaction, later, or the ID
+// of an event of hs1), auth events that form a loop (or name the event
+// itself) and prev events that do. Each is refused or ignored, promptly,
+// and the room goes on. (The suite had no room of these versions with
+// hostile IDs.)
+func TestFederationHostileEventIDs(t *testing.T) {
+	for _, v := range []string{"1", "2"} {
+		t.Run("v"+v, func(t *testing.T) {
+			r, _ := ingTSetup(t, v)
+			fuser := "@fuser:fake.test"
+			join := r.join(fuser)
+			send := func(what string, pdus ...gomatrixserverlib.PDU) map[string]string {
+				t.Helper()
+				start := time.Now()
+				errs := r.send(pdus...)
+				if d := time.Since(start); d > 15*time.Second {
+					t.Errorf("%s took %v", what, d)
+				}
+				return errs
+			}
+			bodies := func() string { return strings.Join(ingTBodies(r.alice, r.roomID), "|") }
+
+			// Two events, one ID, one transaction: the first is taken.
+			first := r.message(fuser, []gomatrixserverlib.PDU{join}, "first")
+			second := hsTParse(t, r, hsTForge(t, r.rm, v, first.JSON(), map[string]any{"content": map[string]any{"msgtype": "m.text", "body": "second"}}))
+			if second.EventID() != first.EventID() {
+				t.Fatalf("forged %s, want %s", second.EventID(), first.EventID())
+			}
+			send("two events of one ID", first, second)
+			if got := bodies(); got != "first" {
+				t.Fatalf("after two events of one ID alice sees %q", got)
+			}
+			// Again later, and with the ID of alice's message.
+			send("a known ID", second)
+			mine := roomTSend(r.alice, r.roomID, "mine")
+			r.mu.Lock()
+			delete(r.all, second.EventID())
+			r.mu.Unlock()
+			hijack := hsTParse(t, r, hsTForge(t, r.rm, v, r.message(fuser, r.latest(), "hijack").JSON(), map[string]any{"event_id": mine}))
+			send("the ID of a local event", hijack)
+			if got := bodies(); got != "first|mine" {
+				t.Fatalf("after reused IDs alice sees %q", got)
+			}
+
+			// Auth events in a loop: A names B, B names A; and C names itself.
+			auth := []any{}
+			for _, e := range []gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, "")} {
+				auth = append(auth, []any{e.EventID(), map[string]string{"sha256": gjson.GetBytes(e.JSON(), "hashes.sha256").Str}})
+			}
+			ref := func(id string) []any { return []any{id, map[string]string{"sha256": "AAAA"}} }
+			head := r.latest()
+			base := r.build(nil, fuser, spec.MRoomMember, &fuser, map[string]any{"membership": "join", "displayname": "loop"}, head,
+				[]gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), join})
+			loopA := hsTParse(t, r, hsTForge(t, r.rm, v, base.JSON(), map[string]any{"event_id": "$loopA:fake.test", "auth_events": append(slices.Clone(auth), ref("$loopB:fake.test"))}))
+			loopB := hsTParse(t, r, hsTForge(t, r.rm, v, base.JSON(), map[string]any{"event_id": "$loopB:fake.test", "auth_events": append(slices.Clone(auth), ref("$loopA:fake.test"))}))
+			self := hsTParse(t, r, hsTForge(t, r.rm, v, base.JSON(), map[string]any{"event_id": "$self:fake.test", "auth_events": append(slices.Clone(auth), ref("$self:fake.test"))}))
+			send("an auth loop", loopA)
+			send("an event its own auth event", self)
+			send("both ends of an auth loop", loopA, loopB)
+			// Prev events in a loop: P names Q, Q names P.
+			msg := r.message(fuser, head, "loop")
+			loopP := hsTParse(t, r, hsTForge(t, r.rm, v, msg.JSON(), map[string]any{"event_id": "$loopP:fake.test", "prev_events": []any{ref("$loopQ:fake.test")}}))
+			hsTParse(t, r, hsTForge(t, r.rm, v, msg.JSON(), map[string]any{"event_id": "$loopQ:fake.test", "prev_events": []any{ref("$loopP:fake.test")}}))
+			selfPrev := hsTParse(t, r, hsTForge(t, r.rm, v, msg.JSON(), map[string]any{"event_id": "$selfprev:fake.test", "prev_events": []any{ref("$selfprev:fake.test")}}))
+			send("a prev loop", loopP)
+			send("an event its own prev event", selfPrev)
+			for _, e := range []gomatrixserverlib.PDU{loopA, loopB, self} {
+				if k := hsTKinds(t, r.hs, e)[e.EventID()]; k == 1 || k == 2 {
+					t.Errorf("%s of an auth loop stored as accepted (kind %d)", e.EventID(), k)
+				}
+			}
+			r.mu.Lock()
+			loops := []gomatrixserverlib.PDU{r.all["$loopP:fake.test"], r.all["$loopQ:fake.test"], r.all["$selfprev:fake.test"]}
+			r.mu.Unlock()
+			for id, k := range hsTKinds(t, r.hs, loops...) {
+				if k == 1 {
+					t.Errorf("%s of a prev loop is in the DAG", id)
+				}
+			}
+			if m := r.current(spec.MRoomMember, fuser); m == nil || m.EventID() != join.EventID() {
+				t.Errorf("fuser's member event is %v, want the join", m)
+			}
+			// The room goes on.
+			after := r.message(fuser, r.latest(), "after")
+			if errs := send("a message after", after); errs[after.EventID()] != "" {
+				t.Fatalf("a message after the loops: %v", errs)
+			}
+			if got := bodies(); !strings.HasPrefix(got, "first|mine") || !strings.HasSuffix(got, "|after") || strings.Contains(got, "hijack") {
+				t.Fatalf("at the end alice sees %q", got)
 			}
 		})
 	}

@@ -174,7 +174,9 @@ func (r *ingTRoom) serveEvent(w http.ResponseWriter, req *http.Request) {
 func (r *ingTRoom) stateBefore(id string) (state map[[2]string]gomatrixserverlib.PDU) {
 	state = map[[2]string]gomatrixserverlib.PDU{}
 	var chain []gomatrixserverlib.PDU
-	for e, ok := r.all[id]; ok && len(e.PrevEventIDs()) > 0; {
+	seen := map[string]bool{id: true}
+	for e, ok := r.all[id]; ok && len(e.PrevEventIDs()) > 0 && !seen[e.PrevEventIDs()[0]]; {
+		seen[e.PrevEventIDs()[0]] = true
 		e, ok = r.all[e.PrevEventIDs()[0]]
 		if ok {
 			chain = append(chain, e)
