@@ -144,6 +144,12 @@ func (f *FederationAPI) verifyListed(ctx context.Context, verImpl gomatrixserver
 // asked for) and repeated ones are dropped, the last unverified.
 func (f *FederationAPI) pulled(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage,
 	roots []string, max int) []gomatrixserverlib.PDU {
+	return f.reached(ctx, verImpl, roomID, raws, roots, max, gomatrixserverlib.PDU.PrevEventIDs)
+}
+
+// reached is pulled with the links to follow (prev or auth events).
+func (f *FederationAPI) reached(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage,
+	roots []string, max int, next func(gomatrixserverlib.PDU) []string) []gomatrixserverlib.PDU {
 	raws = raws[:min(len(raws), max)]
 	byID := make(map[string]gomatrixserverlib.PDU, len(raws))
 	for _, raw := range raws {
@@ -167,7 +173,7 @@ func (f *FederationAPI) pulled(ctx context.Context, verImpl gomatrixserverlib.IR
 			continue
 		}
 		out = append(out, pdu)
-		frontier = append(frontier, pdu.PrevEventIDs()...)
+		frontier = append(frontier, next(pdu)...)
 	}
 	if n := len(byID) - len(out); n > 0 {
 		f.log.Info("dropped fetched events not asked for", slog.String("room_id", roomID), slog.Int("count", n))
@@ -213,17 +219,6 @@ func (in *intake) kinds(ctx context.Context, ids []string) error {
 		in.known[id] = got[id] // 0: unknown
 	}
 	return nil
-}
-
-// verified verifies events the server sent (dropping those that fail) and
-// learns how the roomserver holds them.
-func (in *intake) verified(ctx context.Context, raws []json.RawMessage) ([]gomatrixserverlib.PDU, error) {
-	evs := in.f.verifyEvents(ctx, in.verImpl, in.roomID, raws)
-	ids := make([]string, len(evs))
-	for i, e := range evs {
-		ids[i] = e.EventID()
-	}
-	return evs, in.kinds(ctx, ids)
 }
 
 // inDAG reports whether an event is in the room's DAG here: a rejected
@@ -551,8 +546,18 @@ func (in *intake) authEvents(ctx context.Context, e gomatrixserverlib.PDU, have 
 	if err != nil {
 		return nil, err
 	}
-	evs, err := in.verified(ctx, rawJSONs(res.AuthEvents))
-	if err != nil {
+	// Only e's auth chain: reached from its auth events (and the create
+	// event, which room version 12 implies).
+	roots := e.AuthEventIDs()
+	if in.verImpl.DomainlessRoomIDs() {
+		roots = append(slices.Clone(roots), "$"+in.roomID[1:])
+	}
+	evs := in.f.reached(ctx, in.verImpl, in.roomID, rawJSONs(res.AuthEvents), roots, maxJoinAuthChain, gomatrixserverlib.PDU.AuthEventIDs)
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	if err := in.kinds(ctx, ids); err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(evs, func(ev gomatrixserverlib.PDU) bool { return in.stored(ev.EventID()) || haveIDs[ev.EventID()] }), nil

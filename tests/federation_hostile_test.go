@@ -691,3 +691,42 @@ func TestFederationHostileEventIDs(t *testing.T) {
 		})
 	}
 }
+
+// An /event_auth answer with the auth chain asked for and more: an event
+// of the room that is in no auth chain, one of another room, and entries
+// that are not events. The missing auth event is taken; the others are
+// not stored. (Before, the unrelated event was stored as an outlier.)
+func TestFederationHostileEventAuth(t *testing.T) {
+	for _, v := range []string{"10", "12"} {
+		t.Run("v"+v, func(t *testing.T) {
+			r, _ := ingTSetup(t, v)
+			fuser := "@fuser:fake.test"
+			join := r.join(fuser)
+			other := hsTOtherRoom(t, r)
+			head := r.latest()
+			auth := []gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, "")}
+			rename := r.build(nil, fuser, spec.MRoomMember, &fuser, map[string]any{"membership": "join", "displayname": "F"}, head, append(auth, join))
+			unrelated := r.message(fuser, head, "in no auth chain")
+			msg := r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "auth from afar"}, head, append(auth, rename))
+			r.mu.Lock()
+			r.hostileEventAuth = func(chain []json.RawMessage) []json.RawMessage {
+				chain = append([]json.RawMessage{unrelated.JSON(), other.JSON()}, chain...)
+				for range 1000 {
+					chain = append(chain, json.RawMessage(`"not an event"`))
+				}
+				return chain
+			}
+			r.mu.Unlock()
+			if errs := r.send(msg); errs[msg.EventID()] != "" {
+				t.Fatalf("event with a missing auth event: %v", errs)
+			}
+			kinds := hsTKinds(t, r.hs, msg, rename, unrelated, other)
+			if kinds[msg.EventID()] != 1 || kinds[rename.EventID()] == 0 {
+				t.Fatalf("the event or its auth event is missing: %v", kinds)
+			}
+			if kinds[unrelated.EventID()] != 0 || kinds[other.EventID()] != 0 {
+				t.Fatalf("events not asked for were stored: unrelated %d, other room %d", kinds[unrelated.EventID()], kinds[other.EventID()])
+			}
+		})
+	}
+}

@@ -49,8 +49,9 @@ type ingTRoom struct {
 	asked []string
 	// hostileMissing and hostileStateIDs, when set, rewrite the answers
 	// to get_missing_events and /state_ids (called with mu held).
-	hostileMissing  func(events []json.RawMessage) []json.RawMessage
-	hostileStateIDs func(res map[string]any)
+	hostileMissing   func(events []json.RawMessage) []json.RawMessage
+	hostileStateIDs  func(res map[string]any)
+	hostileEventAuth func(chain []json.RawMessage) []json.RawMessage
 }
 
 // ask records a request of hs1.
@@ -243,6 +244,9 @@ func (r *ingTRoom) serveEventAuth(w http.ResponseWriter, req *http.Request) {
 		if ae, ok := r.all[id]; ok {
 			raws = append(raws, ae.JSON())
 		}
+	}
+	if r.hostileEventAuth != nil {
+		raws = r.hostileEventAuth(raws)
 	}
 	ingTJSON(w, map[string]any{"auth_chain": raws})
 }
