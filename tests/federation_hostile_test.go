@@ -287,6 +287,22 @@ func TestFederationHostileStateIDs(t *testing.T) {
 		res["pdu_ids"] = ids
 	}
 	r.mu.Unlock()
+	hsTServeState(r, unlisted.JSON(), other.JSON())
+	if errs := r.send(last); errs[last.EventID()] != "" {
+		t.Fatalf("event after the gap: %v", errs)
+	}
+	if m := r.current(spec.MRoomMember, fuser); m == nil || m.EventID() != rename.EventID() {
+		t.Fatalf("the member event after the gap is %v, want the rename", m)
+	}
+	kinds := hsTKinds(t, r.hs, last, unlisted, other)
+	if kinds[last.EventID()] != 1 || kinds[unlisted.EventID()] != 0 || kinds[other.EventID()] != 0 {
+		t.Fatalf("kinds: after the gap %d, unlisted %d, other room %d", kinds[last.EventID()], kinds[unlisted.EventID()], kinds[other.EventID()])
+	}
+}
+
+// hsTServeState makes the fake answer /state with the state before the
+// event and its auth chain, and extra in both.
+func hsTServeState(r *ingTRoom, extra ...json.RawMessage) {
 	r.rm.Mux.HandleFunc("GET /_matrix/federation/v1/state/{roomId}", func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -299,18 +315,43 @@ func TestFederationHostileStateIDs(t *testing.T) {
 		for _, id := range r.authChain(evs) {
 			chain = append(chain, r.all[id].JSON())
 		}
-		pdus = append(pdus, unlisted.JSON(), other.JSON())
-		ingTJSON(w, map[string]any{"pdus": pdus, "auth_chain": append(chain, other.JSON())})
+		ingTJSON(w, map[string]any{"pdus": append(pdus, extra...), "auth_chain": append(chain, extra...)})
 	})
-	if errs := r.send(last); errs[last.EventID()] != "" {
-		t.Fatalf("event after the gap: %v", errs)
+}
+
+// A /state_ids answer listing more events than any room's state has is
+// refused before any is looked up: the event after the gap is refused,
+// and nothing of the gap is stored. (Before, 150,001 IDs were looked up
+// and the event went in.)
+func TestFederationHostileStateIDsTooMany(t *testing.T) {
+	r, _ := ingTSetup(t, "10")
+	fuser := "@fuser:fake.test"
+	join := r.join(fuser)
+	auth := []gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), join}
+	prev := []gomatrixserverlib.PDU{join}
+	var gap []gomatrixserverlib.PDU
+	for i := range 25 {
+		prev = []gomatrixserverlib.PDU{r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": fmt.Sprint("gap ", i)}, prev, auth)}
+		gap = append(gap, prev[0])
 	}
-	if m := r.current(spec.MRoomMember, fuser); m == nil || m.EventID() != rename.EventID() {
-		t.Fatalf("the member event after the gap is %v, want the rename", m)
+	last := r.build(nil, fuser, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after the gap"}, prev, auth)
+	r.mu.Lock()
+	r.hostileStateIDs = func(res map[string]any) {
+		ids := res["pdu_ids"].([]string)
+		for i := len(ids); i <= 150_000; i++ {
+			ids = append(ids, fmt.Sprintf("$bogus%d", i))
+		}
+		res["pdu_ids"] = ids
 	}
-	kinds := hsTKinds(t, r.hs, last, unlisted, other)
-	if kinds[last.EventID()] != 1 || kinds[unlisted.EventID()] != 0 || kinds[other.EventID()] != 0 {
-		t.Fatalf("kinds: after the gap %d, unlisted %d, other room %d", kinds[last.EventID()], kinds[unlisted.EventID()], kinds[other.EventID()])
+	r.mu.Unlock()
+	hsTServeState(r)
+	if errs := r.send(last); errs[last.EventID()] == "" {
+		t.Fatalf("the event after a gap whose state has 150,001 events was accepted")
+	}
+	for id, k := range hsTKinds(t, r.hs, append(gap, last)...) {
+		if k != 0 {
+			t.Errorf("%s stored (kind %d)", id, k)
+		}
 	}
 }
 
