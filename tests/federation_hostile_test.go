@@ -189,6 +189,25 @@ func TestFederationHostileSendJoin(t *testing.T) {
 		})
 	}
 
+	// The same event listed twice in the state and 10,000 times in the
+	// auth chain: taken once, verified once. (Before, the repeat in the
+	// state refused the join as two events of one state key.)
+	t.Run("repeated events", func(t *testing.T) {
+		r := f.newRoom("10", "public")
+		status := hsTJoin(f, alice, r, func(r *pfTRoom, res map[string]any) {
+			pl := r.state[[2]string{spec.MRoomPowerLevels, ""}].JSON()
+			res["state"] = append(res["state"].([]json.RawMessage), pl)
+			chain := res["auth_chain"].([]json.RawMessage)
+			for range 10_000 {
+				chain = append(chain, pl)
+			}
+			res["auth_chain"] = chain
+		})
+		if status != 200 {
+			t.Fatalf("join with repeated events: %d", status)
+		}
+	})
+
 	// An answer with far more events than any room has: refused before
 	// any is looked at, whatever they are.
 	t.Run("too many events", func(t *testing.T) {
@@ -585,6 +604,13 @@ func TestFederationHostileKeys(t *testing.T) {
 			_, err := rm.Send("hs1.test", "k"+name, nil, nil)
 			if (err == nil) != c.ok {
 				t.Fatalf("a transaction of %s: %v, want accepted %v", rm.Name, err, c.ok)
+			}
+			// hs1 as a notary passes on no badly signed response.
+			if name == "badsig" {
+				status, body, err := fake.Do("GET", "hs1.test", "/_matrix/key/v2/query/"+string(rm.Name), nil, true)
+				if err != nil || status != 200 || gjson.GetBytes(body, "server_keys.#").Int() != 0 {
+					t.Fatalf("hs1's notary answer for %s: %d %s %v", rm.Name, status, body, err)
+				}
 			}
 		})
 	}
