@@ -87,13 +87,8 @@ func (f *FederationAPI) backfillFrom(ctx context.Context, server spec.ServerName
 	if err != nil {
 		return 0, remoteError(server, err)
 	}
-	pdus := f.verifyEvents(ctx, in.verImpl, info.RoomID, txn.PDUs)
-	seen := map[string]bool{}
-	pdus = slices.DeleteFunc(pdus, func(p gomatrixserverlib.PDU) bool {
-		dup := seen[p.EventID()]
-		seen[p.EventID()] = true
-		return dup
-	})
+	// Only the history before from: not other events the server adds.
+	pdus := f.pulled(ctx, in.verImpl, info.RoomID, txn.PDUs, from, limit+len(from))
 	unlock := f.roomLocks.lock(info.RoomID)
 	defer unlock()
 	ids := make([]string, 0, len(pdus)*3)

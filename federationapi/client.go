@@ -3,6 +3,7 @@ package federationapi
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -21,6 +22,47 @@ const federationTimeout = 5 * time.Minute
 
 // keyFetchTimeout bounds one outgoing key request.
 const keyFetchTimeout = 30 * time.Second
+
+// Bounds of the answers of other servers, as Synapse's: 100 MiB, and 500
+// MiB for what carries a room's whole state (send_join, /state). A longer
+// answer fails with errResponseTooLarge when read past the bound.
+const (
+	maxResponseBytes      = 100 << 20
+	maxStateResponseBytes = 500 << 20
+)
+
+var errResponseTooLarge = errors.New("federationapi: the server's answer is too large")
+
+// responseLimit is the bound of the answer to a request for path.
+func responseLimit(path string) int64 {
+	if strings.HasPrefix(path, "/_matrix/federation/v1/send_join/") || strings.HasPrefix(path, "/_matrix/federation/v2/send_join/") ||
+		strings.HasPrefix(path, "/_matrix/federation/v1/state/") {
+		return maxStateResponseBytes
+	}
+	return maxResponseBytes
+}
+
+// limitedBody fails reads past a bound.
+type limitedBody struct {
+	io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		if n, err := b.ReadCloser.Read(one[:]); n == 0 {
+			return 0, err
+		}
+		return 0, errResponseTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
 
 // implName and serverVersion are what GET /_matrix/federation/v1/version
 // answers and what outgoing requests carry as User-Agent.
@@ -80,6 +122,8 @@ type guardTransport struct {
 	next   http.RoundTripper
 	self   spec.ServerName
 	policy domainPolicy
+	// limit bounds the answer to a request for a path (responseLimit).
+	limit func(path string) int64
 }
 
 func (t *guardTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -97,7 +141,12 @@ func (t *guardTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	return t.next.RoundTrip(r)
+	resp, err := t.next.RoundTrip(r)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = &limitedBody{ReadCloser: resp.Body, left: t.limit(r.URL.Path)}
+	return resp, nil
 }
 
 // errNoTransport is what every outgoing request fails with when the
@@ -125,7 +174,7 @@ func (f *FederationAPI) transport() http.RoundTripper {
 	if next == nil {
 		next = noTransport{}
 	}
-	return &guardTransport{next: next, self: f.cfg.ServerName, policy: f.policy}
+	return &guardTransport{next: next, self: f.cfg.ServerName, policy: f.policy, limit: responseLimit}
 }
 
 // newClients builds the signed federation client (requests as this

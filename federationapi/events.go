@@ -66,13 +66,18 @@ func (f *FederationAPI) verifyEvent(ctx context.Context, verImpl gomatrixserverl
 	if err != nil {
 		return nil, err
 	}
+	return pdu, f.checkEvent(ctx, roomID, pdu)
+}
+
+// checkEvent checks a parsed event's room and signatures.
+func (f *FederationAPI) checkEvent(ctx context.Context, roomID string, pdu gomatrixserverlib.PDU) error {
 	if pdu.RoomID().String() != roomID {
-		return nil, fmt.Errorf("event %s is not in room %s", pdu.EventID(), roomID)
+		return fmt.Errorf("event %s is not in room %s", pdu.EventID(), roomID)
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, f.keyring, userIDForSender); err != nil {
-		return nil, fmt.Errorf("bad signature on %s: %w", pdu.EventID(), err)
+		return fmt.Errorf("bad signature on %s: %w", pdu.EventID(), err)
 	}
-	return pdu, nil
+	return nil
 }
 
 // parseEvent parses an event of another server in the format of the room
@@ -96,16 +101,86 @@ func parseEvent(verImpl gomatrixserverlib.IRoomVersion, raw json.RawMessage) (go
 }
 
 // verifyEvents verifies events of a room, dropping (and logging) those
-// that fail.
+// that fail; an event given twice is verified once.
 func (f *FederationAPI) verifyEvents(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage) []gomatrixserverlib.PDU {
 	out := make([]gomatrixserverlib.PDU, 0, len(raws))
+	seen := make(map[string]bool, len(raws))
 	for _, raw := range raws {
+		if seen[string(raw)] {
+			continue
+		}
+		seen[string(raw)] = true
 		pdu, err := f.verifyEvent(ctx, verImpl, roomID, raw)
 		if err != nil {
 			f.log.Info("dropped a fetched event", slog.String("room_id", roomID), slog.String("error", err.Error()))
 			continue
 		}
 		out = append(out, pdu)
+	}
+	return out
+}
+
+// verifyListed verifies the events of an answer that were asked for by
+// ID (want), once each, dropping the others unverified.
+func (f *FederationAPI) verifyListed(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage, want map[string]bool) []gomatrixserverlib.PDU {
+	var out []gomatrixserverlib.PDU
+	got := map[string]bool{}
+	for _, raw := range raws {
+		pdu, err := parseEvent(verImpl, raw)
+		if err != nil || !want[pdu.EventID()] || got[pdu.EventID()] {
+			continue
+		}
+		if err := f.checkEvent(ctx, roomID, pdu); err != nil {
+			f.log.Info("dropped a fetched event", slog.String("room_id", roomID), slog.String("error", err.Error()))
+			continue
+		}
+		got[pdu.EventID()] = true
+		out = append(out, pdu)
+	}
+	return out
+}
+
+// pulled returns the events of an answer to /backfill or
+// get_missing_events that were asked for: those reached from roots (the
+// roots included) by prev_events through verified events of the answer,
+// at most max. Only the first max entries of the answer are looked at (no
+// more were asked for); events of other rooms, events not reached (not
+// asked for) and repeated ones are dropped, the last unverified.
+func (f *FederationAPI) pulled(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage,
+	roots []string, max int) []gomatrixserverlib.PDU {
+	return f.reached(ctx, verImpl, roomID, raws, roots, max, gomatrixserverlib.PDU.PrevEventIDs)
+}
+
+// reached is pulled with the links to follow (prev or auth events).
+func (f *FederationAPI) reached(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage,
+	roots []string, max int, next func(gomatrixserverlib.PDU) []string) []gomatrixserverlib.PDU {
+	raws = raws[:min(len(raws), max)]
+	byID := make(map[string]gomatrixserverlib.PDU, len(raws))
+	for _, raw := range raws {
+		if pdu, err := parseEvent(verImpl, raw); err == nil && byID[pdu.EventID()] == nil {
+			byID[pdu.EventID()] = pdu
+		}
+	}
+	var out []gomatrixserverlib.PDU
+	seen := map[string]bool{}
+	frontier := slices.Clone(roots)
+	for len(frontier) > 0 && len(out) < max {
+		id := frontier[0]
+		frontier = frontier[1:]
+		pdu := byID[id]
+		if pdu == nil || seen[id] {
+			continue
+		}
+		seen[id] = true
+		if err := f.checkEvent(ctx, roomID, pdu); err != nil {
+			f.log.Info("dropped a fetched event", slog.String("room_id", roomID), slog.String("error", err.Error()))
+			continue
+		}
+		out = append(out, pdu)
+		frontier = append(frontier, next(pdu)...)
+	}
+	if n := len(byID) - len(out); n > 0 {
+		f.log.Info("dropped fetched events not asked for", slog.String("room_id", roomID), slog.Int("count", n))
 	}
 	return out
 }
@@ -148,17 +223,6 @@ func (in *intake) kinds(ctx context.Context, ids []string) error {
 		in.known[id] = got[id] // 0: unknown
 	}
 	return nil
-}
-
-// verified verifies events the server sent (dropping those that fail) and
-// learns how the roomserver holds them.
-func (in *intake) verified(ctx context.Context, raws []json.RawMessage) ([]gomatrixserverlib.PDU, error) {
-	evs := in.f.verifyEvents(ctx, in.verImpl, in.roomID, raws)
-	ids := make([]string, len(evs))
-	for i, e := range evs {
-		ids[i] = e.EventID()
-	}
-	return evs, in.kinds(ctx, ids)
 }
 
 // inDAG reports whether an event is in the room's DAG here: a rejected
@@ -337,8 +401,12 @@ func (in *intake) missingEvents(ctx context.Context, p gomatrixserverlib.PDU) ([
 	if err != nil {
 		return nil, err
 	}
-	evs, err := in.verified(ctx, rawJSONs(res.Events))
-	if err != nil {
+	evs := in.f.pulled(ctx, in.verImpl, in.roomID, rawJSONs(res.Events), p.PrevEventIDs(), missingEventsLimit)
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.EventID()
+	}
+	if err := in.kinds(ctx, ids); err != nil {
 		return nil, err
 	}
 	evs = slices.DeleteFunc(evs, func(e gomatrixserverlib.PDU) bool { return in.inDAG(e.EventID()) || e.EventID() == p.EventID() })
@@ -393,6 +461,10 @@ func (in *intake) stateAt(ctx context.Context, eventID string) ([]string, []goma
 	if err != nil {
 		return nil, nil, err
 	}
+	if len(ids.StateEventIDs) > maxJoinState || len(ids.AuthEventIDs) > maxJoinAuthChain {
+		return nil, nil, fmt.Errorf("%d state and %d auth chain event IDs, more than %d and %d", len(ids.StateEventIDs), len(ids.AuthEventIDs),
+			maxJoinState, maxJoinAuthChain)
+	}
 	all := append(append([]string(nil), ids.StateEventIDs...), ids.AuthEventIDs...)
 	if err := in.kinds(ctx, all); err != nil {
 		return nil, nil, err
@@ -412,7 +484,11 @@ func (in *intake) stateAt(ctx context.Context, eventID string) ([]string, []goma
 		if err != nil {
 			return nil, nil, err
 		}
-		fetched = in.f.verifyEvents(ctx, in.verImpl, in.roomID, append(rawJSONs(st.StateEvents), rawJSONs(st.AuthEvents)...))
+		want := make(map[string]bool, len(missing))
+		for _, id := range missing {
+			want[id] = true
+		}
+		fetched = in.f.verifyListed(ctx, in.verImpl, in.roomID, append(rawJSONs(st.StateEvents), rawJSONs(st.AuthEvents)...), want)
 	} else {
 		for _, id := range missing {
 			pdu, err := in.fetchEvent(ctx, id)
@@ -474,8 +550,18 @@ func (in *intake) authEvents(ctx context.Context, e gomatrixserverlib.PDU, have 
 	if err != nil {
 		return nil, err
 	}
-	evs, err := in.verified(ctx, rawJSONs(res.AuthEvents))
-	if err != nil {
+	// Only e's auth chain: reached from its auth events (and the create
+	// event, which room version 12 implies).
+	roots := e.AuthEventIDs()
+	if in.verImpl.DomainlessRoomIDs() {
+		roots = append(slices.Clone(roots), "$"+in.roomID[1:])
+	}
+	evs := in.f.reached(ctx, in.verImpl, in.roomID, rawJSONs(res.AuthEvents), roots, maxJoinAuthChain, gomatrixserverlib.PDU.AuthEventIDs)
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	if err := in.kinds(ctx, ids); err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(evs, func(ev gomatrixserverlib.PDU) bool { return in.stored(ev.EventID()) || haveIDs[ev.EventID()] }), nil

@@ -33,6 +33,12 @@ const (
 	// maxAuthFetches bounds the events fetched one by one to complete the
 	// auth chain of a send_join response.
 	maxAuthFetches = 200
+	// maxJoinState and maxJoinAuthChain bound the events of a send_join
+	// answer (checked before any is parsed): the state before the join
+	// goes to the roomserver as one bus message of its IDs, which holds
+	// about this many.
+	maxJoinState     = 150_000
+	maxJoinAuthChain = 2 * maxJoinState
 )
 
 // stopError is a failure after a server accepted a membership (storing
@@ -322,6 +328,10 @@ func (f *FederationAPI) joinVia(ctx context.Context, server spec.ServerName, req
 // authorises each of them against its own auth events.
 func (f *FederationAPI) checkSendJoin(ctx context.Context, server spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, roomID string,
 	join gomatrixserverlib.PDU, sj *fclient.RespSendJoin) (gomatrixserverlib.PDU, []gomatrixserverlib.PDU, []gomatrixserverlib.PDU, error) {
+	if len(sj.StateEvents) > maxJoinState || len(sj.AuthEvents) > maxJoinAuthChain {
+		return nil, nil, nil, fmt.Errorf("%d state and %d auth chain events, more than %d and %d", len(sj.StateEvents), len(sj.AuthEvents),
+			maxJoinState, maxJoinAuthChain)
+	}
 	if len(sj.Event) > 0 {
 		if ev, err := f.verifyEvent(ctx, verImpl, roomID, json.RawMessage(sj.Event)); err == nil && ev.EventID() == join.EventID() &&
 			ev.Type() == spec.MRoomMember && ev.StateKeyEquals(*join.StateKey()) {

@@ -162,9 +162,16 @@ func (f *FederationAPI) takePDUs(ctx context.Context, origin spec.ServerName, pd
 // takeRoomPDUs verifies and takes in the PDUs of one room.
 func (f *FederationAPI) takeRoomPDUs(ctx context.Context, origin spec.ServerName, roomID string, pdus []json.RawMessage) map[string]error {
 	results := map[string]error{}
+	// The room version, once known, names the events of later room
+	// versions (whose JSON has no event_id) in the results.
+	var verImpl gomatrixserverlib.IRoomVersion
 	failAll := func(err error) map[string]error {
 		for _, raw := range pdus {
-			if id := eventIDOf(raw); id != "" {
+			id := eventIDOf(raw)
+			if verImpl != nil {
+				id = eventIDFor(verImpl, raw)
+			}
+			if id != "" {
 				results[id] = err
 			}
 		}
@@ -183,14 +190,13 @@ func (f *FederationAPI) takeRoomPDUs(ctx context.Context, origin spec.ServerName
 	} else if err != nil {
 		return failAll(err)
 	}
+	if verImpl, err = gomatrixserverlib.GetRoomVersion(info.Version); err != nil {
+		return failAll(err)
+	}
 	if ok, err := f.aclAllows(ctx, roomID, origin); err != nil {
 		return failAll(err)
 	} else if !ok {
 		return failAll(errors.New("server is banned from the room by its server ACL"))
-	}
-	verImpl, err := gomatrixserverlib.GetRoomVersion(info.Version)
-	if err != nil {
-		return failAll(err)
 	}
 	var verified []gomatrixserverlib.PDU
 	for _, raw := range pdus {

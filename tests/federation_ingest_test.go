@@ -47,6 +47,11 @@ type ingTRoom struct {
 	// asked records hs1's requests to the fake that fetch events: "gme",
 	// "state_ids <event>", "event <event>", "event_auth <event>".
 	asked []string
+	// hostileMissing and hostileStateIDs, when set, rewrite the answers
+	// to get_missing_events and /state_ids (called with mu held).
+	hostileMissing   func(events []json.RawMessage) []json.RawMessage
+	hostileStateIDs  func(res map[string]any)
+	hostileEventAuth func(chain []json.RawMessage) []json.RawMessage
 }
 
 // ask records a request of hs1.
@@ -145,6 +150,9 @@ func (r *ingTRoom) serveMissing(w http.ResponseWriter, req *http.Request) {
 	for i := len(out) - 1; i >= 0; i-- {
 		raws = append(raws, out[i].JSON())
 	}
+	if r.hostileMissing != nil {
+		raws = r.hostileMissing(raws)
+	}
 	ingTJSON(w, map[string]any{"events": raws})
 }
 
@@ -167,7 +175,9 @@ func (r *ingTRoom) serveEvent(w http.ResponseWriter, req *http.Request) {
 func (r *ingTRoom) stateBefore(id string) (state map[[2]string]gomatrixserverlib.PDU) {
 	state = map[[2]string]gomatrixserverlib.PDU{}
 	var chain []gomatrixserverlib.PDU
-	for e, ok := r.all[id]; ok && len(e.PrevEventIDs()) > 0; {
+	seen := map[string]bool{id: true}
+	for e, ok := r.all[id]; ok && len(e.PrevEventIDs()) > 0 && !seen[e.PrevEventIDs()[0]]; {
+		seen[e.PrevEventIDs()[0]] = true
 		e, ok = r.all[e.PrevEventIDs()[0]]
 		if ok {
 			chain = append(chain, e)
@@ -213,7 +223,11 @@ func (r *ingTRoom) serveStateIDs(w http.ResponseWriter, req *http.Request) {
 		ids = append(ids, e.EventID())
 		evs = append(evs, e)
 	}
-	ingTJSON(w, map[string]any{"pdu_ids": ids, "auth_chain_ids": r.authChain(evs)})
+	res := map[string]any{"pdu_ids": ids, "auth_chain_ids": r.authChain(evs)}
+	if r.hostileStateIDs != nil {
+		r.hostileStateIDs(res)
+	}
+	ingTJSON(w, res)
 }
 
 func (r *ingTRoom) serveEventAuth(w http.ResponseWriter, req *http.Request) {
@@ -230,6 +244,9 @@ func (r *ingTRoom) serveEventAuth(w http.ResponseWriter, req *http.Request) {
 		if ae, ok := r.all[id]; ok {
 			raws = append(raws, ae.JSON())
 		}
+	}
+	if r.hostileEventAuth != nil {
+		raws = r.hostileEventAuth(raws)
 	}
 	ingTJSON(w, map[string]any{"auth_chain": raws})
 }

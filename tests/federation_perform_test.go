@@ -52,6 +52,10 @@ type pfTFake struct {
 	backfill int
 	// failLeave makes make_leave answer 500.
 	failLeave bool
+	// hostileJoin, when set, rewrites send_join answers (the caller holds mu).
+	hostileJoin func(r *pfTRoom, res map[string]any)
+	// hostileBackfill, when set, rewrites /backfill answers' pdus.
+	hostileBackfill func(r *pfTRoom, pdus []json.RawMessage) []json.RawMessage
 }
 
 // pfTRoom is a room of the fake (a linear history).
@@ -347,6 +351,9 @@ func (f *pfTFake) sendMembership(membership string) http.HandlerFunc {
 			if cosign {
 				res["event"] = ev.JSON()
 			}
+			if f.hostileJoin != nil {
+				f.hostileJoin(r, res)
+			}
 			pfTJSON(w, 200, res)
 		case spec.Leave:
 			f.leaves = append(f.leaves, ev)
@@ -493,6 +500,9 @@ func (f *pfTFake) serveBackfill(w http.ResponseWriter, req *http.Request) {
 		seen[id] = true
 		out = append(out, e.JSON())
 		frontier = append(frontier, e.PrevEventIDs()...)
+	}
+	if f.hostileBackfill != nil {
+		out = f.hostileBackfill(r, out)
 	}
 	pfTJSON(w, 200, map[string]any{"origin": "fake.test", "origin_server_ts": time.Now().UnixMilli(), "pdus": out})
 }

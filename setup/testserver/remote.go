@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -34,6 +35,10 @@ type Remote struct {
 	Client fclient.FederationClient
 	http   *http.Client
 	srv    *http.Server
+
+	mu sync.Mutex
+	// keys, when set, answers /_matrix/key/v2/server (SetKeyHandler).
+	keys http.HandlerFunc
 }
 
 // StartRemote starts a fake server named name in the network.
@@ -69,20 +74,37 @@ func (n *Network) StartRemote(name string) *Remote {
 	return r
 }
 
-func (r *Remote) serveKeys(w http.ResponseWriter, _ *http.Request) {
+// SetKeyHandler makes h answer the remote's key requests (nil: its own
+// key response, valid for a day), for hostile key responses.
+func (r *Remote) SetKeyHandler(h http.HandlerFunc) {
+	r.mu.Lock()
+	r.keys = h
+	r.mu.Unlock()
+}
+
+// KeyResponse is the remote's key response, valid until validUntil and
+// signed with its key.
+func (r *Remote) KeyResponse(validUntil time.Time) []byte {
 	body, _ := json.Marshal(map[string]any{
 		"server_name":     r.Name,
-		"valid_until_ts":  time.Now().Add(24 * time.Hour).UnixMilli(),
+		"valid_until_ts":  validUntil.UnixMilli(),
 		"verify_keys":     map[string]any{string(r.KeyID): map[string]string{"key": base64.RawStdEncoding.EncodeToString(r.Key.Public().(ed25519.PublicKey))}},
 		"old_verify_keys": map[string]any{},
 	})
-	signed, err := gomatrixserverlib.SignJSON(string(r.Name), r.KeyID, r.Key, body)
-	if err != nil {
-		http.Error(w, err.Error(), 500)
+	signed, _ := gomatrixserverlib.SignJSON(string(r.Name), r.KeyID, r.Key, body) // a JSON object: cannot fail
+	return signed
+}
+
+func (r *Remote) serveKeys(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	h := r.keys
+	r.mu.Unlock()
+	if h != nil {
+		h(w, req)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(signed)
+	_, _ = w.Write(r.KeyResponse(time.Now().Add(24 * time.Hour)))
 }
 
 // Send sends a transaction to dest and returns its response.
