@@ -30,6 +30,9 @@ type Config struct {
 	ServerName spec.ServerName
 	KeyID      gomatrixserverlib.KeyID
 	PrivateKey ed25519.PrivateKey
+	// Marks receives the RoomOutput position of each input's output, by
+	// room and local writer, for read-your-writes (nil: none).
+	Marks *bus.WriteMarks
 }
 
 // Roomserver is the roomserver component.
