@@ -94,10 +94,10 @@ type FederationAPI struct {
 	bus   *bus.Bus
 	// outbox publishes fed_outbox (FederationIn) in commit order.
 	outbox *bus.Outbox[bus.OutboxRow]
-	rooms Rooms
-	input Inputer
-	users Users
-	log   *slog.Logger
+	rooms  Rooms
+	input  Inputer
+	users  Users
+	log    *slog.Logger
 	// devUsers keeps the device lists (devicelists.go); nil when the user
 	// API given has no keys (tests with a partial user API).
 	devUsers DeviceListUsers

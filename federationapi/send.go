@@ -259,7 +259,6 @@ func eventIDFor(verImpl gomatrixserverlib.IRoomVersion, raw json.RawMessage) str
 // eventIDOf is the event_id field of room versions 1 and 2.
 func eventIDOf(raw json.RawMessage) string { return gjson.GetBytes(raw, "event_id").Str }
 
-
 // fromOrigin reports whether a user ID belongs to the origin server.
 func fromOrigin(userID string, origin spec.ServerName) bool {
 	_, domain, err := gomatrixserverlib.SplitID('@', userID)

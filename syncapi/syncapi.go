@@ -46,7 +46,8 @@ type Config struct {
 	// Backfiller fetches history from other servers when /messages
 	// reaches the start of what the sync API holds of a room; nil when
 	// there is no federation.
-	Backfiller Backfiller	// Marks are the positions of the writes of the producers in this
+	Backfiller Backfiller
+	// Marks are the positions of the writes of the producers in this
 	// process, which reads wait for (read-your-writes); nil: the sync
 	// API keeps its own, which only its own waits mark.
 	Marks *bus.WriteMarks
