@@ -139,7 +139,8 @@ func (u *UserAPI) announce(ctx context.Context, userIDs ...string) {
 	if u.bus == nil {
 		return
 	}
-	if err := u.flushOutbox(ctx); err != nil {
+	// A caller that hangs up after the commit does not hold the news up.
+	if err := u.flushOutbox(context.WithoutCancel(ctx)); err != nil {
 		u.log.Warn("publishing user output failed: the relay retries", slog.String("error", err.Error()))
 		return
 	}
