@@ -137,8 +137,10 @@ func (r *Roomserver) announce(ctx context.Context, keys ...string) {
 	r.cfg.Marks.Wrote(api.RoomOutputStream.Name, r.outbox.Published(), keys...)
 }
 
-// writers are the keys whose reads must see an input's output: the room
-// and the local users who sent its events.
+// writers are the keys whose reads must see an input's output: the room,
+// the local users who sent its events and those whose membership they
+// change (an invite, a kick: the user may not be in the room yet, or any
+// longer).
 func (r *Roomserver) writers(msg *api.InputMessage, res *api.InputResult) []string {
 	keys := []string{res.RoomID}
 	if res.RoomID == "" {
@@ -152,10 +154,16 @@ func (r *Roomserver) writers(msg *api.InputMessage, res *api.InputResult) []stri
 	if msg.Local != nil {
 		for _, e := range msg.Local.Events {
 			local(e.Sender)
+			if e.Type == spec.MRoomMember && e.StateKey != nil {
+				local(*e.StateKey)
+			}
 		}
 	}
 	for _, raw := range msg.Events {
 		local(gjson.GetBytes(raw, "sender").Str)
+		if gjson.GetBytes(raw, "type").Str == spec.MRoomMember {
+			local(gjson.GetBytes(raw, "state_key").Str)
+		}
 	}
 	if oob := msg.OutOfBand; oob != nil {
 		local(gjson.GetBytes(oob.Event, "sender").Str)

@@ -174,7 +174,7 @@ func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string
 		if n == 0 {
 			return evs, next, false, nil
 		}
-		if err := s.catchUp(ctx, a.roomID); err != nil {
+		if err := s.catchUp(ctx, "", a.roomID); err != nil {
 			return nil, 0, false, err
 		}
 		batch, nxt, more, err := s.page(ctx, a, userID, next, to, false, limit-len(evs), f)
@@ -198,7 +198,7 @@ func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string
 // not be had (a failed request is logged).
 func (s *SyncAPI) backfillEvent(ctx context.Context, roomID, eventID string) (*storage.Event, error) {
 	held := func() (*storage.Event, error) {
-		if err := s.catchUp(ctx, roomID); err != nil {
+		if err := s.catchUp(ctx, "", roomID); err != nil {
 			return nil, err
 		}
 		evs, err := storage.EventsByID(ctx, s.store.DB(), []string{eventID})
@@ -271,7 +271,7 @@ func (s *SyncAPI) backfillGaps(ctx context.Context, a *roomAccess, evs []storage
 	if n == 0 {
 		return 0, nil
 	}
-	return n, s.catchUp(ctx, a.roomID)
+	return n, s.catchUp(ctx, "", a.roomID)
 }
 
 // prevEventIDs returns the prev_events of an event's JSON (room versions

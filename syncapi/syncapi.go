@@ -294,23 +294,30 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 }
 
 // catchUp waits, at most catchUpLimit, until the read model has applied
-// the writes marked for keys (the caller's user ID, the room read): the
-// position that an event the caller sent, account data it set, a room it
-// joined produced (bus.WriteMarks), so that the caller reads its own
-// writes. It waits for nothing else: a read with no write pending costs a
-// map look-up per key. When the limit passes first, it logs, counts
+// the writes a read by userID depends on (bus.WriteMarks): the user's own
+// (an event sent, account data set, a room joined) and those of the rooms
+// the user is in and of rooms (the room read): an event another member
+// sent, an invite or a kick of the user, acknowledged before this read.
+// It waits for nothing else, not for every stream to drain: a read with no
+// such write pending costs a map look-up per key, no round trip to NATS.
+// With an empty userID (no caller) it waits for the rooms only. When the
+// limit passes first, it logs, counts
 // (myelin_syncapi_read_wait_timeouts_total) and serves what the read model
 // has, as Synapse does when a worker is slow to catch up
 // (wait_for_stream_position): the write is committed and comes with a
 // later position, so a later /sync brings it; refusing the read would not
 // make the consumer faster.
-func (s *SyncAPI) catchUp(ctx context.Context, keys ...string) error {
+func (s *SyncAPI) catchUp(ctx context.Context, userID string, rooms ...string) error {
+	keys := rooms
+	if userID != "" {
+		keys = s.notifier.readKeys(userID, rooms...)
+	}
 	start := time.Now()
 	if s.cfg.Marks.Wait(ctx, catchUpLimit, keys...) || ctx.Err() != nil {
 		return nil
 	}
 	s.readWaitTimeouts.Inc()
-	s.log.Warn("read served before the read model applied the caller's writes",
+	s.log.Warn("read served before the read model applied the writes it depends on",
 		slog.Duration("waited", time.Since(start)), slog.Uint64("room_output_applied", s.applied.roomOutput.Load()),
 		slog.Uint64("user_output_applied", s.applied.userOutput.Load()))
 	return nil
