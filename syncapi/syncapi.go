@@ -297,8 +297,9 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 // the writes a read by userID depends on (bus.WriteMarks): the user's own
 // (an event sent, account data set, a room joined) and those of the rooms
 // the user is in and of rooms (the room read): an event another member
-// sent, an invite or a kick of the user, acknowledged before this read.
-// It waits for nothing else, not for every stream to drain: a read with no
+// sent, an invite or a kick of the user, acknowledged before this read;
+// and key changes (bus.EveryReader), which concern everyone sharing a room
+// with their user. It waits for nothing else, not for every stream to drain: a read with no
 // such write pending costs a map look-up per key, no round trip to NATS.
 // With an empty userID (no caller) it waits for the rooms only. When the
 // limit passes first, it logs, counts
@@ -308,13 +309,28 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 // later position, so a later /sync brings it; refusing the read would not
 // make the consumer faster.
 func (s *SyncAPI) catchUp(ctx context.Context, userID string, rooms ...string) error {
-	keys := rooms
-	if userID != "" {
-		keys = s.notifier.readKeys(userID, rooms...)
-	}
 	start := time.Now()
-	if s.cfg.Marks.Wait(ctx, catchUpLimit, keys...) || ctx.Err() != nil {
-		return nil
+	deadline := start.Add(catchUpLimit)
+	for {
+		// Again after each wait: a room joined meanwhile adds its marks.
+		keys := append(rooms[:len(rooms):len(rooms)], bus.EveryReader)
+		if userID != "" {
+			keys = s.notifier.readKeys(userID, keys...)
+		}
+		if !s.cfg.Marks.Pending(keys...) {
+			return nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		if s.cfg.Marks.Wait(ctx, left, keys...) && ctx.Err() == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		break
 	}
 	s.readWaitTimeouts.Inc()
 	s.log.Warn("read served before the read model applied the writes it depends on",

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidwall/sjson"
 
+	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/userapi/api"
 	"github.com/myelin-chat/myelin/userapi/storage"
@@ -78,8 +79,10 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 		}
 		switch {
 		case !l.Stale && up.StreamID <= l.StreamID:
-			announce = false // applied already (a redelivery), announced with it
-			return nil
+			// Applied already (a redelivery, or a resync that read the
+			// list first): announced again, the message ID dropping a
+			// repeat.
+			return queueRemote(ctx, tx, up.UserID, "rkey:"+up.UserID+":"+strconv.FormatInt(up.StreamID, 10))
 		case !l.Stale && follows(up.PrevID, l.StreamID):
 			if up.Deleted {
 				err = storage.DeleteRemoteDevice(ctx, tx, up.UserID, up.DeviceID)
@@ -110,7 +113,7 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 	if err != nil || !announce {
 		return resync, err
 	}
-	u.announce(ctx)
+	u.announce(ctx, bus.EveryReader)
 	return resync, nil
 }
 
@@ -147,7 +150,7 @@ func (u *UserAPI) ApplyRemoteSigningKeyUpdate(ctx context.Context, up *api.Remot
 	if err != nil {
 		return err
 	}
-	u.announce(ctx)
+	u.announce(ctx, bus.EveryReader)
 	return nil
 }
 

@@ -92,7 +92,14 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		dummyHash: dummy,
 		outbox:    bus.TableOutbox(st.DB(), storage.SelectOutbox, storage.DeleteOutbox),
 	}
-	u.Keys = keys.New(cfg.ServerName, st, u.flushOutbox, u.log)
+	// Key changes concern everyone sharing a room with their user.
+	u.Keys = keys.New(cfg.ServerName, st, func(ctx context.Context) error {
+		if err := u.flushOutbox(ctx); err != nil {
+			return err
+		}
+		u.cfg.Marks.Wrote(api.UserOutputStream.Name, u.outbox.Published(), bus.EveryReader)
+		return nil
+	}, u.log)
 	// What a crash left in the outbox goes out now.
 	u.Keys.Flush(ctx)
 	return u, nil

@@ -38,6 +38,11 @@ type mark struct {
 	seq uint64
 }
 
+// EveryReader is the key of writes that concern readers the producer
+// cannot name (a user's new keys concern everyone sharing a room with
+// the user, which the user API does not know): every read waits for them.
+const EveryReader = "*"
+
 // maxPendingMarks bounds the unapplied marks kept per stream.
 const maxPendingMarks = 100_000
 
