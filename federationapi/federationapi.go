@@ -92,10 +92,12 @@ type FederationAPI struct {
 	cfg   Config
 	store *storage.Storage
 	bus   *bus.Bus
-	rooms Rooms
-	input Inputer
-	users Users
-	log   *slog.Logger
+	// outbox publishes fed_outbox (FederationIn) in commit order.
+	outbox *bus.Outbox[bus.OutboxRow]
+	rooms  Rooms
+	input  Inputer
+	users  Users
+	log    *slog.Logger
 	// devUsers keeps the device lists (devicelists.go); nil when the user
 	// API given has no keys (tests with a partial user API).
 	devUsers DeviceListUsers
@@ -144,7 +146,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 		cfg.KeyValidity = 24 * time.Hour
 	}
 	f := &FederationAPI{cfg: cfg, store: st, bus: b, rooms: rooms, input: input, users: users,
-		log: log.With("component", "federationapi")}
+		log: log.With("component", "federationapi"), outbox: storage.Outbox.Outbox(st.DB())}
 	if du, ok := users.(DeviceListUsers); ok {
 		f.devUsers = du
 	}
@@ -163,6 +165,15 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 // FederationOut (EDUs to send) and the queues of the destinations with
 // something left to send.
 func (f *FederationAPI) Start(ctx context.Context) error {
+	// What a crash left in the outbox goes out now, and what a failed
+	// publish leaves later.
+	if err := f.outbox.Flush(ctx, f.bus); err != nil {
+		f.log.Warn("publishing the outbox failed: the relay retries", slog.String("error", err.Error()))
+	}
+	stopRelay := f.outbox.Relay(f.bus, outboxRetry, f.log)
+	f.stopMu.Lock()
+	f.stops = append(f.stops, stopRelay)
+	f.stopMu.Unlock()
 	for _, c := range []struct {
 		name, stream string
 		handle       bus.Handler

@@ -2,13 +2,17 @@ package federationapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -18,6 +22,7 @@ import (
 	"github.com/myelin-chat/myelin/federationapi/storage"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
+	"github.com/myelin-chat/myelin/internal/sqlutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -101,22 +106,50 @@ func (f *FederationAPI) onSend(r *http.Request, origin spec.ServerName, body []b
 	work := context.WithoutCancel(ctx)
 	res := sendResponse{PDUs: f.takePDUs(work, origin, txn.PDUs)}
 	budget := newEDUBudget()
+	var edus []fedapi.InboundEDU
 	for _, edu := range txn.EDUs {
 		if err := budget.checkBounds(edu); err != nil {
 			f.log.Info("dropped an EDU past the bounds", slog.String("origin", string(origin)), slog.String("type", edu.Type), slog.String("error", err.Error()))
 			continue
 		}
-		f.takeEDU(work, origin, edu)
+		if content, ok := f.checkEDU(work, origin, edu); ok {
+			edus = append(edus, fedapi.InboundEDU{V: 1, Origin: string(origin), Type: edu.Type, Content: content})
+		}
 	}
 	out, err := json.Marshal(res)
 	if err != nil {
 		return nil, err
 	}
-	if err := storage.InsertTxnResponse(work, f.store.DB(), string(origin), txnID, out); err != nil {
+	// The EDUs are queued in the transaction that stores the response:
+	// a crash before the commit gets the transaction retried, one after
+	// it leaves them to the outbox relay, and their message IDs (origin,
+	// transaction, index) make a second publish harmless.
+	txnKey := sha256.Sum256([]byte(string(origin) + "\x00" + txnID))
+	if err := f.store.WithTx(work, func(tx *sqlutil.Tx) error {
+		for i, msg := range edus {
+			payload, err := json.Marshal(&msg)
+			if err != nil {
+				return err
+			}
+			msgID := "edu:" + hex.EncodeToString(txnKey[:16]) + ":" + strconv.Itoa(i)
+			if err := storage.Outbox.Insert(work, tx, fedapi.InSubject(msg.Type), msgID, payload); err != nil {
+				return err
+			}
+		}
+		return storage.InsertTxnResponse(work, tx, string(origin), txnID, out)
+	}); err != nil {
 		return nil, err
+	}
+	if len(edus) > 0 {
+		if err := f.outbox.Flush(work, f.bus); err != nil {
+			f.log.Warn("could not pass EDUs on: the relay retries", slog.String("origin", string(origin)), slog.String("error", err.Error()))
+		}
 	}
 	return json.RawMessage(out), nil
 }
+
+// outboxRetry is how often the outbox is retried after a publish failed.
+const outboxRetry = 2 * time.Second
 
 // takePDUs groups a transaction's PDUs by room (keeping their order) and
 // takes the rooms in, several at once.
@@ -236,19 +269,6 @@ func eventIDFor(verImpl gomatrixserverlib.IRoomVersion, raw json.RawMessage) str
 
 // eventIDOf is the event_id field of room versions 1 and 2.
 func eventIDOf(raw json.RawMessage) string { return gjson.GetBytes(raw, "event_id").Str }
-
-// takeEDU checks that an EDU speaks only for the origin's users (and rooms
-// the origin is in, not denied by the room's ACL) and passes it on.
-func (f *FederationAPI) takeEDU(ctx context.Context, origin spec.ServerName, edu gomatrixserverlib.EDU) {
-	content, ok := f.checkEDU(ctx, origin, edu)
-	if !ok {
-		return
-	}
-	msg := fedapi.InboundEDU{V: 1, Origin: string(origin), Type: edu.Type, Content: content}
-	if _, err := f.bus.Publish(ctx, fedapi.InSubject(edu.Type), &msg, "", nil); err != nil {
-		f.log.Warn("could not pass an EDU on", slog.String("origin", string(origin)), slog.String("type", edu.Type), slog.String("error", err.Error()))
-	}
-}
 
 // fromOrigin reports whether a user ID belongs to the origin server.
 func fromOrigin(userID string, origin spec.ServerName) bool {

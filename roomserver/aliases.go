@@ -3,7 +3,6 @@ package roomserver
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -111,10 +110,7 @@ func (r *Roomserver) ForgetRoom(ctx context.Context, userID, roomID string) erro
 	if err != nil || !queued {
 		return err
 	}
-	if err := r.flushOutbox(ctx); err != nil {
-		// Committed: the output goes out with the next flush.
-		r.log.Warn("publishing room output failed", slog.String("error", err.Error()))
-	}
+	r.announce(ctx, roomID, userID)
 	return nil
 }
 

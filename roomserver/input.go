@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/mxerr"
@@ -29,6 +31,10 @@ func (r *Roomserver) Start(ctx context.Context) error {
 	if err := r.flushOutbox(ctx); err != nil {
 		return fmt.Errorf("roomserver: publish pending output: %w", err)
 	}
+	stopRelay := r.outbox.Relay(r.bus, outboxRetry, r.log)
+	r.stopMu.Lock()
+	r.stops = append(r.stops, stopRelay)
+	r.stopMu.Unlock()
 	for p := range api.Partitions {
 		stop, err := r.bus.Consume(ctx, bus.ConsumerSpec{
 			Stream:         api.RoomInputStream.Name,
@@ -116,11 +122,58 @@ func (r *Roomserver) process(ctx context.Context, partition int, seq uint64, msg
 	if d.outputs == 0 {
 		return res, nil
 	}
-	if err := r.flushOutbox(ctx); err != nil {
-		// Committed: the output goes out with the next flush.
-		r.log.Warn("publishing room output failed", slog.String("error", err.Error()))
-	}
+	r.announce(ctx, r.writers(msg, res)...)
 	return res, nil
+}
+
+// outboxRetry is how often the outbox is retried after a publish failed.
+const outboxRetry = 2 * time.Second
+
+// announce publishes committed output and marks its position for keys
+// (the room and the local users who wrote), so that their next reads wait
+// for it. A failed publish is logged: the output is committed and the
+// outbox relay sends it.
+func (r *Roomserver) announce(ctx context.Context, keys ...string) {
+	if err := r.flushOutbox(ctx); err != nil {
+		r.log.Warn("publishing room output failed", slog.String("error", err.Error()))
+		return
+	}
+	r.cfg.Marks.Wrote(api.RoomOutputStream.Name, r.outbox.Published(), keys...)
+}
+
+// writers are the keys whose reads must see an input's output: the room,
+// the local users who sent its events and those whose membership they
+// change (an invite, a kick: the user may not be in the room yet, or any
+// longer).
+func (r *Roomserver) writers(msg *api.InputMessage, res *api.InputResult) []string {
+	keys := []string{res.RoomID}
+	if res.RoomID == "" {
+		keys[0] = msg.RoomID
+	}
+	local := func(userID string) {
+		if _, domain, err := gomatrixserverlib.SplitID('@', userID); err == nil && domain == r.cfg.ServerName && !slices.Contains(keys, userID) {
+			keys = append(keys, userID)
+		}
+	}
+	if msg.Local != nil {
+		for _, e := range msg.Local.Events {
+			local(e.Sender)
+			if e.Type == spec.MRoomMember && e.StateKey != nil {
+				local(*e.StateKey)
+			}
+		}
+	}
+	for _, raw := range msg.Events {
+		local(gjson.GetBytes(raw, "sender").Str)
+		if gjson.GetBytes(raw, "type").Str == spec.MRoomMember {
+			local(gjson.GetBytes(raw, "state_key").Str)
+		}
+	}
+	if oob := msg.OutOfBand; oob != nil {
+		local(gjson.GetBytes(oob.Event, "sender").Str)
+		local(gjson.GetBytes(oob.Event, "state_key").Str)
+	}
+	return keys
 }
 
 // processLocal builds and stores local users' events in order.

@@ -33,6 +33,9 @@ type Config struct {
 	PrivateKey ed25519.PrivateKey
 	// Registry receives the roomserver's metrics (nil: none).
 	Registry prometheus.Registerer
+	// Marks receives the RoomOutput position of each input's output, by
+	// room and local writer, for read-your-writes (nil: none).
+	Marks *bus.WriteMarks
 }
 
 // Roomserver is the roomserver component.

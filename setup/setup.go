@@ -133,19 +133,26 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		}, rl.ExemptUserIDs)
 	}
 
+	// marks carries the positions of writes from their producers to the
+	// sync API: read-your-writes by position, in this process.
+	marks := bus.NewWriteMarks()
 	s.Users, err = userapi.New(ctx, userapi.Config{
 		ServerName:          cfg.ServerName,
 		BcryptCost:          cfg.Auth.BcryptCost,
 		AccessTokenLifetime: time.Duration(cfg.Auth.AccessTokenLifetime),
+		Marks:               marks,
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
 		return nil, err
 	}
+	s.Users.Start()
+	s.closers = append(s.closers, s.Users.Close)
 	rooms, err := roomserver.New(ctx, roomserver.Config{
 		ServerName: spec.ServerName(cfg.ServerName),
 		KeyID:      gomatrixserverlib.KeyID(s.Key.ID),
 		PrivateKey: s.Key.Private,
 		Registry:   s.Registry,
+		Marks:      marks,
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
 		return nil, err
@@ -175,7 +182,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	syncCfg := syncapi.Config{
 		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
-		PushAllowPrivateAddresses: cfg.Push.AllowPrivateAddresses, Registry: s.Registry,
+		PushAllowPrivateAddresses: cfg.Push.AllowPrivateAddresses, Registry: s.Registry, Marks: marks,
 	}
 	if s.Federation != nil {
 		fed = s.Federation

@@ -81,8 +81,8 @@ func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 		return err
 	}
 	s.pos.pdu.Store(pos)
-	s.applied.roomOutput.Store(m.Seq)
 	s.afterCommit(&w)
+	s.applied.roomOutput.Store(m.Seq)
 	return nil
 }
 
@@ -107,9 +107,6 @@ func (s *SyncAPI) afterCommit(w *wakes) {
 		s.notifier.wakeRoom(r)
 	}
 	s.notifier.wakeUsers(w.users...)
-	s.waitMu.Lock()
-	s.waitCond.Broadcast()
-	s.waitMu.Unlock()
 }
 
 func (s *SyncAPI) isLocal(userID string) bool {
@@ -633,8 +630,8 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 		s.push.forgetRules(u.UserID)
 	}
 	s.pos.accountData.Store(pos)
-	s.applied.userOutput.Store(m.Seq)
 	s.afterCommit(&wakes{users: []string{u.UserID}})
+	s.applied.userOutput.Store(m.Seq)
 	return nil
 }
 
@@ -643,9 +640,6 @@ func (s *SyncAPI) setConsumed(ctx context.Context, name string, seq uint64, appl
 	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error { return storage.SetConsumerPosition(ctx, tx, name, seq) })
 	if err == nil {
 		applied.Store(seq)
-		s.waitMu.Lock()
-		s.waitCond.Broadcast()
-		s.waitMu.Unlock()
 	}
 	return err
 }

@@ -60,15 +60,12 @@ func (s *SyncAPI) onKeyChange(ctx context.Context, m *bus.Msg, remote bool) erro
 		return err
 	}
 	s.pos.deviceList.Store(pos)
-	s.applied.userOutput.Store(m.Seq)
 	if shared {
 		s.notifier.wakeSharers(userID)
 	} else {
 		s.notifier.wakeUsers(userID)
 	}
-	s.waitMu.Lock()
-	s.waitCond.Broadcast()
-	s.waitMu.Unlock()
+	s.applied.userOutput.Store(m.Seq)
 	return nil
 }
 
@@ -221,7 +218,7 @@ func (s *SyncAPI) getKeyChanges(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, mxerr.InvalidParam("Invalid from token")
 	}
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, dev.UserID); err != nil {
 		return nil, err
 	}
 	to := s.currentPos()

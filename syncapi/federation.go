@@ -339,9 +339,9 @@ func (s *SyncAPI) onPresenceEDU(ctx context.Context, edu *fedapi.InboundEDU, seq
 	if err != nil {
 		return err
 	}
-	s.applied.federationIn.Store(seq)
 	for _, u := range changed {
 		s.notifier.wakeSharers(u)
 	}
+	s.applied.federationIn.Store(seq)
 	return nil
 }

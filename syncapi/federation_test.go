@@ -265,6 +265,8 @@ func (h *ftHarness) publishOnly(roomID string, msg *rsapi.OutputMessage) uint64 
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	// As the roomserver does: reads of the room wait for it.
+	h.s.cfg.Marks.Wrote(rsapi.RoomOutputStream.Name, seq, roomID)
 	return seq
 }
 

@@ -32,7 +32,7 @@ func (s *SyncAPI) getMembers(r *http.Request) (any, error) {
 	if _, err := spec.NewRoomID(roomID); err != nil {
 		return nil, mxerr.InvalidParam("%q is not a valid room ID", roomID)
 	}
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, dev.UserID, roomID); err != nil {
 		return nil, err
 	}
 	at := s.pos.pdu.Load()

@@ -174,7 +174,7 @@ func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string
 		if n == 0 {
 			return evs, next, false, nil
 		}
-		if err := s.catchUp(ctx); err != nil {
+		if err := s.catchUp(ctx, "", a.roomID); err != nil {
 			return nil, 0, false, err
 		}
 		batch, nxt, more, err := s.page(ctx, a, userID, next, to, false, limit-len(evs), f)
@@ -198,7 +198,7 @@ func (s *SyncAPI) backfillPage(ctx context.Context, a *roomAccess, userID string
 // not be had (a failed request is logged).
 func (s *SyncAPI) backfillEvent(ctx context.Context, roomID, eventID string) (*storage.Event, error) {
 	held := func() (*storage.Event, error) {
-		if err := s.catchUp(ctx); err != nil {
+		if err := s.catchUp(ctx, "", roomID); err != nil {
 			return nil, err
 		}
 		evs, err := storage.EventsByID(ctx, s.store.DB(), []string{eventID})
@@ -271,7 +271,7 @@ func (s *SyncAPI) backfillGaps(ctx context.Context, a *roomAccess, evs []storage
 	if n == 0 {
 		return 0, nil
 	}
-	return n, s.catchUp(ctx)
+	return n, s.catchUp(ctx, "", a.roomID)
 }
 
 // prevEventIDs returns the prev_events of an event's JSON (room versions
@@ -394,7 +394,7 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 	q := r.URL.Query()
 	// Who may read the room comes first: a room out of the user's reach
 	// is 403 whatever the parameters (as in Synapse).
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, dev.UserID, httputil.Vars(r)["roomId"]); err != nil {
 		return nil, err
 	}
 	a, err := s.access(ctx, httputil.Vars(r)["roomId"], dev.UserID)
@@ -485,7 +485,7 @@ func (s *SyncAPI) getContext(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, dev.UserID, vars["roomId"]); err != nil {
 		return nil, err
 	}
 	a, err := s.access(ctx, vars["roomId"], dev.UserID)
@@ -581,7 +581,7 @@ func (s *SyncAPI) getTimestampToEvent(r *http.Request) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("dir must be f or b")
 	}
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, dev.UserID, httputil.Vars(r)["roomId"]); err != nil {
 		return nil, err
 	}
 	a, err := s.access(ctx, httputil.Vars(r)["roomId"], dev.UserID)

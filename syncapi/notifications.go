@@ -97,7 +97,7 @@ func (s *SyncAPI) getNotifications(r *http.Request) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("Unknown value of only: %q", v)
 	}
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, dev.UserID); err != nil {
 		return nil, err
 	}
 	if err := s.saveUnread(ctx); err != nil { // the notification events not saved yet

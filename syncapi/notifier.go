@@ -216,6 +216,20 @@ func (n *notifier) joinedRooms(userID string) []string {
 	return out
 }
 
+// readKeys are the write marks a read by a local user waits for: the
+// user's own and those of the rooms the user is joined or invited to,
+// where other users' writes change what the user reads.
+func (n *notifier) readKeys(userID string, extra ...string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, 1+len(n.rooms[userID])+len(extra))
+	out = append(out, userID)
+	for room := range n.rooms[userID] {
+		out = append(out, room)
+	}
+	return append(out, extra...)
+}
+
 // joinedMembers lists the joined members of a room, local and remote.
 func (n *notifier) joinedMembers(roomID string) []string {
 	n.mu.Lock()

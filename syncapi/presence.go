@@ -404,7 +404,7 @@ func (s *SyncAPI) getPresence(r *http.Request) (any, error) {
 		return nil, mxerr.InvalidParam("Invalid user ID")
 	}
 	if userID != dev.UserID {
-		if err := s.catchUp(r.Context()); err != nil {
+		if err := s.catchUp(r.Context(), dev.UserID); err != nil {
 			return nil, err
 		}
 		shared, err := s.sharesRoom(r.Context(), dev.UserID, userID)

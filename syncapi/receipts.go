@@ -24,7 +24,7 @@ func (s *SyncAPI) requireJoined(ctx context.Context, roomID, userID string) erro
 	if _, err := spec.NewRoomID(roomID); err != nil {
 		return mxerr.InvalidParam("%q is not a valid room ID", roomID)
 	}
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, userID, roomID); err != nil {
 		return err
 	}
 	_, js, err := storage.CurrentStateEvent(ctx, s.store.DB(), roomID, spec.MRoomMember, userID)

@@ -116,7 +116,7 @@ func (s *SyncAPI) getSync(r *http.Request) (any, error) {
 		return nil, err
 	}
 	defer s.presence.syncing(ctx, dev.UserID, req.setPresence)()
-	if err := s.catchUp(ctx); err != nil {
+	if err := s.catchUp(ctx, dev.UserID); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(req.timeout)

@@ -11,6 +11,7 @@ package syncapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
@@ -47,6 +47,10 @@ type Config struct {
 	// reaches the start of what the sync API holds of a room; nil when
 	// there is no federation.
 	Backfiller Backfiller
+	// Marks are the positions of the writes of the producers in this
+	// process, which reads wait for (read-your-writes); nil: the sync
+	// API keeps its own, which only its own waits mark.
+	Marks *bus.WriteMarks
 }
 
 // UserAPI is what the sync API uses of the user API: account data (the
@@ -97,16 +101,14 @@ type SyncAPI struct {
 	outboxDirty    atomic.Bool // a flush failed: the retry timer tries again
 	inboxes        toDeviceInboxes
 
-	// applied holds the last stream sequence each consumer applied;
-	// waitCond is broadcast whenever it moves (read-your-writes).
+	// applied holds the last stream sequence each consumer applied,
+	// reported to cfg.Marks (read-your-writes).
 	applied struct {
-		roomOutput, userOutput, federationIn atomic.Uint64
+		roomOutput, userOutput, federationIn appliedSeq
 	}
-	waitMu   sync.Mutex
-	waitCond *sync.Cond
-	streams  struct {
-		roomOutput, userOutput jetstream.Stream
-	}
+	// readWaitTimeouts counts reads that served what the read model had
+	// after waiting catchUpLimit for their writes.
+	readWaitTimeouts prometheus.Counter
 
 	stopMu sync.Mutex
 	stops  []func()
@@ -136,7 +138,23 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 		metrics:  newMetrics(cfg.Registry),
 		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{}),
 		toDeviceOutbox: newToDeviceOutbox(st)}
-	s.waitCond = sync.NewCond(&s.waitMu)
+	if s.cfg.Marks == nil {
+		s.cfg.Marks = bus.NewWriteMarks()
+	}
+	s.applied.roomOutput = appliedSeq{stream: rsapi.RoomOutputStream.Name, marks: s.cfg.Marks}
+	s.applied.userOutput = appliedSeq{stream: userapi.UserOutputStream.Name, marks: s.cfg.Marks}
+	s.applied.federationIn = appliedSeq{stream: fedapi.FederationInStream.Name, marks: s.cfg.Marks}
+	s.readWaitTimeouts = prometheus.NewCounter(prometheus.CounterOpts{Name: "myelin_syncapi_read_wait_timeouts_total",
+		Help: "Reads served after waiting the limit for the read model to apply their caller's writes."})
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(s.readWaitTimeouts); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("syncapi: metrics: %w", err)
+			}
+			s.readWaitTimeouts = are.ExistingCollector.(prometheus.Counter)
+		}
+	}
 	if kc, ok := users.(KeyCounter); ok {
 		s.keys = kc
 	}
@@ -200,27 +218,21 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("syncapi: unread counts: %w", err)
 	}
 	s.addStop(stopUnread) // saved once the consumers have stopped
-	var fedIn jetstream.Stream
 	for _, c := range []struct {
 		name, stream string
 		subjects     []string
-		applied      *atomic.Uint64
+		applied      *appliedSeq
 		handle       bus.Handler
-		into         *jetstream.Stream
 	}{
-		{roomOutputConsumer, rsapi.RoomOutputStream.Name, nil, &s.applied.roomOutput, s.onRoomOutput, &s.streams.roomOutput},
-		{userOutputConsumer, userapi.UserOutputStream.Name, nil, &s.applied.userOutput, s.onUserOutput, &s.streams.userOutput},
-		{federationInConsumer, fedapi.FederationInStream.Name, federationInSubjects, &s.applied.federationIn, s.onFederationIn, &fedIn},
+		{roomOutputConsumer, rsapi.RoomOutputStream.Name, nil, &s.applied.roomOutput, s.onRoomOutput},
+		{userOutputConsumer, userapi.UserOutputStream.Name, nil, &s.applied.userOutput, s.onUserOutput},
+		{federationInConsumer, fedapi.FederationInStream.Name, federationInSubjects, &s.applied.federationIn, s.onFederationIn},
 	} {
 		seq, err := storage.ConsumerPosition(ctx, s.store.DB(), c.name)
 		if err != nil {
 			return err
 		}
 		c.applied.Store(seq)
-		if *c.into, err = s.bus.JS.Stream(ctx, s.bus.Name(c.stream)); err != nil {
-			s.Close()
-			return fmt.Errorf("syncapi: stream %s: %w", c.stream, err)
-		}
 		stop, err := s.bus.Consume(ctx, bus.ConsumerSpec{
 			Stream: c.stream, Durable: c.name, MaxAckPending: 1, FilterSubjects: c.subjects,
 			LastApplied: func(ctx context.Context) (uint64, error) { return storage.ConsumerPosition(ctx, s.store.DB(), c.name) },
@@ -283,45 +295,66 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	s.registerDehydrated(srv)
 }
 
-// catchUp waits (at most catchUpLimit) until the consumers have applied
-// everything the output streams held when the request arrived, so that a
-// client reads its own writes: an event it sent or account data it set
-// before this request. After the limit it serves what it has.
-func (s *SyncAPI) catchUp(ctx context.Context) error {
-	wantRoom, err := lastSeq(ctx, s.streams.roomOutput)
-	if err != nil {
-		return err
+// catchUp waits, at most catchUpLimit, until the read model has applied
+// the writes a read by userID depends on (bus.WriteMarks): the user's own
+// (an event sent, account data set, a room joined) and those of the rooms
+// the user is in and of rooms (the room read): an event another member
+// sent, an invite or a kick of the user, acknowledged before this read;
+// and key changes (bus.EveryReader), which concern everyone sharing a room
+// with their user. It waits for nothing else, not for every stream to drain: a read with no
+// such write pending costs a map look-up per key, no round trip to NATS.
+// With an empty userID (no caller) it waits for the rooms only. When the
+// limit passes first, it logs, counts
+// (myelin_syncapi_read_wait_timeouts_total) and serves what the read model
+// has, as Synapse does when a worker is slow to catch up
+// (wait_for_stream_position): the write is committed and comes with a
+// later position, so a later /sync brings it; refusing the read would not
+// make the consumer faster.
+func (s *SyncAPI) catchUp(ctx context.Context, userID string, rooms ...string) error {
+	start := time.Now()
+	deadline := start.Add(catchUpLimit)
+	for {
+		// Again after each wait: a room joined meanwhile adds its marks.
+		keys := append(rooms[:len(rooms):len(rooms)], bus.EveryReader)
+		if userID != "" {
+			keys = s.notifier.readKeys(userID, keys...)
+		}
+		if !s.cfg.Marks.Pending(keys...) {
+			return nil
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		if s.cfg.Marks.Wait(ctx, left, keys...) && ctx.Err() == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		break
 	}
-	wantUser, err := lastSeq(ctx, s.streams.userOutput)
-	if err != nil {
-		return err
-	}
-	caughtUp := func() bool { return s.applied.roomOutput.Load() >= wantRoom && s.applied.userOutput.Load() >= wantUser }
-	if caughtUp() {
-		return nil
-	}
-	deadline := time.Now().Add(catchUpLimit)
-	wake := time.AfterFunc(catchUpLimit, func() {
-		s.waitMu.Lock()
-		s.waitCond.Broadcast()
-		s.waitMu.Unlock()
-	})
-	defer wake.Stop()
-	s.waitMu.Lock()
-	defer s.waitMu.Unlock()
-	for !caughtUp() && time.Now().Before(deadline) && ctx.Err() == nil {
-		s.waitCond.Wait()
-	}
+	s.readWaitTimeouts.Inc()
+	s.log.Warn("read served before the read model applied the writes it depends on",
+		slog.Duration("waited", time.Since(start)), slog.Uint64("room_output_applied", s.applied.roomOutput.Load()),
+		slog.Uint64("user_output_applied", s.applied.userOutput.Load()))
 	return nil
 }
 
 // catchUpLimit bounds how long a read waits for the consumers.
 const catchUpLimit = 2 * time.Second
 
-func lastSeq(ctx context.Context, st jetstream.Stream) (uint64, error) {
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("stream info: %w", err)
-	}
-	return info.State.LastSeq, nil
+// appliedSeq is the last stream sequence a consumer applied. Storing it
+// (once everything the message changed is in place, notifier included)
+// reports it to the write marks, releasing the reads that wait for it.
+type appliedSeq struct {
+	atomic.Uint64
+	stream string
+	marks  *bus.WriteMarks
+}
+
+// Store records seq and reports it to the marks.
+func (a *appliedSeq) Store(seq uint64) {
+	a.Uint64.Store(seq)
+	a.marks.Applied(a.stream, seq)
 }

@@ -511,7 +511,6 @@ func (s *SyncAPI) onDevicesUpdate(ctx context.Context, m *bus.Msg) error {
 		return err
 	}
 	s.applied.userOutput.Store(m.Seq)
-	s.afterCommit(&wakes{})
 	return nil
 }
 

@@ -176,7 +176,6 @@ func (u *UserAPI) SetPassword(ctx context.Context, userID, password string, logo
 // Deactivate blocks the account and deletes its devices, tokens,
 // pushers and key backups.
 func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) error {
-	var gone *deviceLeftovers
 	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if err := storage.MarkDeactivated(ctx, tx, userID); err != nil {
 			return err
@@ -185,14 +184,22 @@ func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) err
 		if err != nil {
 			return err
 		}
-		if gone, err = u.deleteDeviceLeftovers(ctx, tx, userID, deleted, true); err != nil {
+		if _, err = u.deleteDeviceLeftovers(ctx, tx, userID, deleted, true); err != nil {
 			return err
 		}
 		if err := storage.DeleteAllKeyBackups(ctx, tx, userID); err != nil {
 			return err
 		}
-		if erase {
-			return storage.DeleteProfileFields(ctx, tx, userID)
+		if !erase {
+			return nil
+		}
+		if err := storage.DeleteProfileFields(ctx, tx, userID); err != nil {
+			return err
+		}
+		for _, k := range []string{"displayname", "avatar_url"} {
+			if err := u.queue(ctx, tx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: k}); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -203,15 +210,6 @@ func (u *UserAPI) Deactivate(ctx context.Context, userID string, erase bool) err
 		return fmt.Errorf("deactivate: %w", err)
 	}
 	u.tokens.purgeUser(userID, "")
-	if err := u.announceDeviceDeletion(ctx, gone); err != nil {
-		return err
-	}
-	if erase {
-		for _, k := range []string{"displayname", "avatar_url"} {
-			if err := u.publish(ctx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: k}); err != nil {
-				return err
-			}
-		}
-	}
+	u.announce(ctx, userID)
 	return nil
 }

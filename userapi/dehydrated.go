@@ -44,15 +44,16 @@ func (u *UserAPI) StoreDehydratedDevice(ctx context.Context, req api.StoreDehydr
 	err = u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		var err error
 		created, err = storage.InsertDevice(ctx, tx, &storage.Device{UserID: req.UserID, DeviceID: req.DeviceID, DisplayName: req.DisplayName, CreatedTS: nowMS()})
-		return err
+		if err != nil || !created {
+			return err
+		}
+		return u.queueDevices(ctx, tx, req.UserID, []string{req.DeviceID}, false)
 	})
 	if err != nil {
 		return fmt.Errorf("dehydrated device: %w", err)
 	}
 	if created {
-		if err := u.publishDevices(ctx, req.UserID, []string{req.DeviceID}, false); err != nil {
-			return err
-		}
+		u.announce(ctx, req.UserID)
 	}
 	if _, err := u.UploadKeys(ctx, api.UploadKeysRequest{
 		UserID: req.UserID, DeviceID: req.DeviceID,

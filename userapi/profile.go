@@ -36,7 +36,10 @@ func (u *UserAPI) SetProfileField(ctx context.Context, userID, key string, value
 		if b, _ := json.Marshal(profile); len(b) > api.MaxProfileBytes {
 			return api.ErrProfileTooLarge
 		}
-		return storage.UpsertProfileField(ctx, tx, userID, key, value)
+		if err := storage.UpsertProfileField(ctx, tx, userID, key, value); err != nil {
+			return err
+		}
+		return u.queue(ctx, tx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: key, Value: value})
 	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return api.ErrNotFound
@@ -44,15 +47,23 @@ func (u *UserAPI) SetProfileField(ctx context.Context, userID, key string, value
 	if err != nil {
 		return err
 	}
-	return u.publish(ctx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: key, Value: value})
+	u.announce(ctx, userID)
+	return nil
 }
 
 // DeleteProfileField removes one field.
 func (u *UserAPI) DeleteProfileField(ctx context.Context, userID, key string) error {
-	if err := storage.DeleteProfileFields(ctx, u.store.DB(), userID, key); err != nil {
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		if err := storage.DeleteProfileFields(ctx, tx, userID, key); err != nil {
+			return err
+		}
+		return u.queue(ctx, tx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: key})
+	})
+	if err != nil {
 		return fmt.Errorf("delete profile field: %w", err)
 	}
-	return u.publish(ctx, api.SubjectProfile, api.ProfileUpdate{V: 1, UserID: userID, Key: key})
+	u.announce(ctx, userID)
+	return nil
 }
 
 // QueryAccountData returns one account data item or api.ErrNotFound. The
@@ -75,19 +86,34 @@ func (u *UserAPI) QueryAccountData(ctx context.Context, userID, roomID, dataType
 
 // PutAccountData stores an account data item and announces it.
 func (u *UserAPI) PutAccountData(ctx context.Context, userID, roomID, dataType string, content json.RawMessage) error {
-	if err := storage.UpsertAccountData(ctx, u.store.DB(), userID, roomID, dataType, content); err != nil {
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		if err := storage.UpsertAccountData(ctx, tx, userID, roomID, dataType, content); err != nil {
+			return err
+		}
+		return u.queue(ctx, tx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: dataType, Content: content})
+	})
+	if err != nil {
 		return fmt.Errorf("put account data: %w", err)
 	}
-	return u.publish(ctx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: dataType, Content: content})
+	u.announce(ctx, userID)
+	return nil
 }
 
 // DeleteAccountData removes an account data item and announces it with
 // content {}, which syncs show for a deleted item; an item never set
 // changes nothing.
 func (u *UserAPI) DeleteAccountData(ctx context.Context, userID, roomID, dataType string) error {
-	deleted, err := storage.DeleteAccountData(ctx, u.store.DB(), userID, roomID, dataType)
+	var deleted bool
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		var err error
+		if deleted, err = storage.DeleteAccountData(ctx, tx, userID, roomID, dataType); err != nil || !deleted {
+			return err
+		}
+		return u.queue(ctx, tx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: dataType, Content: json.RawMessage(`{}`)})
+	})
 	if err != nil || !deleted {
 		return err
 	}
-	return u.publish(ctx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: dataType, Content: json.RawMessage(`{}`)})
+	u.announce(ctx, userID)
+	return nil
 }

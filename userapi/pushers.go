@@ -37,30 +37,42 @@ func (u *UserAPI) SetPusher(ctx context.Context, p api.Pusher, appendPusher bool
 				return err
 			}
 		}
-		return storage.UpsertPusher(ctx, tx, &storage.Pusher{
+		if err := storage.UpsertPusher(ctx, tx, &storage.Pusher{
 			UserID: p.UserID, AppID: p.AppID, PushKey: p.PushKey, DeviceID: p.DeviceID, Kind: p.Kind,
 			AppDisplayName: p.AppDisplayName, DeviceDisplayName: p.DeviceDisplayName, ProfileTag: p.ProfileTag,
 			Lang: p.Lang, Data: data, CreatedTS: created,
-		})
+		}); err != nil {
+			return err
+		}
+		slices.Sort(others)
+		others = append([]string{p.UserID}, slices.Compact(others)...)
+		return u.queuePushers(ctx, tx, others...)
 	})
 	if err != nil {
 		return fmt.Errorf("set pusher: %w", err)
 	}
-	slices.Sort(others)
-	return u.publishPushers(ctx, append([]string{p.UserID}, slices.Compact(others)...)...)
+	u.announce(ctx, others...)
+	return nil
 }
 
 // DeletePusher deletes a pusher of the user; an unknown one is no error
 // (and no announcement).
 func (u *UserAPI) DeletePusher(ctx context.Context, userID, appID, pushKey string) error {
-	deleted, err := storage.DeletePusher(ctx, u.store.DB(), userID, appID, pushKey)
+	var deleted bool
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		var err error
+		if deleted, err = storage.DeletePusher(ctx, tx, userID, appID, pushKey); err != nil || !deleted {
+			return err
+		}
+		return u.queuePushers(ctx, tx, userID)
+	})
 	if err != nil {
 		return fmt.Errorf("delete pusher: %w", err)
 	}
-	if !deleted {
-		return nil
+	if deleted {
+		u.announce(ctx, userID)
 	}
-	return u.publishPushers(ctx, userID)
+	return nil
 }
 
 // QueryPushers lists the pushers of each user, oldest first.
@@ -80,9 +92,9 @@ func (u *UserAPI) QueryPushers(ctx context.Context, userIDs []string) (map[strin
 	return out, nil
 }
 
-func (u *UserAPI) publishPushers(ctx context.Context, userIDs ...string) error {
+func (u *UserAPI) queuePushers(ctx context.Context, tx *sqlutil.Tx, userIDs ...string) error {
 	for _, id := range userIDs {
-		if err := u.publish(ctx, api.SubjectPushers, api.PushersUpdate{V: 1, UserID: id}); err != nil {
+		if err := u.queue(ctx, tx, api.SubjectPushers, api.PushersUpdate{V: 1, UserID: id}); err != nil {
 			return err
 		}
 	}
@@ -147,30 +159,30 @@ func (u *UserAPI) deleteDeviceLeftovers(ctx context.Context, tx *sqlutil.Tx, use
 		}
 		l.accountData = append(l.accountData, deleted...)
 	}
-	return l, nil
-}
-
-// announceDeviceDeletion announces deleted devices and what went with
-// them: the key changes queued in the outbox, the pushers, and the deleted
-// account data as content {} (how the sync API shows a deletion).
-func (u *UserAPI) announceDeviceDeletion(ctx context.Context, l *deviceLeftovers) error {
-	if l == nil {
-		return nil
-	}
-	u.Keys.Flush(ctx)
-	if err := u.publishDevices(ctx, l.userID, l.devices, true); err != nil {
-		return err
+	if err := u.queueDevices(ctx, tx, userID, deviceIDs, true); err != nil {
+		return nil, err
 	}
 	if l.pushers > 0 {
-		if err := u.publishPushers(ctx, l.userID); err != nil {
-			return err
+		if err := u.queuePushers(ctx, tx, userID); err != nil {
+			return nil, err
 		}
 	}
 	slices.Sort(l.accountData)
 	for _, typ := range l.accountData {
-		if err := u.publish(ctx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: l.userID, Type: typ, Content: json.RawMessage(`{}`)}); err != nil {
-			return err
+		if err := u.queue(ctx, tx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, Type: typ, Content: json.RawMessage(`{}`)}); err != nil {
+			return nil, err
 		}
+	}
+	return l, nil
+}
+
+// announceDeviceDeletion publishes what deleteDeviceLeftovers queued: the
+// deleted devices and what went with them (their key changes, the
+// pushers, and the deleted account data as content {}, how the sync API
+// shows a deletion).
+func (u *UserAPI) announceDeviceDeletion(ctx context.Context, l *deviceLeftovers) error {
+	if l != nil {
+		u.announce(ctx, l.userID)
 	}
 	return nil
 }

@@ -105,8 +105,10 @@ func (u *UserAPI) editPushRules(ctx context.Context, userID string, edit func(r 
 		if err := storage.UpdatePushRules(ctx, tx, userID, b); err != nil {
 			return err
 		}
-		content, err = pushRulesContent(effectiveRules(userID, r))
-		return err
+		if content, err = pushRulesContent(effectiveRules(userID, r)); err != nil {
+			return err
+		}
+		return u.queue(ctx, tx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, Type: PushRulesType, Content: content})
 	})
 	if errors.Is(err, errUnchanged) {
 		return nil
@@ -114,7 +116,8 @@ func (u *UserAPI) editPushRules(ctx context.Context, userID string, edit func(r 
 	if err != nil {
 		return err
 	}
-	return u.publish(ctx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, Type: PushRulesType, Content: content})
+	u.announce(ctx, userID)
+	return nil
 }
 
 // changed adapts an edit that always changes the rules when it succeeds.

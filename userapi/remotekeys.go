@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidwall/sjson"
 
+	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/userapi/api"
 	"github.com/myelin-chat/myelin/userapi/storage"
@@ -22,13 +23,14 @@ import (
 
 var _ api.RemoteKeysAPI = (*UserAPI)(nil)
 
-// announceRemote tells the sync API that a remote user's keys changed.
-func (u *UserAPI) announceRemote(ctx context.Context, userID, msgID string) error {
-	if u.bus == nil {
-		return nil
+// queueRemote queues, in the transaction of the change, the news for the
+// sync API that a remote user's keys changed.
+func queueRemote(ctx context.Context, tx *sqlutil.Tx, userID, msgID string) error {
+	payload, err := json.Marshal(api.RemoteKeyChange{V: 1, UserID: userID})
+	if err != nil {
+		return err
 	}
-	_, err := u.bus.Publish(ctx, api.SubjectRemoteKeyChange, api.RemoteKeyChange{V: 1, UserID: userID}, msgID, nil)
-	return err
+	return storage.InsertOutbox(ctx, tx, api.SubjectRemoteKeyChange, msgID, payload)
 }
 
 // follows reports whether an update with these prev_ids follows a list at
@@ -77,7 +79,10 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 		}
 		switch {
 		case !l.Stale && up.StreamID <= l.StreamID:
-			return nil // applied already (a redelivery)
+			// Applied already (a redelivery, or a resync that read the
+			// list first): announced again, the message ID dropping a
+			// repeat.
+			return queueRemote(ctx, tx, up.UserID, "rkey:"+up.UserID+":"+strconv.FormatInt(up.StreamID, 10))
 		case !l.Stale && follows(up.PrevID, l.StreamID):
 			if up.Deleted {
 				err = storage.DeleteRemoteDevice(ctx, tx, up.UserID, up.DeviceID)
@@ -100,12 +105,16 @@ func (u *UserAPI) ApplyRemoteDeviceUpdate(ctx context.Context, up *api.RemoteDev
 			announce = announce || cached
 			l.Stale, l.SeenID = true, max(l.SeenID, up.StreamID)
 		}
-		return storage.UpsertRemoteDeviceList(ctx, tx, l)
+		if err := storage.UpsertRemoteDeviceList(ctx, tx, l); err != nil || !announce {
+			return err
+		}
+		return queueRemote(ctx, tx, up.UserID, "rkey:"+up.UserID+":"+strconv.FormatInt(up.StreamID, 10))
 	})
 	if err != nil || !announce {
 		return resync, err
 	}
-	return resync, u.announceRemote(ctx, up.UserID, "rkey:"+up.UserID+":"+strconv.FormatInt(up.StreamID, 10))
+	u.announce(ctx, bus.EveryReader)
+	return resync, nil
 }
 
 // ApplyRemoteSigningKeyUpdate implements api.RemoteKeysAPI.
@@ -115,10 +124,14 @@ func (u *UserAPI) ApplyRemoteSigningKeyUpdate(ctx context.Context, up *api.Remot
 	}
 	unlock := u.remoteLocks.lock(up.UserID)
 	defer unlock()
+	// No stream ID to dedupe by: the keys themselves tell one update
+	// from another.
+	id := fmt.Sprintf("rsk:%s:%x", up.UserID, fnv64(string(up.MasterKey)+"\x00"+string(up.SelfSigningKey)))
 	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		l, err := storage.SelectRemoteDeviceList(ctx, tx, up.UserID)
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil // not cached: read from its server when asked
+			// Not cached: read from its server when asked.
+			return queueRemote(ctx, tx, up.UserID, id)
 		}
 		if err != nil {
 			return err
@@ -129,15 +142,16 @@ func (u *UserAPI) ApplyRemoteSigningKeyUpdate(ctx context.Context, up *api.Remot
 		if len(up.SelfSigningKey) > 0 && string(up.SelfSigningKey) != "null" {
 			l.SelfSigningKey = up.SelfSigningKey
 		}
-		return storage.UpsertRemoteDeviceList(ctx, tx, l)
+		if err := storage.UpsertRemoteDeviceList(ctx, tx, l); err != nil {
+			return err
+		}
+		return queueRemote(ctx, tx, up.UserID, id)
 	})
 	if err != nil {
 		return err
 	}
-	// No stream ID to dedupe by: the keys themselves tell one update
-	// from another.
-	id := fmt.Sprintf("rsk:%s:%x", up.UserID, fnv64(string(up.MasterKey)+"\x00"+string(up.SelfSigningKey)))
-	return u.announceRemote(ctx, up.UserID, id)
+	u.announce(ctx, bus.EveryReader)
+	return nil
 }
 
 // StoreRemoteDevices implements api.RemoteKeysAPI.

@@ -51,6 +51,8 @@ func (u *UserAPI) Login(ctx context.Context, req api.NewSession) (*api.Session, 
 			if err := storage.DeleteDeviceTokens(ctx, tx, req.UserID, deviceID); err != nil {
 				return err
 			}
+		} else if err := u.queueDevices(ctx, tx, req.UserID, []string{deviceID}, false); err != nil {
+			return err
 		}
 		return u.issueTokens(ctx, tx, sess, req.Refreshable, now)
 	})
@@ -61,7 +63,8 @@ func (u *UserAPI) Login(ctx context.Context, req api.NewSession) (*api.Session, 
 		u.tokens.purgeDevices(req.UserID, deviceID)
 		return sess, nil
 	}
-	return sess, u.publishDevices(ctx, req.UserID, []string{deviceID}, false)
+	u.announce(ctx, req.UserID)
+	return sess, nil
 }
 
 // issueTokens adds an access token (and a refresh token) for sess's device.
@@ -241,7 +244,10 @@ func (u *UserAPI) UpdateDevice(ctx context.Context, userID, deviceID, displayNam
 		if err := storage.UpdateDeviceName(ctx, tx, userID, deviceID, &displayName); err != nil {
 			return err
 		}
-		return u.Keys.DeviceRenamed(ctx, tx, userID, deviceID, &displayName)
+		if err := u.Keys.DeviceRenamed(ctx, tx, userID, deviceID, &displayName); err != nil {
+			return err
+		}
+		return u.queueDevices(ctx, tx, userID, []string{deviceID}, false)
 	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return api.ErrNotFound
@@ -249,8 +255,8 @@ func (u *UserAPI) UpdateDevice(ctx context.Context, userID, deviceID, displayNam
 	if err != nil {
 		return err
 	}
-	u.Keys.Flush(ctx)
-	return u.publishDevices(ctx, userID, []string{deviceID}, false)
+	u.announce(ctx, userID)
+	return nil
 }
 
 // DeleteDevices deletes devices with their tokens, pushers and local

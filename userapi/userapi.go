@@ -7,6 +7,9 @@ package userapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -24,6 +27,9 @@ type Config struct {
 	BcryptCost int
 	// AccessTokenLifetime is the lifetime of refreshable access tokens.
 	AccessTokenLifetime time.Duration
+	// Marks receives the UserOutput position of each user's changes,
+	// for read-your-writes (nil: none).
+	Marks *bus.WriteMarks
 }
 
 // UserAPI implements api.AccountsAPI, api.SessionsAPI, api.ProfileAPI,
@@ -50,6 +56,7 @@ type UserAPI struct {
 	// for a missing account costs as much as a wrong password.
 	dummyHash string
 	outbox    *bus.Outbox[bus.OutboxRow] // user_outbox (outbox.go)
+	stopRelay func()
 }
 
 var (
@@ -85,30 +92,73 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		dummyHash: dummy,
 		outbox:    bus.TableOutbox(st.DB(), storage.SelectOutbox, storage.DeleteOutbox),
 	}
-	u.Keys = keys.New(cfg.ServerName, st, u.flushOutbox, u.log)
+	// Key changes concern everyone sharing a room with their user.
+	u.Keys = keys.New(cfg.ServerName, st, func(ctx context.Context) error {
+		if err := u.flushOutbox(ctx); err != nil {
+			return err
+		}
+		u.cfg.Marks.Wrote(api.UserOutputStream.Name, u.outbox.Published(), bus.EveryReader)
+		return nil
+	}, u.log)
 	// What a crash left in the outbox goes out now.
 	u.Keys.Flush(ctx)
 	return u, nil
 }
 
+// Start runs the outbox relay, which publishes what a failed publish left
+// in the outbox; Close stops it.
+func (u *UserAPI) Start() { u.stopRelay = u.outbox.Relay(u.bus, outboxRetry, u.log) }
+
+// Close stops the outbox relay.
+func (u *UserAPI) Close() {
+	if u.stopRelay != nil {
+		u.stopRelay()
+		u.stopRelay = nil
+	}
+}
+
+// outboxRetry is how often the outbox is retried after a publish failed.
+const outboxRetry = 2 * time.Second
+
 // flushOutbox publishes committed UserOutput messages of the outbox
 // (user_outbox) in commit order and deletes them.
 func (u *UserAPI) flushOutbox(ctx context.Context) error { return u.outbox.Flush(ctx, u.bus) }
 
-// publish announces a change after it has been committed.
-func (u *UserAPI) publish(ctx context.Context, subject string, msg any) error {
-	if u.bus == nil {
-		return nil
+// queue puts a UserOutput message in the outbox, in the transaction of
+// the change it announces; announce publishes it after the commit. Its
+// message ID makes publishing it again (a flush that failed after the
+// publish, a relay after a crash) harmless.
+func (u *UserAPI) queue(ctx context.Context, tx *sqlutil.Tx, subject string, msg any) error {
+	payload, err := json.Marshal(msg)
+	if err != nil {
+		return err
 	}
-	_, err := u.bus.Publish(ctx, subject, msg, "", nil)
-	return err
+	var r [12]byte
+	_, _ = rand.Read(r[:])
+	return storage.InsertOutbox(ctx, tx, subject, subject+":"+hex.EncodeToString(r[:]), payload)
 }
 
-func (u *UserAPI) publishDevices(ctx context.Context, userID string, ids []string, deleted bool) error {
+// announce publishes what committed transactions queued in the outbox and
+// marks its position for the users it concerns, so that their next reads
+// wait for it (bus.WriteMarks). The change is committed whatever happens
+// here: a failed publish is logged and left to the relay.
+func (u *UserAPI) announce(ctx context.Context, userIDs ...string) {
+	if u.bus == nil {
+		return
+	}
+	// A caller that hangs up after the commit does not hold the news up.
+	if err := u.flushOutbox(context.WithoutCancel(ctx)); err != nil {
+		u.log.Warn("publishing user output failed: the relay retries", slog.String("error", err.Error()))
+		return
+	}
+	u.cfg.Marks.Wrote(api.UserOutputStream.Name, u.outbox.Published(), userIDs...)
+}
+
+func (u *UserAPI) queueDevices(ctx context.Context, tx *sqlutil.Tx, userID string, ids []string, deleted bool) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return u.publish(ctx, api.SubjectDevices, api.DeviceUpdate{V: 1, UserID: userID, DeviceIDs: ids, Deleted: deleted})
+	return u.queue(ctx, tx, api.SubjectDevices, api.DeviceUpdate{V: 1, UserID: userID, DeviceIDs: ids, Deleted: deleted})
 }
 
 func nowMS() int64 { return time.Now().UnixMilli() }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
@@ -182,19 +183,20 @@ func InsertTxnResponse(ctx context.Context, q sqlutil.Querier, origin, txnID str
 	return err
 }
 
+// Outbox is fed_outbox: the FederationIn messages of received
+// transactions, committed with their responses.
+var Outbox = bus.OutboxTable("fed_outbox")
+
+// consumers is fed_consumers: the last stream sequence each consumer
+// applied.
+var consumers = bus.PositionTable{Table: "fed_consumers", Key: "name", Seq: "seq"}
+
 // ConsumerPosition returns the last stream sequence a consumer applied.
 func ConsumerPosition(ctx context.Context, q sqlutil.Querier, name string) (uint64, error) {
-	var seq int64
-	err := q.QueryRowContext(ctx, `SELECT seq FROM fed_consumers WHERE name = ?`, name).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	return uint64(seq), err
+	return consumers.Get(ctx, q, name)
 }
 
 // SetConsumerPosition records the last stream sequence a consumer applied.
 func SetConsumerPosition(ctx context.Context, tx *sqlutil.Tx, name string, seq uint64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO fed_consumers (name, seq) VALUES (?, ?)
-		ON CONFLICT (name) DO UPDATE SET seq = excluded.seq`, name, int64(seq))
-	return err
+	return consumers.Set(ctx, tx, name, seq)
 }

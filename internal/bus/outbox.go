@@ -3,7 +3,9 @@ package bus
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
@@ -33,7 +35,19 @@ type Outbox[M any] struct {
 	Delete func(ctx context.Context, published []M) error
 
 	mu sync.Mutex // one flush at a time keeps the order
+	// published is the highest stream sequence a flush got: once a
+	// Flush returns nil, every row committed before it began is at or
+	// below it.
+	published atomic.Uint64
+	// failed is set when a flush fails and cleared by one that empties
+	// the table; Relay retries while it is set.
+	failed atomic.Bool
 }
+
+// Published returns the highest stream sequence a publish of the outbox
+// got: after a Flush that returned nil, the position that covers every
+// row committed before that Flush, for read-your-writes (WriteMarks).
+func (o *Outbox[M]) Published() uint64 { return o.published.Load() }
 
 // publishTimeout bounds one publish of a flush.
 const publishTimeout = 10 * time.Second
@@ -47,6 +61,12 @@ func (o *Outbox[M]) Flush(ctx context.Context, b *Bus) error {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	err := o.flush(ctx, b)
+	o.failed.Store(err != nil)
+	return err
+}
+
+func (o *Outbox[M]) flush(ctx context.Context, b *Bus) error {
 	for {
 		rows, err := o.Load(ctx, o.Batch)
 		if err != nil || len(rows) == 0 {
@@ -55,7 +75,7 @@ func (o *Outbox[M]) Flush(ctx context.Context, b *Bus) error {
 		for i, m := range rows {
 			subject, msgID, payload := o.Message(m)
 			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-			_, err := b.Publish(pctx, subject, json.RawMessage(payload), msgID, nil)
+			seq, err := b.Publish(pctx, subject, json.RawMessage(payload), msgID, nil)
 			cancel()
 			if err != nil {
 				if i > 0 {
@@ -63,11 +83,45 @@ func (o *Outbox[M]) Flush(ctx context.Context, b *Bus) error {
 				}
 				return err
 			}
+			if seq > o.published.Load() {
+				o.published.Store(seq)
+			}
 		}
 		if err := o.Delete(ctx, rows); err != nil || len(rows) < o.Batch {
 			return err
 		}
 	}
+}
+
+// Relay flushes the outbox now and then every interval after a flush
+// failed, until stop is called: what a failed publish (NATS away, a
+// request cancelled after its commit) left behind goes out without
+// waiting for the next change. Failures are logged.
+func (o *Outbox[M]) Relay(b *Bus, every time.Duration, log *slog.Logger) (stop func()) {
+	if b == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	o.failed.Store(true)
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if o.failed.Load() {
+				if err := o.Flush(ctx, b); err != nil && ctx.Err() == nil && log != nil {
+					log.Warn("outbox relay: publish failed, will retry", slog.String("error", err.Error()))
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // TableOutbox is the Outbox of a table read by sel and emptied by row ID

@@ -117,51 +117,36 @@ func SelectPublishedRooms(ctx context.Context, q sqlutil.Querier) ([]PublishedRo
 	})
 }
 
+// inputPositions keeps the last RoomInput sequence each partition applied.
+var inputPositions = bus.PositionTable{Table: "rs_input_positions", Key: "partition_id", Seq: "last_seq"}
+
 // SelectInputPosition returns the last RoomInput sequence a partition applied.
 func SelectInputPosition(ctx context.Context, q sqlutil.Querier, partition int) (uint64, error) {
-	var seq int64
-	err := q.QueryRowContext(ctx, `SELECT last_seq FROM rs_input_positions WHERE partition_id = ?`, partition).Scan(&seq)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	return uint64(seq), err
+	return inputPositions.Get(ctx, q, partition)
 }
 
 // UpdateInputPosition records the last RoomInput sequence a partition applied.
 func UpdateInputPosition(ctx context.Context, tx *sqlutil.Tx, partition int, seq uint64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO rs_input_positions (partition_id, last_seq) VALUES (?, ?)
-		ON CONFLICT (partition_id) DO UPDATE SET last_seq = excluded.last_seq`, partition, int64(seq))
-	return err
+	return inputPositions.Set(ctx, tx, partition, seq)
 }
 
 // OutboxMessage is a RoomOutput message waiting to be published.
 type OutboxMessage = bus.OutboxRow
 
+// outbox is rs_outbox: RoomOutput in commit order.
+var outbox = bus.OutboxTable("rs_outbox")
+
 // InsertOutbox queues a message in the transaction that produced it.
 func InsertOutbox(ctx context.Context, tx *sqlutil.Tx, subject, msgID string, payload []byte) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO rs_outbox (subject, msg_id, payload) VALUES (?, ?, ?)`, subject, msgID, string(payload))
-	return err
+	return outbox.Insert(ctx, tx, subject, msgID, payload)
 }
 
 // SelectOutbox returns queued messages in commit order.
 func SelectOutbox(ctx context.Context, q sqlutil.Querier, limit int) ([]OutboxMessage, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, subject, msg_id, payload FROM rs_outbox ORDER BY id LIMIT ?`, limit)
-	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (OutboxMessage, error) {
-		var m OutboxMessage
-		var p string
-		if err := rows.Scan(&m.ID, &m.Subject, &m.MsgID, &p); err != nil {
-			return m, err
-		}
-		m.Payload = []byte(p)
-		return m, nil
-	})
+	return outbox.Select(ctx, q, limit)
 }
 
 // DeleteOutbox removes published messages.
 func DeleteOutbox(ctx context.Context, q sqlutil.Querier, ids []int64) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	_, err := q.ExecContext(ctx, `DELETE FROM rs_outbox WHERE id IN (`+sqlutil.InList(len(ids))+`)`, sqlutil.Args(ids)...)
-	return err
+	return outbox.Delete(ctx, q, ids)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 
+	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
@@ -185,21 +186,18 @@ func MaxPositions(ctx context.Context, q sqlutil.Querier) (events, receipts, acc
 	return e.Int64, r.Int64, a.Int64, p.Int64, err
 }
 
+// consumers is sync_consumers: the last stream sequence each consumer
+// applied.
+var consumers = bus.PositionTable{Table: "sync_consumers", Key: "name", Seq: "last_seq"}
+
 // ConsumerPosition returns the last stream sequence a consumer applied.
 func ConsumerPosition(ctx context.Context, q sqlutil.Querier, name string) (uint64, error) {
-	var n int64
-	err := q.QueryRowContext(ctx, `SELECT last_seq FROM sync_consumers WHERE name = ?`, name).Scan(&n)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
-	}
-	return uint64(n), err
+	return consumers.Get(ctx, q, name)
 }
 
 // SetConsumerPosition records the last stream sequence a consumer applied.
 func SetConsumerPosition(ctx context.Context, tx *sqlutil.Tx, name string, seq uint64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO sync_consumers (name, last_seq) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq`,
-		name, int64(seq))
-	return err
+	return consumers.Set(ctx, tx, name, seq)
 }
 
 // PresenceChanged returns the presence of every user that changed in
