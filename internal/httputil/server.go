@@ -135,6 +135,10 @@ func (s *Server) Handle(method, path string, h HandlerFunc, opts ...Option) {
 			writeError(w, r, err)
 			return
 		}
+		if err := checkParams(r); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		if o.rateClass != "" {
 			key := ClientIP(r, s.opts.TrustForwardedFor)
 			if st.device != nil {
@@ -155,6 +159,10 @@ func (s *Server) Handle(method, path string, h HandlerFunc, opts ...Option) {
 func (s *Server) HandleRaw(method, path string, h http.Handler) {
 	s.mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		stateOf(r.Context()).route = path
+		if err := checkParams(r); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		h.ServeHTTP(w, r)
 	})).Methods(method)
 }
@@ -170,7 +178,9 @@ func (s *Server) HandleClient(method, path string, h HandlerFunc, opts ...Option
 	}
 }
 
-// Vars returns the unescaped path variables of the request.
+// Vars returns the unescaped path variables of the request. Every route's
+// variables have been checked (valid escapes, UTF-8, no NUL) before its
+// handler runs.
 func Vars(r *http.Request) map[string]string {
 	raw := mux.Vars(r)
 	out := make(map[string]string, len(raw))
