@@ -219,11 +219,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !knownMethods[method] {
 			method = "other"
 		}
-		s.metrics.observe(st.route, method, rw.status(), d)
+		status := rw.status()
+		if clientGone(r) {
+			// The client hung up before the response (a cancelled
+			// long-poll): whatever was written went nowhere.
+			status = StatusClientClosedRequest
+		}
+		s.metrics.observe(st.route, method, status, d)
 		attrs := []any{
 			slog.String("method", r.Method),
 			slog.String("route", st.route),
-			slog.Int("status", rw.status()),
+			slog.Int("status", status),
 			slog.Float64("ms", float64(d.Microseconds())/1000),
 		}
 		if st.route == "unmatched" {
