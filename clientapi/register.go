@@ -91,6 +91,9 @@ func (c *ClientAPI) postRegister(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	if err := checkDeviceID(req.DeviceID); err != nil {
+		return nil, err
+	}
 	if req.Password != nil && len(*req.Password) > maxPasswordLength {
 		return nil, mxerr.InvalidParam("Password too long (%d characters at most)", maxPasswordLength)
 	}

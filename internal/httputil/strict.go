@@ -158,6 +158,9 @@ func checkParams(r *http.Request) error {
 		if err := checkText(u); err != nil {
 			return mxerr.InvalidParam("Path parameter %s %s", name, err.Error())
 		}
+		if n, ok := maxVarBytes[name]; ok && len(u) > n {
+			return mxerr.InvalidParam("Path parameter %s is longer than %d bytes", name, n)
+		}
 	}
 	// ParseQuery returns what it could parse with its first error; only bad
 	// escapes are refused (r.URL.Query() would drop them silently).
@@ -177,6 +180,19 @@ func checkParams(r *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// MaxIDBytes is the spec's limit on the length of identifiers (room, user
+// and event IDs, aliases); Synapse and Myelin apply it to device IDs,
+// transaction IDs, event types and state keys too.
+const MaxIDBytes = 255
+
+// maxVarBytes bounds the path variables of that name on every route, once
+// here: an over-long room ID is 400 before a join tries to reach its server.
+var maxVarBytes = map[string]int{
+	"roomId": MaxIDBytes, "roomIdOrAlias": MaxIDBytes, "roomAlias": MaxIDBytes, "userId": MaxIDBytes,
+	"eventId": MaxIDBytes, "deviceId": MaxIDBytes, "txnId": MaxIDBytes, "eventType": MaxIDBytes,
+	"stateKey": MaxIDBytes, "type": MaxIDBytes,
 }
 
 type textError string
