@@ -86,6 +86,7 @@ type routeOptions struct {
 	guests       bool
 	admin        bool
 	rateClass    string
+	rateCheck    bool
 	maxBody      int64
 }
 
@@ -113,6 +114,26 @@ func Admin() Option {
 // when authenticated and by the client IP otherwise.
 func RateLimited(class string) Option { return func(o *routeOptions) { o.rateClass = class } }
 
+// RateChecked gates the route with the named class without taking a token
+// (keyed as RateLimited): the handler takes one with RateLimiter.Take when
+// the action it limits completes, so that the rounds of a multi-step request
+// (User-Interactive Authentication) do not count.
+func RateChecked(class string) Option {
+	return func(o *routeOptions) { o.rateClass, o.rateCheck = class, true }
+}
+
+// RateKey is the key a route's rate limit uses for r: the authenticated
+// user's ID, else the client's address.
+func RateKey(r *http.Request) string {
+	if st := stateOf(r.Context()); st != nil {
+		if st.device != nil {
+			return st.device.UserID
+		}
+		return st.clientIP
+	}
+	return ""
+}
+
 // MaxBody overrides the body size cap of the route.
 func MaxBody(n int64) Option { return func(o *routeOptions) { o.maxBody = n } }
 
@@ -139,12 +160,13 @@ func (s *Server) Handle(method, path string, h HandlerFunc, opts ...Option) {
 			writeError(w, r, err)
 			return
 		}
+		st.clientIP = ClientIP(r, s.opts.TrustForwardedFor)
 		if o.rateClass != "" {
-			key := ClientIP(r, s.opts.TrustForwardedFor)
-			if st.device != nil {
-				key = st.device.UserID
+			check := s.limiter.Allow
+			if o.rateCheck {
+				check = s.limiter.Check
 			}
-			if ok, wait := s.limiter.Allow(o.rateClass, key); !ok {
+			if ok, wait := check(o.rateClass, RateKey(r)); !ok {
 				writeError(w, r, mxerr.LimitExceeded(wait))
 				return
 			}
