@@ -75,7 +75,7 @@ func TestRateLimitRoomCreation(t *testing.T) {
 // Joins per user are limited (rc_joins.local); joining a room one is
 // already in changes nothing and is not limited.
 func TestRateLimitJoins(t *testing.T) {
-	srv := rateTServer(t, func(rl *config.RateLimiting) { rl.Joins.Local = slow(2) })
+	srv := rateTServer(t, func(rl *config.RateLimiting) { rl.Joins.Local, rl.Joins.Remote = slow(2), slow(1) })
 	alice := roomTUser(t, srv, "alice")
 	bob := roomTUser(t, srv, "bob")
 	var rooms []string
@@ -87,6 +87,14 @@ func TestRateLimitJoins(t *testing.T) {
 	acctCheckLimited(t, bob.Do("POST", testutil.Path("/_matrix/client/v3/rooms/%s/join", rooms[2]), map[string]any{}))
 	acctCheckLimited(t, bob.Do("POST", testutil.Path("/_matrix/client/v3/join/%s", rooms[2]), map[string]any{}))
 	roomTJoin(bob, rooms[0])
+
+	// A join through another server (rc_joins.remote) counts whether or
+	// not that server answers; the next is refused before trying.
+	remote := testutil.Path("/_matrix/client/v3/join/%s", "!nowhere:unreachable.invalid")
+	if r := alice.Do("POST", remote, map[string]any{}); r.Status == http.StatusTooManyRequests || r.Status == http.StatusOK {
+		t.Fatalf("first remote join: %d %s", r.Status, r.Body)
+	}
+	acctCheckLimited(t, alice.Do("POST", remote, map[string]any{}))
 }
 
 // Invites are limited per room, per invitee and per inviter (rc_invites).

@@ -28,17 +28,22 @@ func checkStrictJSON(b []byte, allowNUL bool) error {
 	type frame struct {
 		obj       bool
 		expectKey bool
-		keys      [][]byte
-		set       map[string]struct{}
+		start     int                 // the object's first key in keys
+		set       map[string]struct{} // its keys, once it has many
 	}
-	var stack []frame
+	var stackBuf [16]frame
+	var keysBuf [32][]byte
+	stack, keys := stackBuf[:0], keysBuf[:0]
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
 		case '{':
-			stack = append(stack, frame{obj: true, expectKey: true})
+			stack = append(stack, frame{obj: true, expectKey: true, start: len(keys)})
 		case '[':
 			stack = append(stack, frame{})
 		case '}', ']':
+			if f := stack[len(stack)-1]; f.obj {
+				keys = keys[:f.start]
+			}
 			stack = stack[:len(stack)-1]
 		case ',':
 			if top := len(stack) - 1; top >= 0 && stack[top].obj {
@@ -61,20 +66,20 @@ func checkStrictJSON(b []byte, allowNUL bool) error {
 					key = []byte(s)
 				}
 				f := &stack[top]
-				if f.set == nil && len(f.keys) < smallObject {
-					for _, k := range f.keys {
+				if f.set == nil && len(keys)-f.start < smallObject {
+					for _, k := range keys[f.start:] {
 						if bytes.Equal(k, key) {
 							return mxerr.BadJSON("Duplicate key %q in a JSON object", truncate(string(key), 64))
 						}
 					}
-					f.keys = append(f.keys, key)
+					keys = append(keys, key)
 				} else {
 					if f.set == nil {
 						f.set = make(map[string]struct{}, 2*smallObject)
-						for _, k := range f.keys {
+						for _, k := range keys[f.start:] {
 							f.set[string(k)] = struct{}{}
 						}
-						f.keys = nil
+						keys = keys[:f.start]
 					}
 					if _, dup := f.set[string(key)]; dup {
 						return mxerr.BadJSON("Duplicate key %q in a JSON object", truncate(string(key), 64))
