@@ -49,6 +49,10 @@ func (c *ClientAPI) getAccountData(r *http.Request) (any, error) {
 	return content, err
 }
 
+// MaxAccountDataBytes bounds one account data object (as Synapse): every
+// sync of every device of the user carries it.
+const MaxAccountDataBytes = 64 << 10
+
 // PUT /_matrix/client/v3/user/{userId}/account_data/{type} and the room variant.
 // Content {} deletes the item (MSC3391, as Synapse with it enabled): an
 // empty object is what clients wrote to clear an item before deletion
@@ -64,6 +68,9 @@ func (c *ClientAPI) putAccountData(r *http.Request) (any, error) {
 	var content json.RawMessage
 	if err := httputil.DecodeJSON(r, &content); err != nil {
 		return nil, err
+	}
+	if len(content) > MaxAccountDataBytes {
+		return nil, mxerr.TooLarge("Account data is limited to %d bytes", MaxAccountDataBytes)
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(content, &fields); err == nil && len(fields) == 0 {

@@ -98,6 +98,19 @@ const (
 	RateFailedLogin  = "failed_login"
 	RateRegistration = "registration"
 	RateMessage      = "message"
+	// RateTokenValidity: registration token validity checks per address.
+	RateTokenValidity = "registration_token_validity"
+	// RateRoomCreation: createRoom per user.
+	RateRoomCreation = "room_creation"
+	// RateJoinLocal and RateJoinRemote: joins per user to rooms this
+	// server is in, and through other servers.
+	RateJoinLocal  = "join_local"
+	RateJoinRemote = "join_remote"
+	// RateInviteRoom, RateInviteUser and RateInviteIssuer: invites per
+	// room, per invitee and per inviter.
+	RateInviteRoom   = "invite_room"
+	RateInviteUser   = "invite_user"
+	RateInviteIssuer = "invite_issuer"
 )
 
 // Register mounts the client API's routes.
@@ -110,10 +123,13 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/capabilities", c.getCapabilities, auth, guests)
 
 	// Registration.
-	srv.HandleClient(http.MethodPost, "/register", c.postRegister, httputil.RateLimited(RateRegistration))
-	srv.HandleClient(http.MethodGet, "/register/available", c.getRegisterAvailable, httputil.RateLimited(RateRegistration))
+	// Completed registrations count (postRegister takes the token), not
+	// the rounds of User-Interactive Authentication before one, nor
+	// availability checks.
+	srv.HandleClient(http.MethodPost, "/register", c.postRegister, httputil.RateChecked(RateRegistration))
+	srv.HandleClient(http.MethodGet, "/register/available", c.getRegisterAvailable, httputil.RateChecked(RateRegistration))
 	srv.Handle(http.MethodGet, "/_matrix/client/v1/register/m.login.registration_token/validity", c.getTokenValidity,
-		httputil.RateLimited(RateRegistration))
+		httputil.RateLimited(RateTokenValidity))
 
 	// Login and tokens.
 	srv.HandleClient(http.MethodGet, "/login", c.getLogin)

@@ -59,6 +59,9 @@ var presets = map[string]preset{
 func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 	ctx := r.Context()
 	dev := httputil.DeviceFrom(ctx)
+	if ok, wait := c.limiter.Check(RateRoomCreation, dev.UserID); !ok {
+		return nil, mxerr.LimitExceeded(wait)
+	}
 	var req createRoomRequest
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
@@ -129,6 +132,10 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 		return nil, err
 	}
 	res, err := c.submit(ctx, "", &rsapi.LocalInput{CreateVersion: string(version), Events: events})
+	if err == nil {
+		// Rooms created count, not refused requests.
+		c.limiter.Take(RateRoomCreation, dev.UserID)
+	}
 	if err != nil {
 		var me *mxerr.Error
 		if errors.As(err, &me) && me.Code == mxerr.CodeForbidden {

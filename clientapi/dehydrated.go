@@ -53,6 +53,9 @@ func (c *ClientAPI) putDehydratedDevice(r *http.Request) (any, error) {
 	if *req.DeviceID == "" {
 		return nil, mxerr.InvalidParam("device_id must not be empty")
 	}
+	if err := checkDeviceID(*req.DeviceID); err != nil {
+		return nil, err
+	}
 	if isNull(req.DeviceData) {
 		return nil, mxerr.MissingParam("Missing device_data")
 	}

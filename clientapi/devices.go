@@ -111,3 +111,12 @@ func (c *ClientAPI) postDeleteDevices(r *http.Request) (any, error) {
 		return struct{}{}, c.users.DeleteDevices(r.Context(), dev.UserID, *req.Devices)
 	})
 }
+
+// checkDeviceID refuses a client-chosen device ID longer than the 255 bytes
+// of the spec's identifiers (400 M_INVALID_PARAM).
+func checkDeviceID(id string) error {
+	if len(id) > httputil.MaxIDBytes {
+		return mxerr.InvalidParam("device_id is longer than %d bytes", httputil.MaxIDBytes)
+	}
+	return nil
+}

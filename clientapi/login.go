@@ -92,6 +92,9 @@ func (c *ClientAPI) postLogin(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	if err := checkDeviceID(req.DeviceID); err != nil {
+		return nil, err
+	}
 	switch req.Type {
 	case authPassword:
 	case "":

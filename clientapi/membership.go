@@ -131,6 +131,9 @@ func (c *ClientAPI) postJoin(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := c.limitJoin(ctx, roomID, dev.UserID, remote != nil); err != nil {
+		return nil, err
+	}
 	extra := joinContent(custom)
 	if remote != nil {
 		return c.remoteJoin(ctx, r, remote, body.Reason, extra)
@@ -353,6 +356,9 @@ func (c *ClientAPI) postInvite(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := c.limitInvite(roomID, dev.UserID, req.UserID); err != nil {
+		return nil, err
+	}
 	if c.remoteUser(req.UserID) {
 		if err := c.remoteInvite(ctx, roomID, dev.UserID, req.UserID, req.Reason, nil); err != nil {
 			return nil, err
@@ -415,4 +421,44 @@ func (c *ClientAPI) moderate(r *http.Request, membership string, from []string, 
 		return nil, err
 	}
 	return struct{}{}, nil
+}
+
+// limitJoin applies the join rate limits (Synapse's rc_joins): a join
+// through another server counts as remote, one into a room this server is
+// in as local; joining a room the user is already in changes nothing and is
+// not limited.
+func (c *ClientAPI) limitJoin(ctx context.Context, roomID, userID string, remote bool) error {
+	if c.limiter == nil {
+		return nil
+	}
+	if remote {
+		return c.limiter.Limit(RateJoinRemote, userID)
+	}
+	if ok, _ := c.limiter.Check(RateJoinLocal, userID); !ok {
+		if m, err := c.rooms.QueryMembership(ctx, roomID, userID); err == nil && m.Membership == rsapi.Join {
+			return nil
+		}
+	}
+	return c.limiter.Limit(RateJoinLocal, userID)
+}
+
+// limitInvite applies the invite rate limits (Synapse's rc_invites): per
+// room, per invitee and per inviter. Each is checked before any is taken, so
+// that a refused invite costs nothing; an exempt inviter is not limited.
+func (c *ClientAPI) limitInvite(roomID, inviter, invitee string) error {
+	if c.limiter == nil || c.limiter.Exempt(inviter) {
+		return nil
+	}
+	checks := []struct{ class, key string }{
+		{RateInviteRoom, roomID}, {RateInviteUser, invitee}, {RateInviteIssuer, inviter},
+	}
+	for _, ch := range checks {
+		if ok, wait := c.limiter.Check(ch.class, ch.key); !ok {
+			return mxerr.LimitExceeded(wait)
+		}
+	}
+	for _, ch := range checks {
+		c.limiter.Take(ch.class, ch.key)
+	}
+	return nil
 }

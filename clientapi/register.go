@@ -91,6 +91,9 @@ func (c *ClientAPI) postRegister(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	if err := checkDeviceID(req.DeviceID); err != nil {
+		return nil, err
+	}
 	if req.Password != nil && len(*req.Password) > maxPasswordLength {
 		return nil, mxerr.InvalidParam("Password too long (%d characters at most)", maxPasswordLength)
 	}
@@ -112,6 +115,7 @@ func (c *ClientAPI) postRegister(r *http.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.limiter.Take(RateRegistration, httputil.RateKey(r))
 		c.log.Info("registered user", "user_id", acc.UserID)
 		if req.InhibitLogin {
 			return map[string]any{"user_id": acc.UserID, "home_server": c.cfg.ServerName}, nil
@@ -140,6 +144,7 @@ func (c *ClientAPI) registerGuest(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.limiter.Take(RateRegistration, httputil.RateKey(r))
 	s, err := c.users.Login(r.Context(), api.NewSession{UserID: acc.UserID, DeviceDisplayName: req.InitialDeviceDisplayName})
 	if err != nil {
 		return nil, err

@@ -106,20 +106,30 @@ func (c *ClientAPI) getStateEvent(r *http.Request) (any, error) {
 
 // GET /_matrix/client/v3/rooms/{roomId}/joined_members: the current joined
 // members, for members of the room (or anyone, when its history is world
-// readable); after leaving, 403, as in Synapse. Every member has both
-// display_name and avatar_url, null when unset (as in Synapse).
+// readable); after leaving or being banned, 403 even when the history is
+// world readable, as in Synapse (which checks with allow_departed_users),
+// until the user forgets the room. Every member has both display_name and
+// avatar_url, null when unset (as in Synapse).
 func (c *ClientAPI) getJoinedMembers(r *http.Request) (any, error) {
 	roomID, err := roomIDVar(r)
 	if err != nil {
 		return nil, err
 	}
 	ctx := r.Context()
-	at, err := c.readableState(ctx, roomID, httputil.DeviceFrom(ctx).UserID)
+	userID := httputil.DeviceFrom(ctx).UserID
+	at, err := c.readableState(ctx, roomID, userID)
 	if err != nil {
 		return nil, err
 	}
 	if at != "" {
 		return nil, mxerr.Forbidden("You are not a member of the room")
+	}
+	m, err := c.rooms.QueryMembership(ctx, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if (m.Membership == rsapi.Leave || m.Membership == rsapi.Ban) && m.EventID != "" && !m.Forgotten {
+		return nil, mxerr.Forbidden("You are no longer a member of the room")
 	}
 	pdus, err := c.rooms.QueryCurrentState(ctx, roomID)
 	if err != nil {

@@ -89,14 +89,33 @@ type Auth struct {
 	AccessTokenLifetime Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens issued to clients that support refresh tokens (such as 5m). Other clients get tokens that do not expire."`
 }
 
-// RateLimiting configures rate limits.
+// RateLimiting configures rate limits. The defaults are Synapse's (its
+// rc_* settings); a 429 M_LIMIT_EXCEEDED carries retry_after_ms and a
+// Retry-After header.
 type RateLimiting struct {
-	Enabled       bool     `yaml:"enabled" doc:"Turn rate limiting on. Env: MYELIN_RATE_LIMITING_ENABLED."`
-	ExemptUserIDs []string `yaml:"exempt_user_ids" doc:"Users that are never rate limited."`
-	Login         Rate     `yaml:"login" doc:"Login attempts per client address."`
-	FailedLogin   Rate     `yaml:"failed_login" doc:"Failed login attempts per account."`
-	Registration  Rate     `yaml:"registration" doc:"Registration requests per client address."`
-	Message       Rate     `yaml:"message" doc:"Events sent per user."`
+	Enabled                   bool        `yaml:"enabled" doc:"Turn rate limiting on. Env: MYELIN_RATE_LIMITING_ENABLED."`
+	ExemptUserIDs             []string    `yaml:"exempt_user_ids" doc:"Users that are never rate limited."`
+	Login                     Rate        `yaml:"login" doc:"Login attempts per client address (Synapse's rc_login.address)."`
+	FailedLogin               Rate        `yaml:"failed_login" doc:"Failed login attempts per account (rc_login.failed_attempts)."`
+	Registration              Rate        `yaml:"registration" doc:"Completed registrations per client address (rc_registration); the rounds of interactive authentication before one do not count."`
+	RegistrationTokenValidity Rate        `yaml:"registration_token_validity" doc:"Registration token validity checks per client address (rc_registration_token_validity)."`
+	Message                   Rate        `yaml:"message" doc:"Events sent per user (rc_message)."`
+	RoomCreation              Rate        `yaml:"room_creation" doc:"Rooms created per user (rc_room_creation)."`
+	Joins                     JoinRates   `yaml:"joins" doc:"Room joins per user (rc_joins)."`
+	Invites                   InviteRates `yaml:"invites" doc:"Invites (rc_invites)."`
+}
+
+// JoinRates limit joins per user.
+type JoinRates struct {
+	Local  Rate `yaml:"local" doc:"Joins to rooms this server is in."`
+	Remote Rate `yaml:"remote" doc:"Joins through other servers (over federation)."`
+}
+
+// InviteRates limit invites.
+type InviteRates struct {
+	PerRoom   Rate `yaml:"per_room" doc:"Invites sent into one room."`
+	PerUser   Rate `yaml:"per_user" doc:"Invites one user receives."`
+	PerIssuer Rate `yaml:"per_issuer" doc:"Invites one user sends."`
 }
 
 // Rate is a token bucket.

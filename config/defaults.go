@@ -23,10 +23,22 @@ func Defaults(serverName string) *Config {
 		RateLimiting: RateLimiting{
 			Enabled:       true,
 			ExemptUserIDs: []string{},
-			Login:         Rate{PerSecond: 0.17, Burst: 3},
-			FailedLogin:   Rate{PerSecond: 0.17, Burst: 3},
-			Registration:  Rate{PerSecond: 0.17, Burst: 3},
-			Message:       Rate{PerSecond: 0.2, Burst: 10},
+			// Synapse's defaults (synapse/config/ratelimiting.py).
+			Login:                     Rate{PerSecond: 0.003, Burst: 5},
+			FailedLogin:               Rate{PerSecond: 0.17, Burst: 3},
+			Registration:              Rate{PerSecond: 0.17, Burst: 3},
+			RegistrationTokenValidity: Rate{PerSecond: 0.1, Burst: 5},
+			Message:                   Rate{PerSecond: 0.2, Burst: 10},
+			RoomCreation:              Rate{PerSecond: 0.016, Burst: 10},
+			Joins: JoinRates{
+				Local:  Rate{PerSecond: 0.1, Burst: 10},
+				Remote: Rate{PerSecond: 0.01, Burst: 10},
+			},
+			Invites: InviteRates{
+				PerRoom:   Rate{PerSecond: 0.3, Burst: 10},
+				PerUser:   Rate{PerSecond: 0.003, Burst: 5},
+				PerIssuer: Rate{PerSecond: 0.3, Burst: 10},
+			},
 		},
 		Media:    Media{StorePath: "data/media", MaxUploadSize: 50 << 20},
 		Presence: Presence{Enabled: true, IdleAfter: Duration(5 * time.Minute), OfflineAfter: Duration(30 * time.Second)},

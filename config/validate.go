@@ -109,7 +109,14 @@ func (c *Config) Validate() error {
 		{"rate_limiting.login", c.RateLimiting.Login},
 		{"rate_limiting.failed_login", c.RateLimiting.FailedLogin},
 		{"rate_limiting.registration", c.RateLimiting.Registration},
+		{"rate_limiting.registration_token_validity", c.RateLimiting.RegistrationTokenValidity},
 		{"rate_limiting.message", c.RateLimiting.Message},
+		{"rate_limiting.room_creation", c.RateLimiting.RoomCreation},
+		{"rate_limiting.joins.local", c.RateLimiting.Joins.Local},
+		{"rate_limiting.joins.remote", c.RateLimiting.Joins.Remote},
+		{"rate_limiting.invites.per_room", c.RateLimiting.Invites.PerRoom},
+		{"rate_limiting.invites.per_user", c.RateLimiting.Invites.PerUser},
+		{"rate_limiting.invites.per_issuer", c.RateLimiting.Invites.PerIssuer},
 	} {
 		if r.rate.PerSecond <= 0 {
 			bad(r.key+".per_second", "must be positive")

@@ -327,7 +327,7 @@ func (f *FederationAPI) isLocalUser(userID string) bool {
 func (f *FederationAPI) membEvent(r *http.Request, origin spec.ServerName, verImpl gomatrixserverlib.IRoomVersion, body []byte, membership string) (gomatrixserverlib.PDU, error) {
 	vars := httputil.Vars(r)
 	roomID, eventID := vars["roomId"], vars["eventId"]
-	if err := httputil.UnmarshalObject(body, &struct{}{}); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &struct{}{}); err != nil {
 		return nil, err
 	}
 	if err := eventrules.CheckReceived(body); err != nil {
@@ -631,7 +631,7 @@ func (f *FederationAPI) inviteV2(r *http.Request, origin spec.ServerName, body [
 		Event           json.RawMessage   `json:"event"`
 		InviteRoomState []json.RawMessage `json:"invite_room_state"`
 	}
-	if err := httputil.UnmarshalObject(body, &req); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &req); err != nil {
 		return nil, err
 	}
 	if req.RoomVersion == nil {
@@ -648,7 +648,7 @@ func (f *FederationAPI) inviteV2(r *http.Request, origin spec.ServerName, body [
 // version is taken to be 1, as Synapse takes it (versions 1 and 2 differ
 // only in state resolution, which an invite does not need).
 func (f *FederationAPI) inviteV1(r *http.Request, origin spec.ServerName, body []byte) (any, error) {
-	if err := httputil.UnmarshalObject(body, &struct{}{}); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &struct{}{}); err != nil {
 		return nil, err
 	}
 	var state []json.RawMessage

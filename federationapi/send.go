@@ -88,7 +88,7 @@ func (f *FederationAPI) onSend(r *http.Request, origin spec.ServerName, body []b
 		PDUs []json.RawMessage       `json:"pdus"`
 		EDUs []gomatrixserverlib.EDU `json:"edus"`
 	}
-	if err := httputil.UnmarshalObject(body, &txn); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &txn); err != nil {
 		return nil, err
 	}
 	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {

@@ -334,7 +334,7 @@ func (f *FederationAPI) getMissingEvents(r *http.Request, origin spec.ServerName
 		EarliestEvents []string `json:"earliest_events"`
 		LatestEvents   []string `json:"latest_events"`
 	}
-	if err := httputil.UnmarshalObject(body, &req); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &req); err != nil {
 		return nil, err
 	}
 	if len(req.EarliestEvents) > serveMaxEventIDs || len(req.LatestEvents) > serveMaxEventIDs {
@@ -552,7 +552,7 @@ func (f *FederationAPI) postPublicRooms(r *http.Request, _ spec.ServerName, body
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
-	if err := httputil.UnmarshalObject(body, &req); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &req); err != nil {
 		return nil, err
 	}
 	if req.Limit < 0 {

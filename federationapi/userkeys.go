@@ -153,7 +153,7 @@ func (f *FederationAPI) serveUserKeysQuery(r *http.Request, _ spec.ServerName, b
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
 	}
-	if err := httputil.UnmarshalObject(body, &req); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &req); err != nil {
 		return nil, err
 	}
 	if req.DeviceKeys == nil {
@@ -188,7 +188,7 @@ func (f *FederationAPI) serveUserKeysClaim(r *http.Request, _ spec.ServerName, b
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
 	}
-	if err := httputil.UnmarshalObject(body, &req); err != nil {
+	if err := httputil.UnmarshalRemoteObject(body, &req); err != nil {
 		return nil, err
 	}
 	if req.OneTimeKeys == nil {

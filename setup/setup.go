@@ -126,10 +126,17 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if rl := cfg.RateLimiting; rl.Enabled {
 		rate := func(r config.Rate) httputil.Rate { return httputil.Rate{PerSecond: r.PerSecond, Burst: r.Burst} }
 		limiter = httputil.NewRateLimiter(map[string]httputil.Rate{
-			clientapi.RateLogin:        rate(rl.Login),
-			clientapi.RateFailedLogin:  rate(rl.FailedLogin),
-			clientapi.RateRegistration: rate(rl.Registration),
-			clientapi.RateMessage:      rate(rl.Message),
+			clientapi.RateLogin:         rate(rl.Login),
+			clientapi.RateFailedLogin:   rate(rl.FailedLogin),
+			clientapi.RateRegistration:  rate(rl.Registration),
+			clientapi.RateMessage:       rate(rl.Message),
+			clientapi.RateTokenValidity: rate(rl.RegistrationTokenValidity),
+			clientapi.RateRoomCreation:  rate(rl.RoomCreation),
+			clientapi.RateJoinLocal:     rate(rl.Joins.Local),
+			clientapi.RateJoinRemote:    rate(rl.Joins.Remote),
+			clientapi.RateInviteRoom:    rate(rl.Invites.PerRoom),
+			clientapi.RateInviteUser:    rate(rl.Invites.PerUser),
+			clientapi.RateInviteIssuer:  rate(rl.Invites.PerIssuer),
 		}, rl.ExemptUserIDs)
 	}
 

@@ -483,3 +483,29 @@ func TestRoomConcurrentSends(t *testing.T) {
 		}
 	})
 }
+
+// /joined_members is 403 for users no longer in the room (left or banned),
+// even when its history is world readable, as Synapse; someone who never
+// joined may read a world-readable room's members. The suite had checked
+// leaving only rooms with shared history, where /state's rule refuses too.
+func TestRoomJoinedMembersAfterLeaving(t *testing.T) {
+	srv := testserver.Start(t)
+	alice := roomTUser(t, srv, "alice")
+	bob := roomTUser(t, srv, "bob")
+	carol := roomTUser(t, srv, "carol")
+	dan := roomTUser(t, srv, "dan")
+	room := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	roomTPutState(alice, room, "m.room.history_visibility", "", map[string]any{"history_visibility": "world_readable"})
+	path := testutil.Path("/_matrix/client/v3/rooms/%s/joined_members", room)
+	roomTJoin(bob, room)
+	roomTJoin(carol, room)
+	bob.MustDo("GET", path, nil, http.StatusOK)
+	roomTLeave(bob, room)
+	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/rooms/%s/ban", room), map[string]any{"user_id": carol.UserID}, http.StatusOK)
+	roomTFail(bob, "GET", path, nil, http.StatusForbidden, "M_FORBIDDEN")
+	roomTFail(carol, "GET", path, nil, http.StatusForbidden, "M_FORBIDDEN")
+	jm := dan.MustDo("GET", path, nil, http.StatusOK)
+	if joined := roomTMap(t, jm["joined"], "joined"); len(joined) != 1 || joined[alice.UserID] == nil {
+		t.Fatalf("joined %v, want only %s", joined, alice.UserID)
+	}
+}

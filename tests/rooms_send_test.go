@@ -251,7 +251,7 @@ func TestRoomPutState(t *testing.T) {
 
 		// State keys are limited to 255 bytes.
 		roomTPutState(alice, roomID, "org.example.key", strings.Repeat("k", 255), map[string]any{})
-		alice.MustFail("PUT", roomTStatePath(roomID, "org.example.key", strings.Repeat("k", 256)), map[string]any{}, http.StatusBadRequest, "M_BAD_JSON")
+		alice.MustFail("PUT", roomTStatePath(roomID, "org.example.key", strings.Repeat("k", 256)), map[string]any{}, http.StatusBadRequest, "M_INVALID_PARAM")
 
 		// Canonical aliases must exist and point to the room.
 		aliasHere := "#here-v" + ver + ":" + srv.Config.ServerName

@@ -618,28 +618,3 @@ func TestRegistrationTokenExpiry(t *testing.T) {
 	admin.MustDo("PUT", testutil.Path(regTokensPath+"/%s", "shortlived"), map[string]any{"expiry_time": nil}, http.StatusOK)
 	c.MustDo("POST", uiaRegisterPath, map[string]any{"username": "late", "password": "pw", "auth": uiaTokenAuth("", "shortlived")}, http.StatusOK)
 }
-
-func TestRegistrationRateLimit(t *testing.T) {
-	srv := testserver.Start(t, testserver.Options{Configure: func(c *config.Config) {
-		c.RateLimiting.Enabled = true
-		c.RateLimiting.Registration = config.Rate{PerSecond: 0.1, Burst: 2}
-	}})
-	c := srv.Client()
-	req := map[string]any{"username": "rapid", "password": "pw"}
-	for i := range 2 {
-		if r := c.Do("POST", uiaRegisterPath, req); r.Status != http.StatusUnauthorized {
-			t.Fatalf("request %d: status %d, want the UIA 401: %s", i+1, r.Status, r.Body)
-		}
-	}
-	r := c.Do("POST", uiaRegisterPath, req)
-	m := r.JSON(t)
-	if r.Status != http.StatusTooManyRequests || m["errcode"] != "M_LIMIT_EXCEEDED" {
-		t.Fatalf("third request: %d %s, want 429 M_LIMIT_EXCEEDED", r.Status, r.Body)
-	}
-	if ms, _ := m["retry_after_ms"].(float64); ms <= 0 || ms > 10000 {
-		t.Fatalf("retry_after_ms = %v, want within (0, 10000]", m["retry_after_ms"])
-	}
-	if secs, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || secs < 1 || secs > 10 {
-		t.Fatalf("Retry-After = %q, want whole seconds in [1, 10]", r.Header.Get("Retry-After"))
-	}
-}

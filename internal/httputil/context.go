@@ -16,6 +16,8 @@ type request struct {
 	route  string
 	log    *slog.Logger
 	device *Device
+	// clientIP is the client's address (X-Forwarded-For when trusted).
+	clientIP string
 }
 
 type ctxKey struct{}

@@ -1,7 +1,9 @@
 package httputil
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -44,8 +46,27 @@ func writeResult(w http.ResponseWriter, r *http.Request, body any, err error) {
 	WriteJSON(w, status, body)
 }
 
-// writeError sends err as a Matrix error response.
+// StatusClientClosedRequest is the status recorded (in the access log and
+// metrics, as nginx and Synapse do) for a request whose client hung up
+// before the response: not a server error.
+const StatusClientClosedRequest = 499
+
+// clientGone reports whether the client of r has hung up (its context is
+// cancelled; the server's own deadlines are DeadlineExceeded).
+func clientGone(r *http.Request) bool {
+	return errors.Is(r.Context().Err(), context.Canceled)
+}
+
+// writeError sends err as a Matrix error response. When the client has hung
+// up, whatever failed (typically the storage call that the cancellation
+// interrupted) is no server error: it is logged at debug level and recorded
+// as 499.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if clientGone(r) {
+		Logger(r.Context()).Debug("client disconnected", slog.String("error", err.Error()))
+		w.WriteHeader(StatusClientClosedRequest)
+		return
+	}
 	merr, ok := mxerr.As(err)
 	if !ok {
 		Logger(r.Context()).Error("request failed", slog.String("error", err.Error()))

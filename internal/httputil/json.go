@@ -54,10 +54,26 @@ func DecodeOptionalJSON(r *http.Request, v any) error {
 }
 
 // UnmarshalObject decodes b, which must be a JSON object, into v with the
-// error mapping of DecodeJSON.
+// error mapping of DecodeJSON. Besides invalid JSON and UTF-8, it refuses
+// what encoding/json would silently change: lone surrogate escapes (M_NOT_JSON),
+// duplicate keys and NUL in strings (M_BAD_JSON).
 func UnmarshalObject(b []byte, v any) error {
+	return unmarshalObject(b, v, false)
+}
+
+// UnmarshalRemoteObject is UnmarshalObject for bodies from other servers,
+// which may carry NUL in event content (Synapse accepts it), so that one such
+// event does not make a whole transaction unreadable.
+func UnmarshalRemoteObject(b []byte, v any) error {
+	return unmarshalObject(b, v, true)
+}
+
+func unmarshalObject(b []byte, v any, allowNUL bool) error {
 	if !ValidJSON(b) {
 		return mxerr.NotJSON("Content not JSON")
+	}
+	if err := checkStrictJSON(b, allowNUL); err != nil {
+		return err
 	}
 	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return mxerr.BadJSON("Content must be a JSON object")

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/myelin-chat/myelin/internal/mxerr"
 )
 
 // Rate is a token bucket: PerSecond tokens are added each second up to Burst.
@@ -47,21 +49,13 @@ func (l *RateLimiter) Allow(class, key string) (bool, time.Duration) {
 	if l == nil || l.exempt[key] {
 		return true, 0
 	}
-	r, ok := l.classes[class]
-	if !ok {
+	if _, ok := l.classes[class]; !ok {
 		return true, 0
 	}
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.sweep(now)
-	k := bucketKey{class, key}
-	lim := l.buckets[k]
-	if lim == nil {
-		lim = rate.NewLimiter(rate.Limit(r.PerSecond), max(r.Burst, 1))
-		l.buckets[k] = lim
-	}
-	res := lim.ReserveN(now, 1)
+	res := l.bucket(class, key, now).ReserveN(now, 1)
 	if !res.OK() {
 		return false, time.Minute
 	}
@@ -70,6 +64,34 @@ func (l *RateLimiter) Allow(class, key string) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+// Exempt reports whether key (a user ID) is never limited.
+func (l *RateLimiter) Exempt(key string) bool { return l == nil || l.exempt[key] }
+
+// Take takes a token from the bucket of (class, key) whether or not one is
+// left (the bucket goes into debt): it records an action that has happened,
+// such as a completed registration, which Check gated beforehand.
+func (l *RateLimiter) Take(class, key string) {
+	if l == nil || l.exempt[key] {
+		return
+	}
+	if _, ok := l.classes[class]; !ok {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bucket(class, key, now).ReserveN(now, 1)
+}
+
+// Limit is Allow as a Matrix error: nil when (class, key) had a token
+// (now taken), else 429 M_LIMIT_EXCEEDED with retry_after_ms.
+func (l *RateLimiter) Limit(class, key string) error {
+	if ok, wait := l.Allow(class, key); !ok {
+		return mxerr.LimitExceeded(wait)
+	}
+	return nil
 }
 
 // Check reports whether (class, key) has a token left, without taking it,
@@ -90,6 +112,20 @@ func (l *RateLimiter) Check(class, key string) (bool, time.Duration) {
 	}
 	missing := 1 - lim.TokensAt(now)
 	return false, time.Duration(missing / float64(lim.Limit()) * float64(time.Second))
+}
+
+// bucket returns the bucket of (class, key), a full one when new; l.mu is
+// held and class is configured.
+func (l *RateLimiter) bucket(class, key string, now time.Time) *rate.Limiter {
+	l.sweep(now)
+	k := bucketKey{class, key}
+	lim := l.buckets[k]
+	if lim == nil {
+		r := l.classes[class]
+		lim = rate.NewLimiter(rate.Limit(r.PerSecond), max(r.Burst, 1))
+		l.buckets[k] = lim
+	}
+	return lim
 }
 
 // sweep drops buckets that have refilled completely; they are equivalent to

@@ -86,6 +86,7 @@ type routeOptions struct {
 	guests       bool
 	admin        bool
 	rateClass    string
+	rateCheck    bool
 	maxBody      int64
 }
 
@@ -113,6 +114,26 @@ func Admin() Option {
 // when authenticated and by the client IP otherwise.
 func RateLimited(class string) Option { return func(o *routeOptions) { o.rateClass = class } }
 
+// RateChecked gates the route with the named class without taking a token
+// (keyed as RateLimited): the handler takes one with RateLimiter.Take when
+// the action it limits completes, so that the rounds of a multi-step request
+// (User-Interactive Authentication) do not count.
+func RateChecked(class string) Option {
+	return func(o *routeOptions) { o.rateClass, o.rateCheck = class, true }
+}
+
+// RateKey is the key a route's rate limit uses for r: the authenticated
+// user's ID, else the client's address.
+func RateKey(r *http.Request) string {
+	if st := stateOf(r.Context()); st != nil {
+		if st.device != nil {
+			return st.device.UserID
+		}
+		return st.clientIP
+	}
+	return ""
+}
+
 // MaxBody overrides the body size cap of the route.
 func MaxBody(n int64) Option { return func(o *routeOptions) { o.maxBody = n } }
 
@@ -135,12 +156,17 @@ func (s *Server) Handle(method, path string, h HandlerFunc, opts ...Option) {
 			writeError(w, r, err)
 			return
 		}
+		if err := checkParams(r); err != nil {
+			writeError(w, r, err)
+			return
+		}
+		st.clientIP = ClientIP(r, s.opts.TrustForwardedFor)
 		if o.rateClass != "" {
-			key := ClientIP(r, s.opts.TrustForwardedFor)
-			if st.device != nil {
-				key = st.device.UserID
+			check := s.limiter.Allow
+			if o.rateCheck {
+				check = s.limiter.Check
 			}
-			if ok, wait := s.limiter.Allow(o.rateClass, key); !ok {
+			if ok, wait := check(o.rateClass, RateKey(r)); !ok {
 				writeError(w, r, mxerr.LimitExceeded(wait))
 				return
 			}
@@ -155,6 +181,10 @@ func (s *Server) Handle(method, path string, h HandlerFunc, opts ...Option) {
 func (s *Server) HandleRaw(method, path string, h http.Handler) {
 	s.mux.Handle(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		stateOf(r.Context()).route = path
+		if err := checkParams(r); err != nil {
+			writeError(w, r, err)
+			return
+		}
 		h.ServeHTTP(w, r)
 	})).Methods(method)
 }
@@ -170,7 +200,9 @@ func (s *Server) HandleClient(method, path string, h HandlerFunc, opts ...Option
 	}
 }
 
-// Vars returns the unescaped path variables of the request.
+// Vars returns the unescaped path variables of the request. Every route's
+// variables have been checked (valid escapes, UTF-8, no NUL) before its
+// handler runs.
 func Vars(r *http.Request) map[string]string {
 	raw := mux.Vars(r)
 	out := make(map[string]string, len(raw))
@@ -209,11 +241,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !knownMethods[method] {
 			method = "other"
 		}
-		s.metrics.observe(st.route, method, rw.status(), d)
+		status := rw.status()
+		if clientGone(r) {
+			// The client hung up before the response (a cancelled
+			// long-poll): whatever was written went nowhere.
+			status = StatusClientClosedRequest
+		}
+		s.metrics.observe(st.route, method, status, d)
 		attrs := []any{
 			slog.String("method", r.Method),
 			slog.String("route", st.route),
-			slog.Int("status", rw.status()),
+			slog.Int("status", status),
 			slog.Float64("ms", float64(d.Microseconds())/1000),
 		}
 		if st.route == "unmatched" {

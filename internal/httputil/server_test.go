@@ -1,12 +1,15 @@
 package httputil_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -95,6 +98,67 @@ func TestAccessLogNamesUnmatchedPath(t *testing.T) {
 		}
 		if got != tc.wantPath {
 			t.Errorf("%s %s: logged path %v, want %q", tc.method, tc.path, got, tc.wantPath)
+		}
+	}
+}
+
+// A client that hangs up (a cancelled long-poll) is no server error: the
+// storage error its cancellation causes is not logged as ERROR, and the
+// access log and metrics record 499, not 500. The suite had never
+// cancelled a request.
+func TestClientDisconnectIsNotServerError(t *testing.T) {
+	var buf testutil.LockedBuffer
+	reg := prometheus.NewRegistry()
+	s := httputil.NewServer(httputil.ServerOptions{
+		Logger:   slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Registry: reg,
+	})
+	started := make(chan struct{})
+	s.Handle("GET", "/_matrix/client/v3/sync", func(r *http.Request) (any, error) {
+		close(started)
+		<-r.Context().Done()
+		return nil, fmt.Errorf("query events: %w", r.Context().Err())
+	})
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/_matrix/client/v3/sync", nil)
+	go func() { <-started; cancel() }()
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("cancelled request succeeded")
+	}
+	var access map[string]any
+	testutil.Eventually(t, 5*time.Second, "access log line", func() bool {
+		for _, l := range logLines(t, &buf) {
+			if l["msg"] == "request" {
+				access = l
+			}
+		}
+		return access != nil
+	})
+	for _, l := range logLines(t, &buf) {
+		if l["level"] == "ERROR" {
+			t.Errorf("logged as an error: %v", l)
+		}
+	}
+	if access["status"] != float64(499) {
+		t.Errorf("access log status %v, want 499", access["status"])
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "myelin_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "code" && lp.GetValue() != "499" {
+					t.Errorf("request counted with code %s, want 499", lp.GetValue())
+				}
+			}
 		}
 	}
 }
