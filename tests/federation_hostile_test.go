@@ -413,32 +413,7 @@ func TestFederationHostileBackfill(t *testing.T) {
 	}
 	f.mu.Unlock()
 	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", r.id)+"?via=fake.test", map[string]any{}, 200)
-	var bodies []string
-	from := ""
-	for range 50 {
-		q := []string{"dir", "b", "limit", "20"}
-		if from != "" {
-			q = append(q, "from", from)
-		}
-		res := alice.Do("GET", testutil.Path("/_matrix/client/v3/rooms/%s/messages", r.id)+"?"+syncTQuery(q...), nil)
-		if res.Status != 200 {
-			t.Fatalf("messages: %d %s", res.Status, res.Body)
-		}
-		var page struct {
-			Chunk []map[string]any `json:"chunk"`
-			End   string           `json:"end"`
-		}
-		res.Decode(t, &page)
-		for _, e := range page.Chunk {
-			if e["type"] == "m.room.message" {
-				bodies = append(bodies, e["content"].(map[string]any)["body"].(string))
-			}
-		}
-		if page.End == "" {
-			break
-		}
-		from = page.End
-	}
+	bodies := messageBodies(t, alice, r.id, 20, 50)
 	if len(bodies) != n {
 		t.Fatalf("paged back through %d messages, want %d: %v", len(bodies), n, bodies)
 	}

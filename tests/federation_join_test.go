@@ -172,32 +172,7 @@ func TestFederationJoinBackfill(t *testing.T) {
 		roomTSend(alice, roomID, fmt.Sprintf("history %d", i))
 	}
 	bob.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", roomID)+"?via=hs1.test", map[string]any{}, http.StatusOK)
-	var bodies []string
-	from := ""
-	for range 200 {
-		q := []string{"dir", "b", "limit", "100"}
-		if from != "" {
-			q = append(q, "from", from)
-		}
-		r := bob.Do("GET", testutil.Path("/_matrix/client/v3/rooms/%s/messages", roomID)+"?"+syncTQuery(q...), nil)
-		if r.Status != http.StatusOK {
-			t.Fatalf("messages: %d %s", r.Status, r.Body)
-		}
-		var page struct {
-			Chunk []map[string]any `json:"chunk"`
-			End   string           `json:"end"`
-		}
-		r.Decode(t, &page)
-		for _, e := range page.Chunk {
-			if e["type"] == "m.room.message" {
-				bodies = append(bodies, e["content"].(map[string]any)["body"].(string))
-			}
-		}
-		if page.End == "" {
-			break
-		}
-		from = page.End
-	}
+	bodies := messageBodies(t, bob, roomID, 100, 200)
 	if len(bodies) != total {
 		t.Fatalf("bob paged back through %d messages, want %d", len(bodies), total)
 	}

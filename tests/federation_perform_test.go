@@ -1019,32 +1019,7 @@ func pfTBackfill(t *testing.T, o testserver.Options) {
 	}
 	f.mu.Unlock()
 	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", r.id)+"?via=fake.test", map[string]any{}, 200)
-	var bodies []string
-	from := ""
-	for range 100 {
-		q := []string{"dir", "b", "limit", "50"}
-		if from != "" {
-			q = append(q, "from", from)
-		}
-		r := alice.Do("GET", testutil.Path("/_matrix/client/v3/rooms/%s/messages", r.id)+"?"+syncTQuery(q...), nil)
-		if r.Status != 200 {
-			t.Fatalf("messages: %d %s", r.Status, r.Body)
-		}
-		var page struct {
-			Chunk []map[string]any `json:"chunk"`
-			End   string           `json:"end"`
-		}
-		r.Decode(t, &page)
-		for _, e := range page.Chunk {
-			if e["type"] == "m.room.message" {
-				bodies = append(bodies, e["content"].(map[string]any)["body"].(string))
-			}
-		}
-		if page.End == "" {
-			break
-		}
-		from = page.End
-	}
+	bodies := messageBodies(t, alice, r.id, 50, 100)
 	if len(bodies) != n {
 		t.Fatalf("paged back through %d messages, want %d (first %v)", len(bodies), n, bodies[:min(5, len(bodies))])
 	}
