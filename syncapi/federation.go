@@ -32,12 +32,14 @@ type Backfiller interface {
 const federationInConsumer = "syncapi-federationin"
 
 // eduQueueSize bounds the EDUs waiting to be published; past it they are
-// dropped (and logged): typing, receipts and presence are best effort.
+// dropped (and logged): typing and presence are best effort, as in Synapse,
+// which holds them in memory (receipts go through sync_outbox instead).
 const eduQueueSize = 4096
 
-// eduSender publishes the EDUs of local users on FederationOut in the
-// order they are queued, off the request path: a client's typing, receipt
-// or presence request does not wait for the bus, and a failure is logged.
+// eduSender publishes the typing and presence EDUs of local users on
+// FederationOut in the order they are queued, off the request path: a
+// client's typing or presence request does not wait for the bus, and a
+// failure is logged.
 type eduSender struct {
 	b     *bus.Bus
 	log   interface{ Warn(string, ...any) }
@@ -121,11 +123,12 @@ func (s *SyncAPI) sendTyping(roomID, userID string, typing bool) {
 	s.edus.send(&fedapi.OutboundEDU{Type: fedapi.EDUTyping, Content: content, RoomID: roomID})
 }
 
-// sendReceipt tells the servers of a room about a local user's public read
-// receipt.
-func (s *SyncAPI) sendReceipt(r *storage.Receipt) {
-	if r.Type != "m.read" || !s.notifier.hasRemote(r.RoomID) {
-		return
+// receiptEDU is the EDU that tells the servers of a room about a local
+// user's public read receipt; false when there is none to send (a private
+// receipt, a room without remote members).
+func (s *SyncAPI) receiptEDU(r *storage.Receipt) ([]byte, bool) {
+	if r.Type != "m.read" || !s.isLocal(r.UserID) || !s.notifier.hasRemote(r.RoomID) {
+		return nil, false
 	}
 	data := map[string]any{"ts": r.TS}
 	if r.ThreadID != "" {
@@ -134,7 +137,8 @@ func (s *SyncAPI) sendReceipt(r *storage.Receipt) {
 	content, _ := json.Marshal(map[string]any{r.RoomID: map[string]any{"m.read": map[string]any{
 		r.UserID: map[string]any{"event_ids": []string{r.EventID}, "data": data},
 	}}})
-	s.edus.send(&fedapi.OutboundEDU{Type: fedapi.EDUReceipt, Content: content, RoomID: r.RoomID})
+	payload, err := json.Marshal(&fedapi.OutboundEDU{V: 1, Type: fedapi.EDUReceipt, Content: content, RoomID: r.RoomID})
+	return payload, err == nil
 }
 
 // sendPresence tells the servers sharing a room with a local user about

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
@@ -52,6 +54,9 @@ type receiptWrite struct {
 	eventPos   int64
 	known      bool
 	candidates []string
+	// federate: a public receipt is queued for the room's other servers
+	// in the transaction that stores it.
+	federate bool
 }
 
 // storeReceipts records receipts at the next positions, in one transaction
@@ -64,8 +69,9 @@ func (s *SyncAPI) storeReceipts(ctx context.Context, list []receiptWrite, extra 
 	s.receiptMu.Lock()
 	pos := s.pos.receipt.Load()
 	var stored []*storage.Receipt
+	federated := false
 	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		pos, stored = s.pos.receipt.Load(), nil
+		pos, stored, federated = s.pos.receipt.Load(), nil, false
 		for _, w := range list {
 			if w.known {
 				cur, found, err := storage.ReceiptEventPos(ctx, tx, w.r.RoomID, w.r.Type, w.r.UserID, w.r.ThreadID)
@@ -82,6 +88,12 @@ func (s *SyncAPI) storeReceipts(ctx context.Context, list []receiptWrite, extra 
 				return err
 			}
 			stored = append(stored, w.r)
+			if payload, ok := s.receiptEDU(w.r); ok && w.federate {
+				if err := storage.Outbox.Insert(ctx, tx, fedapi.OutSubject(fedapi.EDUReceipt), "receipt:"+strconv.FormatInt(pos, 10), payload); err != nil {
+					return err
+				}
+				federated = true
+			}
 		}
 		if extra != nil {
 			return extra(tx)
@@ -94,6 +106,12 @@ func (s *SyncAPI) storeReceipts(ctx context.Context, list []receiptWrite, extra 
 	s.receiptMu.Unlock()
 	if err != nil {
 		return nil, err
+	}
+	if federated {
+		// After the commit; what a failed publish leaves the relay sends.
+		if err := s.fedOutbox.Flush(context.WithoutCancel(ctx), s.bus); err != nil {
+			s.log.Warn("receipt EDUs not published yet (the relay retries)", "error", err.Error())
+		}
 	}
 	for _, r := range stored {
 		if clearsNotifications(r.Type) && s.isLocal(r.UserID) {
@@ -121,14 +139,8 @@ func clearsNotifications(receiptType string) bool {
 // storeReceipt records a local user's receipt of an event at eventPos and
 // sends a public one to the room's other servers.
 func (s *SyncAPI) storeReceipt(ctx context.Context, r *storage.Receipt, eventPos int64) error {
-	stored, err := s.storeReceipts(ctx, []receiptWrite{{r: r, eventPos: eventPos, known: true}}, nil)
-	if err != nil {
-		return err
-	}
-	for _, r := range stored {
-		s.sendReceipt(r)
-	}
-	return nil
+	_, err := s.storeReceipts(ctx, []receiptWrite{{r: r, eventPos: eventPos, known: true, federate: true}}, nil)
+	return err
 }
 
 // eventInRoom returns an event of the room, refusing events the server

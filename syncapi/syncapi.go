@@ -98,8 +98,11 @@ type SyncAPI struct {
 	// stream; toDeviceOutbox publishes its outbox in order.
 	toDeviceMu     sync.Mutex
 	toDeviceOutbox *bus.Outbox[storage.ToDeviceOutbound]
-	outboxDirty    atomic.Bool // a flush failed: the retry timer tries again
-	inboxes        toDeviceInboxes
+	// fedOutbox publishes sync_outbox (local users' public receipts) on
+	// FederationOut.
+	fedOutbox   *bus.Outbox[bus.OutboxRow]
+	outboxDirty atomic.Bool // a flush failed: the retry timer tries again
+	inboxes     toDeviceInboxes
 
 	// applied holds the last stream sequence each consumer applied,
 	// reported to cfg.Marks (read-your-writes).
@@ -137,7 +140,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
 		metrics:  newMetrics(cfg.Registry),
 		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{}),
-		toDeviceOutbox: newToDeviceOutbox(st)}
+		toDeviceOutbox: newToDeviceOutbox(st), fedOutbox: storage.Outbox.Outbox(st.DB())}
 	if s.cfg.Marks == nil {
 		s.cfg.Marks = bus.NewWriteMarks()
 	}
@@ -208,6 +211,7 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("syncapi: remote presence: %w", err)
 	}
 	s.addStop(s.edus.start())
+	s.addStop(s.fedOutbox.Relay(s.bus, 10*time.Second, s.log)) // what a crash left goes out now
 	s.addStop(s.startToDevice(ctx))
 	if s.pushers != nil {
 		s.addStop(s.pushers.pool.Close) // stopped after the consumers

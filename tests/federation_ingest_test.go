@@ -37,8 +37,10 @@ type ingTRoom struct {
 	all map[string]gomatrixserverlib.PDU
 	// received collects the PDUs hs1 sent to the fake.
 	received []gomatrixserverlib.PDU
-	txns     int
-	alice    *testutil.Client
+	// edus collects the EDUs hs1 sent to the fake.
+	edus  []gomatrixserverlib.EDU
+	txns  int
+	alice *testutil.Client
 	// hidden events are left out of get_missing_events answers (served
 	// by /event and /state_ids still).
 	hidden map[string]bool
@@ -102,12 +104,14 @@ func ingTJSON(w http.ResponseWriter, v any) {
 
 func (r *ingTRoom) serveSend(w http.ResponseWriter, req *http.Request) {
 	var txn struct {
-		PDUs []json.RawMessage `json:"pdus"`
+		PDUs []json.RawMessage       `json:"pdus"`
+		EDUs []gomatrixserverlib.EDU `json:"edus"`
 	}
 	_ = json.NewDecoder(req.Body).Decode(&txn)
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(r.version))
 	r.mu.Lock()
 	r.txns++
+	r.edus = append(r.edus, txn.EDUs...)
 	for _, raw := range txn.PDUs {
 		if pdu, err := verImpl.NewEventFromUntrustedJSON(raw); err == nil {
 			r.received = append(r.received, pdu)

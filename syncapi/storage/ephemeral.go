@@ -10,6 +10,10 @@ import (
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
 
+// Outbox is the sync API's outbox for FederationOut: the EDUs of local
+// users' public read receipts, queued in the transaction that stores them.
+var Outbox = bus.OutboxTable("sync_outbox")
+
 // Receipt is a read receipt.
 type Receipt struct {
 	RoomID, Type, UserID, ThreadID, EventID string
