@@ -103,6 +103,11 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 			}
 		}
 	}
+	// The invite list counts against the invite limits, checked before
+	// anything is created.
+	if err := c.limitInvites("", dev.UserID, req.Invite); err != nil {
+		return nil, err
+	}
 	var alias string
 	if req.RoomAliasName != "" {
 		alias = "#" + req.RoomAliasName + ":" + c.cfg.ServerName

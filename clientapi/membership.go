@@ -446,19 +446,36 @@ func (c *ClientAPI) limitJoin(ctx context.Context, roomID, userID string, remote
 // room, per invitee and per inviter. Each is checked before any is taken, so
 // that a refused invite costs nothing; an exempt inviter is not limited.
 func (c *ClientAPI) limitInvite(roomID, inviter, invitee string) error {
-	if c.limiter == nil || c.limiter.Exempt(inviter) {
+	return c.limitInvites(roomID, inviter, []string{invitee})
+}
+
+// limitInvites is limitInvite for the invitees of one request (createRoom's
+// invite list, with no room yet: roomID ""): the inviter's bucket must hold
+// one token per invitee.
+func (c *ClientAPI) limitInvites(roomID, inviter string, invitees []string) error {
+	if c.limiter == nil || c.limiter.Exempt(inviter) || len(invitees) == 0 {
 		return nil
 	}
-	checks := []struct{ class, key string }{
-		{RateInviteRoom, roomID}, {RateInviteUser, invitee}, {RateInviteIssuer, inviter},
+	type check struct {
+		class, key string
+		n          int
+	}
+	checks := []check{{RateInviteIssuer, inviter, len(invitees)}}
+	if roomID != "" {
+		checks = append(checks, check{RateInviteRoom, roomID, len(invitees)})
+	}
+	for _, u := range invitees {
+		checks = append(checks, check{RateInviteUser, u, 1})
 	}
 	for _, ch := range checks {
-		if ok, wait := c.limiter.Check(ch.class, ch.key); !ok {
+		if ok, wait := c.limiter.CheckN(ch.class, ch.key, ch.n); !ok {
 			return mxerr.LimitExceeded(wait)
 		}
 	}
 	for _, ch := range checks {
-		c.limiter.Take(ch.class, ch.key)
+		for range ch.n {
+			c.limiter.Take(ch.class, ch.key)
+		}
 	}
 	return nil
 }

@@ -131,6 +131,24 @@ func TestRateLimitInvites(t *testing.T) {
 		ok(t, invite(alice, room, roomTUser(t, srv, "bob").UserID))
 		acctCheckLimited(t, invite(alice, roomTCreate(alice, map[string]any{}), roomTUser(t, srv, "carol").UserID))
 	})
+	// createRoom's invite list counts too, checked before the room is made
+	// (failed before: a room created with invitees invited past every
+	// limit).
+	t.Run("createRoom invite list", func(t *testing.T) {
+		srv := rateTServer(t, func(rl *config.RateLimiting) { rl.Invites.PerIssuer = slow(2) })
+		alice, bob, carol := roomTUser(t, srv, "alice"), roomTUser(t, srv, "bob"), roomTUser(t, srv, "carol")
+		create := func(invite ...string) *testutil.Response {
+			return alice.Do("POST", "/_matrix/client/v3/createRoom", map[string]any{"invite": invite})
+		}
+		acctCheckLimited(t, create(bob.UserID, carol.UserID, roomTUser(t, srv, "dan").UserID))
+		ok(t, create(bob.UserID, carol.UserID))
+		acctCheckLimited(t, create(bob.UserID))
+		// The refused requests created nothing.
+		rooms := alice.MustDo("GET", "/_matrix/client/v3/joined_rooms", nil, http.StatusOK)["joined_rooms"].([]any)
+		if len(rooms) != 1 {
+			t.Fatalf("alice is in %d rooms, want 1", len(rooms))
+		}
+	})
 }
 
 // Logging out is never limited, even once the user's limits are spent.

@@ -96,21 +96,31 @@ func (l *RateLimiter) Limit(class, key string) error {
 
 // Check reports whether (class, key) has a token left, without taking it,
 // and if not, how long until it will.
-func (l *RateLimiter) Check(class, key string) (bool, time.Duration) {
-	if l == nil || l.exempt[key] {
+func (l *RateLimiter) Check(class, key string) (bool, time.Duration) { return l.CheckN(class, key, 1) }
+
+// CheckN reports whether (class, key) has n tokens left, without taking
+// them, and if not, how long until it will (a minute when n is more than
+// the bucket holds: as in Synapse, more actions at once than the burst
+// are refused).
+func (l *RateLimiter) CheckN(class, key string, n int) (bool, time.Duration) {
+	if l == nil || l.exempt[key] || n <= 0 {
 		return true, 0
 	}
-	if _, ok := l.classes[class]; !ok {
+	r, ok := l.classes[class]
+	if !ok {
 		return true, 0
+	}
+	if n > max(r.Burst, 1) {
+		return false, time.Minute
 	}
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lim := l.buckets[bucketKey{class, key}]
-	if lim == nil || lim.TokensAt(now) >= 1 {
+	if lim == nil || lim.TokensAt(now) >= float64(n) {
 		return true, 0
 	}
-	missing := 1 - lim.TokensAt(now)
+	missing := float64(n) - lim.TokensAt(now)
 	return false, time.Duration(missing / float64(lim.Limit()) * float64(time.Second))
 }
 
