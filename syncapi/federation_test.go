@@ -966,20 +966,30 @@ func TestOutboundEDUs(t *testing.T) {
 		_ = json.Unmarshal(e.Content, &m)
 		return m
 	}
+	// Typing and presence are queued off the request path, receipts
+	// published with their commit: the order within each type is kept,
+	// not across types.
+	byType := map[string][]fedapi.OutboundEDU{}
+	for _, e := range edus {
+		byType[e.Type] = append(byType[e.Type], e)
+	}
+	if len(byType[fedapi.EDUTyping]) != 2 || len(byType[fedapi.EDUReceipt]) != 1 || len(byType[fedapi.EDUPresence]) != 1 {
+		t.Fatalf("EDUs published: %+v", edus)
+	}
 	for i, want := range []bool{true, false} {
-		e := edus[i]
+		e := byType[fedapi.EDUTyping][i]
 		c := content(e)
-		if e.Type != fedapi.EDUTyping || e.RoomID != r.id || c["room_id"] != r.id || c["user_id"] != ftAlice || c["typing"] != want {
+		if e.RoomID != r.id || c["room_id"] != r.id || c["user_id"] != ftAlice || c["typing"] != want {
 			t.Errorf("EDU %d = %s %s %v, want typing %v", i, e.Type, e.RoomID, c, want)
 		}
 	}
-	rc := edus[2]
+	rc := byType[fedapi.EDUReceipt][0]
 	entry := ftGet(content(rc), r.id, "m.read", ftAlice)
 	if rc.Type != fedapi.EDUReceipt || rc.RoomID != r.id || fmt.Sprint(ftGet(entry, "event_ids")) != fmt.Sprint([]any{m1.EventID()}) ||
 		ftGet(entry, "data", "thread_id") != "main" || ftGet(entry, "data", "ts") == nil {
 		t.Errorf("receipt EDU = %s %s %s", rc.Type, rc.RoomID, rc.Content)
 	}
-	pr := edus[3]
+	pr := byType[fedapi.EDUPresence][0]
 	push := ftList(content(pr)["push"])
 	if pr.Type != fedapi.EDUPresence || pr.UserID != ftAlice || len(push) != 1 || push[0]["user_id"] != ftAlice ||
 		push[0]["presence"] != "online" || push[0]["status_msg"] != "here" || push[0]["currently_active"] != true ||
