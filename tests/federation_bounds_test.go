@@ -2,12 +2,10 @@ package tests
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -23,38 +21,8 @@ import (
 // event before it is signed.
 func (r *ingTRoom) buildWith(sender, typ string, stateKey *string, content any, prevs []gomatrixserverlib.PDU, edit func(*gomatrixserverlib.ProtoEvent)) gomatrixserverlib.PDU {
 	r.t.Helper()
-	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(r.version))
-	c, _ := json.Marshal(content)
-	depth := int64(0)
-	prevIDs, authIDs := []string{}, []string{}
-	for _, p := range prevs {
-		prevIDs = append(prevIDs, p.EventID())
-		depth = max(depth, p.Depth())
-	}
-	for _, a := range []gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), r.current(spec.MRoomMember, sender)} {
-		if a != nil && !(verImpl.DomainlessRoomIDs() && a.Type() == spec.MRoomCreate) {
-			authIDs = append(authIDs, a.EventID())
-		}
-	}
-	proto := &gomatrixserverlib.ProtoEvent{
-		SenderID: sender, RoomID: r.roomID, Type: typ, StateKey: stateKey, Content: c,
-		PrevEvents: prevIDs, AuthEvents: authIDs, Depth: depth + 1,
-	}
-	if edit != nil {
-		edit(proto)
-	}
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), r.rm.Name, r.rm.KeyID, r.rm.Key)
-	var verr gomatrixserverlib.EventValidationError
-	if errors.As(err, &verr) && ev != nil {
-		err = nil // too large, say: sent all the same
-	}
-	if err != nil {
-		r.t.Fatalf("build %s: %v", typ, err)
-	}
-	r.mu.Lock()
-	r.all[ev.EventID()] = ev
-	r.mu.Unlock()
-	return ev
+	return r.buildEdited(nil, sender, typ, stateKey, content, prevs,
+		[]gomatrixserverlib.PDU{r.current(spec.MRoomCreate, ""), r.current(spec.MRoomPowerLevels, ""), r.current(spec.MRoomMember, sender)}, edit)
 }
 
 // A remote event at the greatest depth canonical JSON carries is taken in,
