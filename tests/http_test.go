@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -436,12 +435,7 @@ func TestWellKnownConfigured(t *testing.T) {
 // The metrics listener counts requests by route template, never by the
 // concrete path (which holds user IDs).
 func TestHTTPMetricsRouteLabels(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testutil.FreeLoopbackAddr(t)
 	srv := testserver.Start(t, testserver.Options{Configure: func(c *configT) {
 		c.Metrics.Enabled = true
 		c.Metrics.Address = addr

@@ -2,7 +2,6 @@ package tests
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -63,16 +62,6 @@ func (s metricsScrape) get(name string, labels ...string) (sum float64, ok bool)
 	return sum, ok
 }
 
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // The operational metrics DESIGN.md promises are on the metrics endpoint
 // with plausible values after activity: consumer lag per stream and
 // consumer, roomserver input latency, database time, waiting long-polls,
@@ -80,7 +69,7 @@ func freeLoopbackAddr(t *testing.T) string {
 // (ok, backoff, down; never a server name). Before, only the queue's total
 // depth existed (the suite had only checked the HTTP metrics).
 func TestOperationalMetrics(t *testing.T) {
-	addr := freeLoopbackAddr(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	n := testserver.NewNetwork(t)
 	hs1 := n.Start("hs1.test", testserver.Options{Configure: func(c *configT) {
 		c.Metrics.Enabled = true

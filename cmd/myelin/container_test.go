@@ -46,7 +46,7 @@ func TestComplementMode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	addr, fedAddr := freeAddr(t), freeAddr(t)
+	addr, fedAddr := testutil.FreeLoopbackAddr(t), testutil.FreeLoopbackAddr(t)
 	env := []string{"MYELIN_COMPLEMENT=1", "SERVER_NAME=hs1", "MYELIN_COMPLEMENT_DIR=" + comp, "MYELIN_LISTENERS_FEDERATION_TLS_ADDRESS=" + fedAddr}
 	p := startBinary(t, bin, dir, addr, env...)
 	c := testutil.NewClient(t, "http://"+addr)
@@ -98,7 +98,7 @@ func TestComplementMode(t *testing.T) {
 	cmd := exec.Command(bin)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), env...)
-	cmd.Env = append(cmd.Env, "MYELIN_LISTENERS_HTTP_ADDRESS="+freeAddr(t), "MYELIN_LISTENERS_FEDERATION_TLS_ADDRESS="+freeAddr(t))
+	cmd.Env = append(cmd.Env, "MYELIN_LISTENERS_HTTP_ADDRESS="+testutil.FreeLoopbackAddr(t), "MYELIN_LISTENERS_FEDERATION_TLS_ADDRESS="+testutil.FreeLoopbackAddr(t))
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "broken.yaml") {
 		t.Fatalf("a broken registration file: %v\n%s", err, out)
 	}
@@ -122,7 +122,7 @@ func TestContainerFirstRun(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildBinary(t)
-	dir, addr := t.TempDir(), freeAddr(t)
+	dir, addr := t.TempDir(), testutil.FreeLoopbackAddr(t)
 	p := startBinary(t, bin, dir, addr, "MYELIN_SERVER_NAME=chat.example.test")
 	cfg, err := config.Load(filepath.Join(dir, "myelin.yaml"))
 	if err != nil || cfg.ServerName != "chat.example.test" || cfg.Registration.Enabled || cfg.Registration.SharedSecret == "" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -105,7 +104,7 @@ func TestFirstRunRestartAndCreateAccount(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	base := "http://" + addr
 
 	p := startBinary(t, bin, dir, addr)
@@ -220,23 +219,13 @@ func (p *proc) stop(t *testing.T, sig os.Signal) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // With federation off (nothing in setup touches logrus then), what
 // gomatrixserverlib logs through logrus still reaches the server's slog
 // output: cmdRun routes it once at start. Before, only building the
 // federation API did, so such lines went to raw stderr without it.
 func TestRunSendsLogrusToSlogWithoutFederation(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	t.Setenv("MYELIN_FEDERATION_ENABLED", "false")
 	t.Setenv("MYELIN_LOGGING_LEVEL", "debug")
 	t.Setenv("MYELIN_LOGGING_FORMAT", "json")

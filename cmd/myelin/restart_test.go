@@ -242,7 +242,7 @@ func TestKillDuringBurstThenRestart(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	p := startBinary(t, bin, dir, addr, burstEnv...)
 	s := newSender(t, "http://"+addr)
 
@@ -267,7 +267,7 @@ func TestSIGTERMDuringBurstDrains(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeLoopbackAddr(t)
 	p := startBinary(t, bin, dir, addr, burstEnv...)
 	s := newSender(t, "http://"+addr)
 
