@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/federationapi"
@@ -68,6 +69,8 @@ type Server struct {
 	Rooms *roomserver.Roomserver
 	// Federation is nil when federation is off.
 	Federation *federationapi.FederationAPI
+	// AppServices are the registered application services (bridges).
+	AppServices *asapi.Registry
 
 	ln       net.Listener
 	fedLn    net.Listener
@@ -99,6 +102,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 
 	if err := os.MkdirAll(cfg.Media.StorePath, 0o700); err != nil {
 		return nil, fmt.Errorf("media store: %w", err)
+	}
+	if s.AppServices, err = appServiceRegistry(cfg); err != nil {
+		return nil, fmt.Errorf("application services: %w", err)
 	}
 	if s.Key, err = signingkey.Load(cfg.SigningKeyPath); err != nil {
 		return nil, fmt.Errorf("signing key: %w (create one with 'myelin generate-keys')", err)
