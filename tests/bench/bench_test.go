@@ -42,7 +42,6 @@ func TestDriverTiny(t *testing.T) {
 	o.MetricsURL = "http://" + maddr
 	o.Out = t.TempDir()
 	o.Label = "tiny"
-	o.Scenarios = []string{"send", "send16", "memory"} // TODO(bench): all, once written
 	var log bytes.Buffer
 	rep, err := run(context.Background(), o, &log)
 	if err != nil {
@@ -66,7 +65,9 @@ func TestDriverTiny(t *testing.T) {
 	}
 	for _, want := range []struct{ scenario, figure string }{
 		{"send", "events_per_s"}, {"send", "send_p99"}, {"send16", "events_per_s"},
-		{"memory", "rss_start"}, {"memory", "rss_after_idle"},
+		{"fanout", "delivery_p99"}, {"fanout", "server_cpu"}, {"initialsync", "sync_p50"},
+		{"initialsync", "sync_lazy_p50"}, {"joins", "joins_per_s"}, {"joins", "newcomer_sync_p50"},
+		{"memory", "rss_start"}, {"memory", "rss_after_joins"}, {"memory", "rss_after_idle"},
 	} {
 		f, ok := figureOf(rep, want.scenario, want.figure)
 		if !ok || !(f.Value > 0) {

@@ -170,12 +170,17 @@ func (a *api) join(ctx context.Context, u *user, roomID string) error {
 
 // send sends an m.room.message with the given body and returns its event ID.
 func (a *api) send(ctx context.Context, u *user, roomID, body string) (string, error) {
+	return a.sendContent(ctx, u, roomID, map[string]any{"msgtype": "m.text", "body": body})
+}
+
+// sendContent sends an m.room.message with the given content.
+func (a *api) sendContent(ctx context.Context, u *user, roomID string, content map[string]any) (string, error) {
 	var r struct {
 		EventID string `json:"event_id"`
 	}
 	path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/bench-%d-%d",
 		url.PathEscape(roomID), time.Now().UnixNano(), a.txn.Add(1))
-	if err := a.do(ctx, u, "PUT", path, map[string]any{"msgtype": "m.text", "body": body}, &r); err != nil {
+	if err := a.do(ctx, u, "PUT", path, content, &r); err != nil {
 		return "", err
 	}
 	if r.EventID == "" {

@@ -220,3 +220,11 @@ func (p proc) cpu() (time.Duration, error) {
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
+
+// cpuIfKnown is cpu, or zero without a process ID.
+func (p proc) cpuIfKnown() (time.Duration, error) {
+	if p.pid == 0 {
+		return 0, nil
+	}
+	return p.cpu()
+}

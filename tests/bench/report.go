@@ -149,9 +149,15 @@ func runScenario(ctx context.Context, a *api, p proc, o options, name string) *R
 		return sendScenario(ctx, a, name, o.SendUsers, o.SendMsgs, true, ">=1500", "<5", "<20")
 	case "send16":
 		return sendScenario(ctx, a, name, o.Send16Rooms, o.Send16Msgs, false, ">=3000", "", "")
+	case "fanout":
+		return fanoutScenario(ctx, a, p, o.FanoutClients, o.FanoutRate, o.FanoutDuration)
+	case "initialsync":
+		return initialSyncScenario(ctx, a, o.SyncRooms, o.SyncEvents, o.SyncRuns)
+	case "joins":
+		return joinsScenario(ctx, a, o.Joins, o.JoinConcurrency, o.JoinSyncs)
 	}
 	r := newResult(name)
-	r.failf("scenario %s is not implemented", name)
+	r.failf("unknown scenario %s", name)
 	return r
 }
 
