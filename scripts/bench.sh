@@ -3,7 +3,7 @@
 # and prints the figures (see the README's "Benchmarks" section).
 #
 #   scripts/bench.sh [-s send,send16,fanout,initialsync,joins,memory] [-l label]
-#                    [-n repeat] [-o outdir] [--postgres URL] [--log-level info]
+#                    [-n repeat] [-o outdir] [--postgres URL] [--log-level info] [--keep-data]
 #                    [-- driver flags, e.g. -fanout-duration 10s -idle 10s]
 #
 # It builds both once; each of the -n runs starts the binary afresh, on an
@@ -11,10 +11,12 @@
 # database, with rate limits off, open registration and bcrypt cost 4, on
 # free 127.0.0.1 ports; the driver (tests/bench) then runs the scenarios
 # over HTTP and reads the server's /proc/<pid>. Figures, heap profiles and
-# the server's log go to outdir/runN/.
+# the server's log go to outdir/runN/; its data directory is deleted after
+# the run unless --keep-data. The environment (GOMEMLIMIT, GOGC...) is the
+# server's too.
 set -euo pipefail
 
-usage() { sed -n '2,15s/^# \{0,1\}//p' "$0"; exit "${1:-2}"; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; exit "${1:-2}"; }
 
 scenarios=""
 label=""
@@ -22,6 +24,7 @@ repeat=1
 out=""
 pgurl="${MYELIN_BENCH_POSTGRES:-}"
 loglevel="info"
+keepdata=""
 driver_args=()
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -31,6 +34,7 @@ while [ $# -gt 0 ]; do
 	-o | --out) out="$2"; shift 2 ;;
 	--postgres) pgurl="$2"; shift 2 ;;
 	--log-level) loglevel="$2"; shift 2 ;;
+	--keep-data) keepdata=1; shift ;;
 	-h | --help) usage 0 ;;
 	--) shift; driver_args=("$@"); break ;;
 	*) echo "bench.sh: unknown option $1" >&2; usage ;;
@@ -151,6 +155,7 @@ YAML
 		psql -q "$pgurl" -c "DROP DATABASE IF EXISTS $pgdb" >/dev/null || true
 		pgdb=""
 	fi
+	[ -n "$keepdata" ] || rm -rf "$dir/data"
 	[ "$rc" -eq 0 ] || status=1
 	[ -f "$dir/figures.json" ] && figures+=("$dir/figures.json")
 done
