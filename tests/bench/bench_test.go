@@ -42,6 +42,7 @@ func TestDriverTiny(t *testing.T) {
 	o.MetricsURL = "http://" + maddr
 	o.Out = t.TempDir()
 	o.Label = "tiny"
+	o.CPUProfile, o.CPUProfileSeconds = []string{"send"}, 1
 	var log bytes.Buffer
 	rep, err := run(context.Background(), o, &log)
 	if err != nil {
@@ -82,7 +83,7 @@ func TestDriverTiny(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil || back.Label != "tiny" || len(back.Results) != len(rep.Results) {
 		t.Fatalf("figures.json does not read back: %v %+v", err, back)
 	}
-	for _, p := range []string{"heap-start.pb.gz", "heap-after_scenarios.pb.gz", "heap-after_idle.pb.gz"} {
+	for _, p := range []string{"cpu-send.pb.gz", "heap-start.pb.gz", "heap-after_scenarios.pb.gz", "heap-after_idle.pb.gz"} {
 		if st, err := os.Stat(filepath.Join(o.Out, p)); err != nil || st.Size() == 0 {
 			t.Errorf("heap profile %s: %v", p, err)
 		}

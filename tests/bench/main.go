@@ -49,6 +49,9 @@ type options struct {
 	Joins, JoinConcurrency, JoinSyncs int
 
 	Idle time.Duration
+
+	CPUProfile        []string
+	CPUProfileSeconds int
 }
 
 func defaultOptions() options {
@@ -59,7 +62,8 @@ func defaultOptions() options {
 		FanoutClients: 50, FanoutRate: 50, FanoutDuration: 60 * time.Second,
 		SyncRooms: 50, SyncEvents: 50, SyncRuns: 5,
 		Joins: 1000, JoinConcurrency: 10, JoinSyncs: 5,
-		Idle: 2 * time.Minute,
+		Idle:              2 * time.Minute,
+		CPUProfileSeconds: 10,
 	}
 }
 
@@ -94,6 +98,8 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.JoinConcurrency, "join-concurrency", o.JoinConcurrency, "joins: joins in flight")
 	fs.IntVar(&o.JoinSyncs, "join-syncs", o.JoinSyncs, "joins: newcomers whose first lazy-loaded sync is measured")
 	fs.DurationVar(&o.Idle, "idle", o.Idle, "memory: idle time before the last reading")
+	cpuprof := fs.String("cpuprofile", "", "comma-separated scenarios whose timed part gets a CPU profile of the server (needs -metrics and -out)")
+	fs.IntVar(&o.CPUProfileSeconds, "cpuprofile-seconds", o.CPUProfileSeconds, "length of each CPU profile")
 	summarize := fs.Bool("summarize", false, "print one table of the figures.json files given as arguments, and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -119,6 +125,19 @@ func cli(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		o.Scenarios = append(o.Scenarios, s)
+	}
+	for _, s := range strings.Split(*cpuprof, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			if !contains(o.Scenarios, s) || s == "memory" {
+				fmt.Fprintf(stderr, "bench: -cpuprofile %q is not a scenario that runs\n", s)
+				return 2
+			}
+			o.CPUProfile = append(o.CPUProfile, s)
+		}
+	}
+	if len(o.CPUProfile) > 0 && (o.MetricsURL == "" || o.Out == "") {
+		fmt.Fprintln(stderr, "bench: -cpuprofile needs -metrics and -out")
+		return 2
 	}
 	rep, err := run(ctx, o, stderr)
 	if err != nil {

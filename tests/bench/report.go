@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 )
@@ -24,7 +25,7 @@ type Report struct {
 	Options   options   `json:"options"`
 	Results   []*Result `json:"results"`
 	Memory    []memory  `json:"memory,omitempty"`
-	Profiles  []string  `json:"heap_profiles,omitempty"`
+	Profiles  []string  `json:"profiles,omitempty"`
 }
 
 // OK reports whether every scenario ran without errors.
@@ -69,7 +70,7 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 			return
 		}
 		name := "heap-" + stage + ".pb.gz"
-		if err := saveProfile(ctx, o.MetricsURL, filepath.Join(o.Out, name)); err != nil {
+		if err := saveProfile(ctx, strings.TrimSuffix(o.MetricsURL, "/")+"/debug/pprof/heap", filepath.Join(o.Out, name)); err != nil {
 			mem.failf("heap profile %s: %w", stage, err)
 			return
 		}
@@ -91,6 +92,9 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 		r := runScenario(ctx, a, p, o, name)
 		r.Duration = time.Since(t0)
 		rep.Results = append(rep.Results, r)
+		if cpu := "cpu-" + name + ".pb.gz"; contains(o.CPUProfile, name) && fileExists(filepath.Join(o.Out, cpu)) {
+			rep.Profiles = append(rep.Profiles, cpu)
+		}
 		fmt.Fprintf(log, "bench: %s done in %s (ok=%v)\n", name, r.Duration.Round(time.Millisecond), r.OK)
 		readMem("after_" + name)
 		ranAny = true
@@ -143,30 +147,61 @@ func run(ctx context.Context, o options, log io.Writer) (*Report, error) {
 	return rep, nil
 }
 
+// runScenario runs one scenario. With -cpuprofile naming it, a CPU
+// profile of the server starts where the scenario's timed part starts and
+// lasts -cpuprofile-seconds; the next scenario waits for it.
 func runScenario(ctx context.Context, a *api, p proc, o options, name string) *Result {
-	switch name {
-	case "send":
-		return sendScenario(ctx, a, name, o.SendUsers, o.SendMsgs, true, ">=1500", "<5", "<20")
-	case "send16":
-		return sendScenario(ctx, a, name, o.Send16Rooms, o.Send16Msgs, false, ">=3000", "", "")
-	case "fanout":
-		return fanoutScenario(ctx, a, p, o.FanoutClients, o.FanoutRate, o.FanoutDuration)
-	case "initialsync":
-		return initialSyncScenario(ctx, a, o.SyncRooms, o.SyncEvents, o.SyncRuns)
-	case "joins":
-		return joinsScenario(ctx, a, o.Joins, o.JoinConcurrency, o.JoinSyncs)
+	var profiling sync.WaitGroup
+	var profErr error
+	timed := func() {}
+	if contains(o.CPUProfile, name) && o.MetricsURL != "" && o.Out != "" {
+		timed = func() {
+			profiling.Add(1)
+			go func() {
+				defer profiling.Done()
+				profErr = saveProfile(ctx, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(o.MetricsURL, "/"), o.CPUProfileSeconds),
+					filepath.Join(o.Out, "cpu-"+name+".pb.gz"))
+			}()
+			time.Sleep(50 * time.Millisecond) // let the profile start
+		}
 	}
-	r := newResult(name)
-	r.failf("unknown scenario %s", name)
+	r := func() *Result {
+		switch name {
+		case "send":
+			return sendScenario(ctx, a, timed, name, o.SendUsers, o.SendMsgs, true, ">=1500", "<5", "<20")
+		case "send16":
+			return sendScenario(ctx, a, timed, name, o.Send16Rooms, o.Send16Msgs, false, ">=3000", "", "")
+		case "fanout":
+			return fanoutScenario(ctx, a, timed, p, o.FanoutClients, o.FanoutRate, o.FanoutDuration)
+		case "initialsync":
+			return initialSyncScenario(ctx, a, timed, o.SyncRooms, o.SyncEvents, o.SyncRuns)
+		case "joins":
+			return joinsScenario(ctx, a, timed, o.Joins, o.JoinConcurrency, o.JoinSyncs)
+		}
+		return nil
+	}()
+	profiling.Wait()
+	if r == nil {
+		r = newResult(name)
+		r.failf("unknown scenario %s", name)
+	}
+	if profErr != nil {
+		r.failf("CPU profile: %w", profErr)
+	}
 	return r
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func mb(kb int64) float64 { return math.Round(float64(kb)/1024*10) / 10 }
 
-// saveProfile fetches the heap profile of the metrics listener's pprof
-// endpoint into path.
-func saveProfile(ctx context.Context, metricsURL, path string) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(metricsURL, "/")+"/debug/pprof/heap", nil)
+// saveProfile fetches a profile (a URL of the metrics listener's pprof
+// endpoint) into path.
+func saveProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return err
 	}

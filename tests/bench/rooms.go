@@ -14,7 +14,7 @@ const lazyFilter = `{"room":{"state":{"lazy_load_members":true},"timeline":{"lim
 // initialSyncScenario: one user in rooms rooms of events messages each;
 // runs initial syncs without a filter and as many with lazy-loaded
 // members, each of which must list every room.
-func initialSyncScenario(ctx context.Context, a *api, rooms, events, runs int) *Result {
+func initialSyncScenario(ctx context.Context, a *api, timed func(), rooms, events, runs int) *Result {
 	r := newResult("initialsync")
 	u, err := a.register(ctx, uniquePrefix("initialsync"))
 	if err != nil {
@@ -39,6 +39,7 @@ func initialSyncScenario(ctx context.Context, a *api, rooms, events, runs int) *
 		r.failf("setup: %w", err)
 		return r
 	}
+	timed()
 	for _, v := range []struct{ name, filter string }{{"sync", ""}, {"sync_lazy", lazyFilter}} {
 		var lat []time.Duration
 		for range runs {
@@ -77,7 +78,7 @@ func hasRooms(resp *syncResponse, ids []string, withTimeline bool) error {
 
 // joinsScenario: n users, registered beforehand, join one public room conc
 // at a time; then the last newcomers' first lazy-loaded syncs.
-func joinsScenario(ctx context.Context, a *api, n, conc, syncs int) *Result {
+func joinsScenario(ctx context.Context, a *api, timed func(), n, conc, syncs int) *Result {
 	r := newResult("joins")
 	prefix := uniquePrefix("joins")
 	owner, err := a.register(ctx, prefix+"-owner")
@@ -100,6 +101,7 @@ func joinsScenario(ctx context.Context, a *api, n, conc, syncs int) *Result {
 
 	var lat collector
 	joined := make([]bool, n)
+	timed()
 	start := time.Now()
 	_ = parallel(n, conc, func(i int) error {
 		t := time.Now()

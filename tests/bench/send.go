@@ -10,7 +10,7 @@ import (
 // all users at once (so that len(users) requests are in flight). With
 // sharedRoom they all send into one room (scenario "send"); otherwise each
 // sends into a room of its own (scenario "send16").
-func sendScenario(ctx context.Context, a *api, name string, users, msgs int, sharedRoom bool, rateTarget, p50Target, p99Target string) *Result {
+func sendScenario(ctx context.Context, a *api, timed func(), name string, users, msgs int, sharedRoom bool, rateTarget, p50Target, p99Target string) *Result {
 	r := newResult(name)
 	prefix := uniquePrefix(name)
 	us, err := a.registerMany(ctx, prefix, users, 10)
@@ -46,6 +46,7 @@ func sendScenario(ctx context.Context, a *api, name string, users, msgs int, sha
 
 	var lat collector
 	sent := make([]int, users)
+	timed()
 	start := time.Now()
 	_ = parallel(users, users, func(i int) error {
 		for j := range msgs {
