@@ -4,6 +4,7 @@
 #
 #   scripts/bench.sh [-s send,send16,fanout,initialsync,joins,memory] [-l label]
 #                    [-n repeat] [-o outdir] [--postgres URL] [--log-level info] [--keep-data]
+#                    [--lock FILE]
 #                    [-- driver flags, e.g. -fanout-duration 10s -idle 10s]
 #
 # It builds both once; each of the -n runs starts the binary afresh, on an
@@ -13,10 +14,11 @@
 # over HTTP and reads the server's /proc/<pid>. Figures, heap profiles and
 # the server's log go to outdir/runN/; its data directory is deleted after
 # the run unless --keep-data. The environment (GOMEMLIMIT, GOGC...) is the
-# server's too.
+# server's too. --lock FILE holds flock(1) on FILE during each run (not
+# between runs), so that runs on a shared machine do not overlap others'.
 set -euo pipefail
 
-usage() { sed -n '2,18s/^# \{0,1\}//p' "$0"; exit "${1:-2}"; }
+usage() { sed -n '2,21s/^# \{0,1\}//p' "$0"; exit "${1:-2}"; }
 
 scenarios=""
 label=""
@@ -25,6 +27,7 @@ out=""
 pgurl="${MYELIN_BENCH_POSTGRES:-}"
 loglevel="info"
 keepdata=""
+lockfile=""
 driver_args=()
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
 	--postgres) pgurl="$2"; shift 2 ;;
 	--log-level) loglevel="$2"; shift 2 ;;
 	--keep-data) keepdata=1; shift ;;
+	--lock) lockfile="$2"; shift 2 ;;
 	-h | --help) usage 0 ;;
 	--) shift; driver_args=("$@"); break ;;
 	*) echo "bench.sh: unknown option $1" >&2; usage ;;
@@ -96,6 +100,11 @@ status=0
 figures=()
 for i in $(seq 1 "$repeat"); do
 	dir="$out/run$i"
+	if [ -n "$lockfile" ]; then
+		exec {lockfd}>>"$lockfile"
+		echo "bench.sh: run $i: waiting for the lock $lockfile" >&2
+		flock "$lockfd"
+	fi
 	rm -rf "$dir"
 	mkdir -p "$dir/data"
 	port=$(free_port)
@@ -156,6 +165,9 @@ YAML
 		pgdb=""
 	fi
 	[ -n "$keepdata" ] || rm -rf "$dir/data"
+	if [ -n "$lockfile" ]; then
+		exec {lockfd}>&-
+	fi
 	[ "$rc" -eq 0 ] || status=1
 	[ -f "$dir/figures.json" ] && figures+=("$dir/figures.json")
 done
