@@ -64,10 +64,16 @@ func (c *ClientAPI) putAlias(r *http.Request) (any, error) {
 	if _, err := c.roomInfo(ctx, body.RoomID); err != nil {
 		return nil, err
 	}
-	if m, err := c.rooms.QueryMembership(ctx, body.RoomID, dev.UserID); err != nil {
+	// An application service may alias any room, in its namespaces.
+	if c.appService(ctx) == nil {
+		if m, err := c.rooms.QueryMembership(ctx, body.RoomID, dev.UserID); err != nil {
+			return nil, err
+		} else if m.Membership != rsapi.Join && !dev.IsAdmin {
+			return nil, mxerr.Forbidden("You must be in the room to give it an alias")
+		}
+	}
+	if err := c.checkAliasWritable(ctx, dev.UserID, alias); err != nil {
 		return nil, err
-	} else if m.Membership != rsapi.Join && !dev.IsAdmin {
-		return nil, mxerr.Forbidden("You must be in the room to give it an alias")
 	}
 	err = c.rooms.SetAlias(ctx, alias, body.RoomID, dev.UserID)
 	if errors.Is(err, rsapi.ErrAliasExists) {
@@ -158,6 +164,18 @@ func (c *ClientAPI) deleteAlias(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.appService(ctx) != nil {
+		// A service deletes the aliases of its namespaces, whoever made
+		// them, and leaves the canonical alias event alone (Synapse's
+		// delete_appservice_association).
+		if err := c.checkAliasWritable(ctx, dev.UserID, alias); err != nil {
+			return nil, err
+		}
+		if _, _, err := c.rooms.RemoveAlias(ctx, alias); err != nil && !errors.Is(err, rsapi.ErrAliasNotFound) {
+			return nil, err
+		}
+		return struct{}{}, nil
+	}
 	if creator != dev.UserID {
 		ok, err := c.canEditDirectory(ctx, dev, roomID)
 		if err != nil {
@@ -166,6 +184,9 @@ func (c *ClientAPI) deleteAlias(r *http.Request) (any, error) {
 		if !ok {
 			return nil, mxerr.Forbidden("You may not delete this alias")
 		}
+	}
+	if err := c.checkAliasWritable(ctx, dev.UserID, alias); err != nil {
+		return nil, err
 	}
 	if _, _, err := c.rooms.RemoveAlias(ctx, alias); err != nil && !errors.Is(err, rsapi.ErrAliasNotFound) {
 		return nil, err

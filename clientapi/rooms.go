@@ -124,7 +124,11 @@ func (c *ClientAPI) putSend(r *http.Request) (any, error) {
 	if _, err := c.roomInfo(r.Context(), roomID); err != nil {
 		return nil, err
 	}
-	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: vars["eventType"], Content: content},
+	ts, err := c.massagedTS(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: vars["eventType"], Content: content, OriginServerTS: ts},
 		rsapi.LocalInput{TxnKey: txnKey("send", roomID, vars["eventType"], vars["txnId"]), DeviceID: dev.DeviceID})
 	if err != nil {
 		return nil, err
@@ -161,7 +165,11 @@ func (c *ClientAPI) putState(r *http.Request) (any, error) {
 			content = stripped
 		}
 	}
-	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content},
+	ts, err := c.massagedTS(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content, OriginServerTS: ts},
 		rsapi.LocalInput{SkipUnchangedState: true})
 	if err != nil {
 		return nil, err

@@ -1,10 +1,13 @@
 package setup
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/config"
+	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
 
 // appServiceRegistry reads the registration files of app_service_config_files
@@ -66,4 +69,24 @@ func appService(serverName string, r *config.AppService) (*asapi.Service, error)
 		}
 	}
 	return s, nil
+}
+
+// ensureAppServiceSenders creates the account of each service's sender
+// (its sender_localpart) that does not exist yet, without a password: a
+// service acts as its sender when it asserts no user_id, and that user
+// must exist like every user it acts as.
+func ensureAppServiceSenders(ctx context.Context, users userapi.AccountsAPI, reg *asapi.Registry) error {
+	for _, s := range reg.Services() {
+		_, err := users.QueryAccount(ctx, s.SenderID)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, userapi.ErrNotFound) {
+			return fmt.Errorf("application service %s: %w", s.ID, err)
+		}
+		if _, err := users.CreateAccount(ctx, userapi.CreateAccount{Localpart: s.SenderLocalpart}); err != nil && !errors.Is(err, userapi.ErrUserInUse) {
+			return fmt.Errorf("application service %s: creating its sender %s: %w", s.ID, s.SenderID, err)
+		}
+	}
+	return nil
 }

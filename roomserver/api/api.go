@@ -133,6 +133,11 @@ type ProtoEvent struct {
 	// Redacts is the target of a redaction (the roomserver moves it into
 	// content for room versions 11 and later).
 	Redacts string `json:"redacts,omitempty"`
+	// OriginServerTS, when set (milliseconds), is the event's
+	// origin_server_ts instead of the time it is built: an application
+	// service's timestamp massaging (the ts query parameter) for history
+	// it bridges.
+	OriginServerTS int64 `json:"origin_server_ts,omitempty"`
 }
 
 // EventKind is how an event is stored.
