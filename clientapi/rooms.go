@@ -50,6 +50,8 @@ func (c *ClientAPI) registerRooms(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/aliases", c.getRoomAliases, auth, guests)
 	srv.HandleClient(http.MethodGet, "/directory/list/room/{roomId}", c.getDirectoryVisibility)
 	srv.HandleClient(http.MethodPut, "/directory/list/room/{roomId}", c.putDirectoryVisibility, auth)
+	srv.HandleClient(http.MethodPut, "/directory/list/appservice/{networkId}/{roomId}", c.putAppServiceDirectory, auth)
+	srv.HandleClient(http.MethodDelete, "/directory/list/appservice/{networkId}/{roomId}", c.putAppServiceDirectory, auth)
 	srv.HandleClient(http.MethodGet, "/publicRooms", c.getPublicRooms, httputil.OptionalAuth())
 	srv.HandleClient(http.MethodPost, "/publicRooms", c.postPublicRooms, auth)
 

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -439,5 +440,68 @@ func TestAppServiceDevices(t *testing.T) {
 	alice.MustFail("PUT", testutil.Path("/_matrix/client/v3/devices/%s", "NEWDEV"), map[string]any{}, http.StatusNotFound, "M_NOT_FOUND")
 	if r := alice.Do("DELETE", testutil.Path("/_matrix/client/v3/devices/%s", alice.DeviceID), nil); r.Status != http.StatusUnauthorized {
 		t.Fatalf("a user's device deletion without UIA: %d %s", r.Status, r.Body)
+	}
+}
+
+// A service publishes rooms in the directories of its networks, which
+// /publicRooms lists for third_party_instance_id "<service>|<network>",
+// and with the server's own for include_all_networks; only services may.
+func TestAppServiceRoomDirectory(t *testing.T) {
+	bridge := asTRegistration("bridge", "_bridge_")
+	srv := asTServer(t, nil, bridge)
+	as := asTClient(srv, bridge)
+	alice := roomTUser(t, srv, "alice")
+	bridged := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	own := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	alice.MustDo("PUT", testutil.Path("/_matrix/client/v3/directory/list/room/%s", own), map[string]any{"visibility": "public"}, http.StatusOK)
+	listPath := func(network, roomID string) string {
+		return testutil.Path("/_matrix/client/v3/directory/list/appservice/%s/%s", network, roomID)
+	}
+
+	alice.MustFail("PUT", listPath("irc", bridged), map[string]any{"visibility": "public"}, http.StatusForbidden, "M_FORBIDDEN")
+	as.MustFail("PUT", listPath("irc", bridged), map[string]any{"visibility": "hidden"}, http.StatusBadRequest, "M_INVALID_PARAM")
+	as.MustFail("PUT", listPath("irc", "!nowhere:"+srv.Name), map[string]any{"visibility": "public"}, http.StatusNotFound, "M_NOT_FOUND")
+	as.MustDo("PUT", listPath("irc", bridged), map[string]any{"visibility": "public"}, http.StatusOK)
+
+	rooms := func(query string, post map[string]any) []string {
+		t.Helper()
+		var m map[string]any
+		if post != nil {
+			m = alice.MustDo("POST", "/_matrix/client/v3/publicRooms", post, http.StatusOK)
+		} else {
+			m = alice.MustDo("GET", "/_matrix/client/v3/publicRooms"+query, nil, http.StatusOK)
+		}
+		var ids []string
+		for _, r := range m["chunk"].([]any) {
+			ids = append(ids, r.(map[string]any)["room_id"].(string))
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	both := []string{bridged, own}
+	slices.Sort(both)
+	for _, tc := range []struct {
+		query string
+		post  map[string]any
+		want  []string
+	}{
+		{"", nil, []string{own}},
+		{"?third_party_instance_id=" + url.QueryEscape("bridge|irc"), nil, []string{bridged}},
+		{"", map[string]any{"third_party_instance_id": "bridge|irc"}, []string{bridged}},
+		{"?third_party_instance_id=" + url.QueryEscape("bridge|other"), nil, nil},
+		{"?include_all_networks=true", nil, both},
+		{"", map[string]any{"include_all_networks": true}, both},
+	} {
+		if got := rooms(tc.query, tc.post); !slices.Equal(got, tc.want) {
+			t.Fatalf("publicRooms %q %v = %v, want %v", tc.query, tc.post, got, tc.want)
+		}
+	}
+	alice.MustFail("POST", "/_matrix/client/v3/publicRooms", map[string]any{"third_party_instance_id": "bridge|irc", "include_all_networks": true},
+		http.StatusBadRequest, "M_INVALID_PARAM")
+	alice.MustFail("GET", "/_matrix/client/v3/publicRooms?third_party_instance_id=nopipe", nil, http.StatusBadRequest, "M_INVALID_PARAM")
+
+	as.MustDo("DELETE", listPath("irc", bridged), nil, http.StatusOK)
+	if got := rooms("?third_party_instance_id="+url.QueryEscape("bridge|irc"), nil); len(got) != 0 {
+		t.Fatalf("bridged rooms after removal: %v", got)
 	}
 }
