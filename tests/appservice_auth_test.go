@@ -9,6 +9,8 @@ package tests
 // some cases drive the server through its IntentAPI, as a bridge does.
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,7 +19,10 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/internal/testutil"
@@ -503,5 +508,59 @@ func TestAppServiceRoomDirectory(t *testing.T) {
 	as.MustDo("DELETE", listPath("irc", bridged), nil, http.StatusOK)
 	if got := rooms("?third_party_instance_id="+url.QueryEscape("bridge|irc"), nil); len(got) != 0 {
 		t.Fatalf("bridged rooms after removal: %v", got)
+	}
+}
+
+// mautrix-go's IntentAPI, as bridges use it, against the server: ghosts
+// registered with m.login.application_service (again after a bridge
+// restart: M_USER_IN_USE is fine), joining, sending backfilled messages
+// with ts, a device created with MSC4190 and then masqueraded as.
+func TestAppServiceMautrixIntent(t *testing.T) {
+	bridge := asTRegistration("bridge", "_bridge_")
+	bridge.MSC4190 = true
+	srv := asTServer(t, nil, bridge)
+	alice := roomTUser(t, srv, "alice")
+	roomID := roomTCreate(alice, map[string]any{"preset": "public_chat"})
+	ctx := context.Background()
+	newBridge := func() *appservice.AppService {
+		as, err := appservice.CreateFull(appservice.CreateOpts{Registration: bridge, HomeserverDomain: srv.Name, HomeserverURL: srv.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return as
+	}
+	as := newBridge()
+	ghostID := id.NewUserID("_bridge_ghost", srv.Name)
+	ghost := as.Intent(ghostID)
+	if err := ghost.EnsureJoined(ctx, id.RoomID(roomID)); err != nil {
+		t.Fatalf("ghost joining: %v", err)
+	}
+	const past = 1600000000000
+	resp, err := ghost.SendMessageEvent(ctx, id.RoomID(roomID), event.EventMessage,
+		&event.MessageEventContent{MsgType: event.MsgText, Body: "from the other network"}, mautrix.ReqSendEvent{Timestamp: past})
+	if err != nil {
+		t.Fatalf("ghost sending: %v", err)
+	}
+	ev := alice.MustDo("GET", testutil.Path("/_matrix/client/v3/rooms/%s/event/%s", roomID, resp.EventID.String()), nil, http.StatusOK)
+	if ev["sender"] != ghostID.String() || int64(ev["origin_server_ts"].(float64)) != past {
+		t.Fatalf("bridged message = %v", ev)
+	}
+	if who, err := as.BotIntent().Whoami(ctx); err != nil || who.UserID != as.BotMXID() {
+		t.Fatalf("bot whoami: %+v %v", who, err)
+	}
+	if err := ghost.Client.CreateDeviceMSC4190(ctx, "GHOSTDEV", "bridge"); err != nil {
+		t.Fatalf("creating the ghost's device: %v", err)
+	}
+	if who, err := ghost.Whoami(ctx); err != nil || who.UserID != ghostID || who.DeviceID != "GHOSTDEV" {
+		t.Fatalf("ghost whoami with its device: %+v %v", who, err)
+	}
+	// A restarted bridge has forgotten whom it registered.
+	again := newBridge().Intent(ghostID)
+	if err := again.EnsureRegistered(ctx); err != nil {
+		t.Fatalf("registering the ghost again: %v", err)
+	}
+	// A user outside the namespaces cannot be acted as.
+	if _, err := newBridge().Intent(id.UserID(alice.UserID)).Client.Whoami(ctx); !errors.Is(err, mautrix.MForbidden) {
+		t.Fatalf("acting as a user outside the namespaces: %v", err)
 	}
 }
