@@ -60,9 +60,9 @@ func (c *ClientAPI) checkUserNotExclusive(userID string, allowed *asapi.Service)
 }
 
 // checkAliasWritable applies Synapse's rules for creating or deleting an
-// alias: a service may only touch aliases of its own namespaces; a user
-// (or a service's sender acting as itself... through its service) may not
-// touch an alias that a service holds exclusively. Both are 400
+// alias: a service (its as_token) may only touch aliases of its own
+// namespaces; a user may not touch an alias that a service holds
+// exclusively, unless the user is that service's sender. Both are 400
 // M_EXCLUSIVE.
 func (c *ClientAPI) checkAliasWritable(ctx context.Context, userID, alias string) error {
 	if svc := c.appService(ctx); svc != nil {
