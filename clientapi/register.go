@@ -160,7 +160,7 @@ func (c *ClientAPI) registerAppService(r *http.Request, req *registerRequest) (a
 		return nil, mxerr.MissingToken("Appservice token must be provided when using a type of m.login.application_service")
 	}
 	svc := c.cfg.AppServices.ByASToken(token)
-	if svc == nil {
+	if svc == nil || !svc.AllowsIP(httputil.RequestClient(r).IP) {
 		return nil, mxerr.UnknownToken(false, "Unrecognised application service token")
 	}
 	if req.Username == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/config"
@@ -55,6 +56,24 @@ func appService(serverName string, r *config.AppService) (*asapi.Service, error)
 	}
 	if r.URL != nil {
 		s.URL = *r.URL
+	}
+	if v, ok := r.Extra["ip_range_whitelist"]; ok && v != nil {
+		ranges, ok := v.([]any)
+		if !ok {
+			return nil, fmt.Errorf("ip_range_whitelist must be a list of addresses and CIDR ranges")
+		}
+		for _, x := range ranges {
+			str, _ := x.(string)
+			p, err := netip.ParsePrefix(str)
+			if err != nil {
+				addr, aerr := netip.ParseAddr(str)
+				if aerr != nil {
+					return nil, fmt.Errorf("ip_range_whitelist: %q is not an address or CIDR range", str)
+				}
+				p = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
+			}
+			s.IPRanges = append(s.IPRanges, p.Masked())
+		}
 	}
 	for _, group := range []struct {
 		in  []config.AppServiceNamespace

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -563,4 +564,31 @@ func TestAppServiceMautrixIntent(t *testing.T) {
 	if _, err := newBridge().Intent(id.UserID(alice.UserID)).Client.Whoami(ctx); !errors.Is(err, mautrix.MForbidden) {
 		t.Fatalf("acting as a user outside the namespaces: %v", err)
 	}
+}
+
+// ip_range_whitelist limits where a service's as_token is accepted from;
+// from elsewhere it is an unknown token (as Synapse), for registration too.
+func TestAppServiceIPRangeWhitelist(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
+	regs := map[string]*appservice.Registration{}
+	for _, tc := range []struct{ id, ranges string }{{"local", `["127.0.0.0/8", "::1"]`}, {"remote", `["10.0.0.0/8"]`}} {
+		reg := asTRegistration(tc.id, "_"+tc.id+"_")
+		y, err := reg.YAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, tc.id+".yaml")
+		if err := os.WriteFile(p, []byte(y+"ip_range_whitelist: "+tc.ranges+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, p)
+		regs[tc.id] = reg
+	}
+	srv := testserver.Start(t, testserver.Options{Configure: func(c *config.Config) { c.AppServiceConfigFiles = files }})
+	asTClient(srv, regs["local"]).MustDo("GET", asTWhoami, nil, http.StatusOK)
+	remote := asTClient(srv, regs["remote"])
+	remote.MustFail("GET", asTWhoami, nil, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	remote.MustFail("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "_remote_a"},
+		http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 }

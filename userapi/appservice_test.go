@@ -3,6 +3,7 @@ package userapi
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -117,4 +118,32 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// A service with ip_range_whitelist authenticates only from those
+// addresses; from elsewhere its token is unknown.
+func TestAppServiceIPRanges(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		u := newASTestAPI(t, db, 1)
+		svc := u.cfg.AppServices.ByID("_bridge_")
+		svc.IPRanges = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+		if err := ensureSender(ctx, u, svc); err != nil {
+			t.Fatal(err)
+		}
+		for ip, ok := range map[string]bool{"10.1.2.3": true, "::1": true, "::ffff:10.0.0.1": true, "127.0.0.1": false, "": false} {
+			d, err := u.Authenticate(ctx, "as-_bridge_", httputil.ClientInfo{IP: ip})
+			if ok && (err != nil || d.UserID != svc.SenderID) {
+				t.Fatalf("from %s: %+v %v", ip, d, err)
+			}
+			if !ok && !mxerr.Is(err, mxerr.CodeUnknownToken) {
+				t.Fatalf("from %s: %+v %v, want M_UNKNOWN_TOKEN", ip, d, err)
+			}
+		}
+	})
+}
+
+func ensureSender(ctx context.Context, u *UserAPI, svc *asapi.Service) error {
+	_, err := u.CreateAccount(ctx, api.CreateAccount{Localpart: svc.SenderLocalpart})
+	return err
 }

@@ -94,7 +94,9 @@ func (u *UserAPI) issueTokens(ctx context.Context, tx *sqlutil.Tx, sess *api.Ses
 // (authenticateAppService). Unknown tokens are 401 M_UNKNOWN_TOKEN; expired
 // ones are an *httputil.ExpiredTokenError.
 func (u *UserAPI) Authenticate(ctx context.Context, token string, client httputil.ClientInfo) (*api.Device, error) {
-	if svc := u.cfg.AppServices.ByASToken(token); svc != nil {
+	// A service's token from outside its ip_range_whitelist is no token
+	// of it (Synapse: then an unknown user token).
+	if svc := u.cfg.AppServices.ByASToken(token); svc != nil && svc.AllowsIP(client.IP) {
 		return u.authenticateAppService(ctx, svc, token, client)
 	}
 	hash := hashToken(token)
