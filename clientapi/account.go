@@ -36,7 +36,13 @@ func (c *ClientAPI) passwordUIA(r *http.Request, userID string) *uia {
 // GET /_matrix/client/v3/account/whoami
 func (c *ClientAPI) getWhoami(r *http.Request) (any, error) {
 	dev := httputil.DeviceFrom(r.Context())
-	return map[string]any{"user_id": dev.UserID, "device_id": dev.DeviceID, "is_guest": dev.IsGuest}, nil
+	body := map[string]any{"user_id": dev.UserID, "is_guest": dev.IsGuest}
+	// An application service acting as a user without naming a device has
+	// none.
+	if dev.DeviceID != "" {
+		body["device_id"] = dev.DeviceID
+	}
+	return body, nil
 }
 
 // POST /_matrix/client/v3/account/password

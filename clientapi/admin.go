@@ -110,6 +110,9 @@ func (c *ClientAPI) postAdminRegister(r *http.Request) (any, error) {
 	if err := c.validateLocalpart(localpart); err != nil {
 		return nil, err
 	}
+	if err := c.checkUserNotExclusive(c.userID(localpart), nil); err != nil {
+		return nil, err
+	}
 	create := api.CreateAccount{Localpart: localpart, Password: req.Password, IsAdmin: req.Admin, DisplayName: req.DisplayName}
 	if req.UserType != nil {
 		create.UserType = *req.UserType

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"time"
 
+	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/clientapi/storage"
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -33,6 +34,8 @@ type Config struct {
 	WellKnownClient   string
 	WellKnownIdentity string
 	WellKnownServer   string
+	// AppServices are the registered application services (nil: none).
+	AppServices *asapi.Registry
 }
 
 // RoomsAPI is what the client API reads rooms through.
@@ -133,7 +136,9 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 
 	// Login and tokens.
 	srv.HandleClient(http.MethodGet, "/login", c.getLogin)
-	srv.HandleClient(http.MethodPost, "/login", c.postLogin, httputil.RateLimited(RateLogin))
+	// Login attempts count as they start (postLogin takes the token), but
+	// those of application services registered with rate_limited: false.
+	srv.HandleClient(http.MethodPost, "/login", c.postLogin, httputil.RateChecked(RateLogin))
 	srv.HandleClient(http.MethodPost, "/refresh", c.postRefresh)
 	srv.HandleClient(http.MethodPost, "/logout", c.postLogout, auth, guests, httputil.AllowExpired())
 	srv.HandleClient(http.MethodPost, "/logout/all", c.postLogoutAll, auth, guests, httputil.AllowExpired())

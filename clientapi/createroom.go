@@ -59,7 +59,7 @@ var presets = map[string]preset{
 func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 	ctx := r.Context()
 	dev := httputil.DeviceFrom(ctx)
-	if ok, wait := c.limiter.Check(RateRoomCreation, dev.UserID); !ok {
+	if ok, wait := c.limits(ctx).Check(RateRoomCreation, dev.UserID); !ok {
 		return nil, mxerr.LimitExceeded(wait)
 	}
 	var req createRoomRequest
@@ -105,7 +105,7 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 	}
 	// The invite list counts against the invite limits, checked before
 	// anything is created.
-	if err := c.limitInvites("", dev.UserID, req.Invite); err != nil {
+	if err := c.limitInvites(ctx, "", dev.UserID, req.Invite); err != nil {
 		return nil, err
 	}
 	var alias string
@@ -113,6 +113,9 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 		alias = "#" + req.RoomAliasName + ":" + c.cfg.ServerName
 		if strings.ContainsAny(req.RoomAliasName, ":# \t\n") || validAlias(alias) != nil {
 			return nil, mxerr.InvalidParam("Invalid room_alias_name")
+		}
+		if err := c.checkAliasWritable(ctx, dev.UserID, alias); err != nil {
+			return nil, err
 		}
 		if _, err := c.rooms.QueryAlias(ctx, alias); err == nil {
 			return nil, mxerr.New(mxerr.CodeRoomInUse, "Room alias %s is already in use", alias)
@@ -139,7 +142,7 @@ func (c *ClientAPI) postCreateRoom(r *http.Request) (any, error) {
 	res, err := c.submit(ctx, "", &rsapi.LocalInput{CreateVersion: string(version), Events: events})
 	if err == nil {
 		// Rooms created count, not refused requests.
-		c.limiter.Take(RateRoomCreation, dev.UserID)
+		c.limits(ctx).Take(RateRoomCreation, dev.UserID)
 	}
 	if err != nil {
 		var me *mxerr.Error

@@ -62,6 +62,25 @@ func (c *ClientAPI) putDevice(r *http.Request) (any, error) {
 		return nil, err
 	}
 	deviceID := httputil.Vars(r)["deviceId"]
+	if req.DisplayName != nil && utf8.RuneCountInString(*req.DisplayName) > maxDeviceNameLength {
+		return nil, mxerr.InvalidParam("Device display name is too long (%d characters at most)", maxDeviceNameLength)
+	}
+	if dev.AppServiceID != "" {
+		// MSC4190: a service creates its users' devices itself (they get
+		// no access token; the service acts as them with device_id),
+		// 201 when created. Synapse allows every service this.
+		if err := checkDeviceID(deviceID); err != nil {
+			return nil, err
+		}
+		created, err := c.users.UpsertDevice(r.Context(), dev.UserID, deviceID, req.DisplayName)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			return &httputil.Response{Status: http.StatusCreated, Body: struct{}{}}, nil
+		}
+		return struct{}{}, nil
+	}
 	if req.DisplayName == nil {
 		// Nothing to change; the device must still exist.
 		_, err := c.users.QueryDevice(r.Context(), dev.UserID, deviceID)
@@ -69,9 +88,6 @@ func (c *ClientAPI) putDevice(r *http.Request) (any, error) {
 			return nil, mxerr.NotFound("Unknown device")
 		}
 		return struct{}{}, err
-	}
-	if utf8.RuneCountInString(*req.DisplayName) > maxDeviceNameLength {
-		return nil, mxerr.InvalidParam("Device display name is too long (%d characters at most)", maxDeviceNameLength)
 	}
 	err := c.users.UpdateDevice(r.Context(), dev.UserID, deviceID, *req.DisplayName)
 	if errors.Is(err, api.ErrNotFound) {
@@ -89,9 +105,15 @@ func (c *ClientAPI) deleteDevice(r *http.Request) (any, error) {
 	if err := httputil.DecodeOptionalJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), func() (any, error) {
+	del := func() (any, error) {
 		return struct{}{}, c.users.DeleteDevices(r.Context(), dev.UserID, []string{httputil.Vars(r)["deviceId"]})
-	})
+	}
+	if dev.AppServiceID != "" {
+		// MSC4190: services delete their users' devices without
+		// User-Interactive Auth.
+		return del()
+	}
+	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), del)
 }
 
 // POST /_matrix/client/v3/delete_devices
@@ -107,9 +129,13 @@ func (c *ClientAPI) postDeleteDevices(r *http.Request) (any, error) {
 	if req.Devices == nil {
 		return nil, mxerr.MissingParam("Missing devices")
 	}
-	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), func() (any, error) {
+	del := func() (any, error) {
 		return struct{}{}, c.users.DeleteDevices(r.Context(), dev.UserID, *req.Devices)
-	})
+	}
+	if dev.AppServiceID != "" {
+		return del()
+	}
+	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), del)
 }
 
 // checkDeviceID refuses a client-chosen device ID longer than the 255 bytes

@@ -64,10 +64,16 @@ func (c *ClientAPI) putAlias(r *http.Request) (any, error) {
 	if _, err := c.roomInfo(ctx, body.RoomID); err != nil {
 		return nil, err
 	}
-	if m, err := c.rooms.QueryMembership(ctx, body.RoomID, dev.UserID); err != nil {
+	// An application service may alias any room, in its namespaces.
+	if c.appService(ctx) == nil {
+		if m, err := c.rooms.QueryMembership(ctx, body.RoomID, dev.UserID); err != nil {
+			return nil, err
+		} else if m.Membership != rsapi.Join && !dev.IsAdmin {
+			return nil, mxerr.Forbidden("You must be in the room to give it an alias")
+		}
+	}
+	if err := c.checkAliasWritable(ctx, dev.UserID, alias); err != nil {
 		return nil, err
-	} else if m.Membership != rsapi.Join && !dev.IsAdmin {
-		return nil, mxerr.Forbidden("You must be in the room to give it an alias")
 	}
 	err = c.rooms.SetAlias(ctx, alias, body.RoomID, dev.UserID)
 	if errors.Is(err, rsapi.ErrAliasExists) {
@@ -158,6 +164,18 @@ func (c *ClientAPI) deleteAlias(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.appService(ctx) != nil {
+		// A service deletes the aliases of its namespaces, whoever made
+		// them, and leaves the canonical alias event alone (Synapse's
+		// delete_appservice_association).
+		if err := c.checkAliasWritable(ctx, dev.UserID, alias); err != nil {
+			return nil, err
+		}
+		if _, _, err := c.rooms.RemoveAlias(ctx, alias); err != nil && !errors.Is(err, rsapi.ErrAliasNotFound) {
+			return nil, err
+		}
+		return struct{}{}, nil
+	}
 	if creator != dev.UserID {
 		ok, err := c.canEditDirectory(ctx, dev, roomID)
 		if err != nil {
@@ -166,6 +184,9 @@ func (c *ClientAPI) deleteAlias(r *http.Request) (any, error) {
 		if !ok {
 			return nil, mxerr.Forbidden("You may not delete this alias")
 		}
+	}
+	if err := c.checkAliasWritable(ctx, dev.UserID, alias); err != nil {
+		return nil, err
 	}
 	if _, _, err := c.rooms.RemoveAlias(ctx, alias); err != nil && !errors.Is(err, rsapi.ErrAliasNotFound) {
 		return nil, err
@@ -279,6 +300,42 @@ func (c *ClientAPI) putDirectoryVisibility(r *http.Request) (any, error) {
 	return struct{}{}, c.rooms.SetPublished(ctx, roomID, body.Visibility == "public")
 }
 
+// PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}
+// and DELETE: an application service publishes a room in the directory of
+// one of its networks (listed with third_party_instance_id
+// "<appservice_id>|<network_id>"), or removes it.
+func (c *ClientAPI) putAppServiceDirectory(r *http.Request) (any, error) {
+	ctx := r.Context()
+	svc := c.appService(ctx)
+	if svc == nil {
+		return nil, mxerr.Forbidden("Only appservices can edit the appservice published room list")
+	}
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return nil, err
+	}
+	public := false
+	if r.Method == http.MethodPut {
+		var body struct {
+			Visibility string `json:"visibility"`
+		}
+		if err := httputil.DecodeJSON(r, &body); err != nil {
+			return nil, err
+		}
+		if body.Visibility == "" {
+			body.Visibility = "public" // as Synapse
+		}
+		if body.Visibility != "public" && body.Visibility != "private" {
+			return nil, mxerr.InvalidParam("visibility must be public or private")
+		}
+		public = body.Visibility == "public"
+	}
+	if _, err := c.roomInfo(ctx, roomID); err != nil {
+		return nil, err
+	}
+	return struct{}{}, c.rooms.SetAppServicePublished(ctx, svc.ID, httputil.Vars(r)["networkId"], roomID, public)
+}
+
 type publicRoomsRequest struct {
 	Limit  int    `json:"limit"`
 	Since  string `json:"since"`
@@ -302,6 +359,8 @@ func (c *ClientAPI) getPublicRooms(r *http.Request) (any, error) {
 		req.Limit = n
 	}
 	req.Since = q.Get("since")
+	req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
+	req.IncludeAllNetworks = q.Get("include_all_networks") == "true"
 	return c.publicRooms(r, &req)
 }
 
@@ -339,10 +398,11 @@ func (c *ClientAPI) publicRooms(r *http.Request, req *publicRoomsRequest) (any, 
 		}
 		return body, nil
 	}
-	if req.ThirdPartyInstanceID != "" {
-		return nil, mxerr.InvalidParam("Unknown third_party_instance_id")
+	network, err := rsapi.ParseDirectoryNetwork(req.IncludeAllNetworks, req.ThirdPartyInstanceID)
+	if err != nil {
+		return nil, mxerr.InvalidParam("%s", err.Error())
 	}
-	rooms, err := c.rooms.QueryPublicRooms(r.Context(), req.Filter.GenericSearchTerm)
+	rooms, err := c.rooms.QueryPublicRooms(r.Context(), req.Filter.GenericSearchTerm, network)
 	if err != nil {
 		return nil, err
 	}

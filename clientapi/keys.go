@@ -68,6 +68,10 @@ func (c *ClientAPI) postKeysUpload(r *http.Request) (any, error) {
 	if string(req.DeviceKeys) == "null" {
 		return nil, mxerr.BadJSON("device_keys must not be null")
 	}
+	if dev.DeviceID == "" {
+		// An application service acting as a user without a device.
+		return nil, mxerr.InvalidParam("To upload keys, you must pass device_id when authenticating")
+	}
 	counts, err := c.users.UploadKeys(r.Context(), api.UploadKeysRequest{
 		UserID: dev.UserID, DeviceID: dev.DeviceID,
 		DeviceKeys: req.DeviceKeys, OneTimeKeys: req.OneTimeKeys, FallbackKeys: req.FallbackKeys,
@@ -333,7 +337,8 @@ func (c *ClientAPI) postKeysClaim(r *http.Request) (any, error) {
 // POST /_matrix/client/v3/keys/device_signing/upload
 //
 // As Synapse: the first master key, and keys equal to the stored ones,
-// need no User-Interactive Auth; replacing keys does.
+// need no User-Interactive Auth; replacing keys does, but for an
+// application service.
 func (c *ClientAPI) postDeviceSigningUpload(r *http.Request) (any, error) {
 	dev := httputil.DeviceFrom(r.Context())
 	var req struct {
@@ -353,7 +358,9 @@ func (c *ClientAPI) postDeviceSigningUpload(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !need {
+	// An application service replaces its users' keys without
+	// User-Interactive Auth (MSC4190, as Synapse).
+	if !need || dev.AppServiceID != "" {
 		return upload()
 	}
 	return c.withUIA(r, req.Auth, c.passwordUIA(r, dev.UserID), upload)

@@ -73,7 +73,7 @@ func (c *ClientAPI) checkPassword(r *http.Request, userID, password string) (*ap
 
 // GET /_matrix/client/v3/login
 func (c *ClientAPI) getLogin(r *http.Request) (any, error) {
-	return map[string]any{"flows": []map[string]string{{"type": authPassword}}}, nil
+	return map[string]any{"flows": []map[string]string{{"type": authPassword}, {"type": authAppService}}}, nil
 }
 
 type loginRequest struct {
@@ -95,6 +95,10 @@ func (c *ClientAPI) postLogin(r *http.Request) (any, error) {
 	if err := checkDeviceID(req.DeviceID); err != nil {
 		return nil, err
 	}
+	if req.Type == authAppService {
+		return c.loginAppService(r, &req)
+	}
+	c.limiter.Take(RateLogin, httputil.RateKey(r))
 	switch req.Type {
 	case authPassword:
 	case "":
@@ -111,6 +115,71 @@ func (c *ClientAPI) postLogin(r *http.Request) (any, error) {
 	}
 	if _, err := c.checkPassword(r, userID, *req.Password); err != nil {
 		return nil, err
+	}
+	s, err := c.users.Login(r.Context(), api.NewSession{
+		UserID: userID, DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName, Refreshable: req.RefreshToken,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.sessionResponse(s, true), nil
+}
+
+// loginAppService logs in a user of the application service whose as_token
+// authenticates the request (m.login.application_service, as Synapse):
+// the user, named by an m.id.user identifier, must be in the service's
+// namespaces (403 M_FORBIDDEN) and exist. The request's own identity
+// assertion (user_id, device_id) is checked as on any route. A service
+// with MSC4190 creates its users' devices itself and may not log them in.
+// Only services with rate_limited true are limited, per address.
+func (c *ClientAPI) loginAppService(r *http.Request, req *loginRequest) (any, error) {
+	token := httputil.AccessToken(r)
+	if token == "" {
+		return nil, mxerr.MissingToken("Missing access token")
+	}
+	dev, err := c.users.Authenticate(r.Context(), token, httputil.RequestClient(r))
+	if err != nil {
+		var expired *httputil.ExpiredTokenError
+		if errors.As(err, &expired) {
+			return nil, mxerr.UnknownToken(true, "Access token has expired")
+		}
+		return nil, err
+	}
+	svc := c.cfg.AppServices.ByID(dev.AppServiceID)
+	if svc == nil {
+		return nil, mxerr.UnknownToken(false, "This login method is only valid for application services")
+	}
+	if svc.MSC4190 {
+		return nil, mxerr.New(CodeAppServiceLoginUnsupported, "This appservice has MSC4190 enabled, so appservice login cannot be used.")
+	}
+	if svc.RateLimited {
+		c.limiter.Take(RateLogin, httputil.RateKey(r))
+	}
+	if req.Identifier == nil {
+		return nil, mxerr.InvalidParam("Invalid identifier in login submission")
+	}
+	if req.Identifier.Type != "m.id.user" {
+		return nil, mxerr.InvalidParam("Unknown login identifier type")
+	}
+	if req.Identifier.User == "" {
+		return nil, mxerr.InvalidParam("Invalid user in identifier")
+	}
+	userID := req.Identifier.User
+	if !strings.HasPrefix(userID, "@") {
+		userID = c.userID(userID)
+	}
+	if !svc.IsInterestedInUser(userID) {
+		return nil, mxerr.Forbidden("Invalid access_token")
+	}
+	acc, err := c.users.QueryAccount(r.Context(), userID)
+	if errors.Is(err, api.ErrNotFound) {
+		return nil, mxerr.Forbidden("Application service has not registered this user (%s)", userID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if acc.Deactivated && userID != svc.SenderID {
+		return nil, mxerr.New(mxerr.CodeUserDeactivated, "This account has been deactivated")
 	}
 	s, err := c.users.Login(r.Context(), api.NewSession{
 		UserID: userID, DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName, Refreshable: req.RefreshToken,

@@ -356,7 +356,7 @@ func (c *ClientAPI) postInvite(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.limitInvite(roomID, dev.UserID, req.UserID); err != nil {
+	if err := c.limitInvite(r.Context(), roomID, dev.UserID, req.UserID); err != nil {
 		return nil, err
 	}
 	if c.remoteUser(req.UserID) {
@@ -428,32 +428,34 @@ func (c *ClientAPI) moderate(r *http.Request, membership string, from []string, 
 // in as local; joining a room the user is already in changes nothing and is
 // not limited.
 func (c *ClientAPI) limitJoin(ctx context.Context, roomID, userID string, remote bool) error {
-	if c.limiter == nil {
+	limiter := c.limits(ctx)
+	if limiter == nil {
 		return nil
 	}
 	if remote {
-		return c.limiter.Limit(RateJoinRemote, userID)
+		return limiter.Limit(RateJoinRemote, userID)
 	}
-	if ok, _ := c.limiter.Check(RateJoinLocal, userID); !ok {
+	if ok, _ := limiter.Check(RateJoinLocal, userID); !ok {
 		if m, err := c.rooms.QueryMembership(ctx, roomID, userID); err == nil && m.Membership == rsapi.Join {
 			return nil
 		}
 	}
-	return c.limiter.Limit(RateJoinLocal, userID)
+	return limiter.Limit(RateJoinLocal, userID)
 }
 
 // limitInvite applies the invite rate limits (Synapse's rc_invites): per
 // room, per invitee and per inviter. Each is checked before any is taken, so
 // that a refused invite costs nothing; an exempt inviter is not limited.
-func (c *ClientAPI) limitInvite(roomID, inviter, invitee string) error {
-	return c.limitInvites(roomID, inviter, []string{invitee})
+func (c *ClientAPI) limitInvite(ctx context.Context, roomID, inviter, invitee string) error {
+	return c.limitInvites(ctx, roomID, inviter, []string{invitee})
 }
 
 // limitInvites is limitInvite for the invitees of one request (createRoom's
 // invite list, with no room yet: roomID ""): the inviter's bucket must hold
 // one token per invitee.
-func (c *ClientAPI) limitInvites(roomID, inviter string, invitees []string) error {
-	if c.limiter == nil || c.limiter.Exempt(inviter) || len(invitees) == 0 {
+func (c *ClientAPI) limitInvites(ctx context.Context, roomID, inviter string, invitees []string) error {
+	limiter := c.limits(ctx)
+	if limiter == nil || limiter.Exempt(inviter) || len(invitees) == 0 {
 		return nil
 	}
 	type check struct {
@@ -468,13 +470,13 @@ func (c *ClientAPI) limitInvites(roomID, inviter string, invitees []string) erro
 		checks = append(checks, check{RateInviteUser, u, 1})
 	}
 	for _, ch := range checks {
-		if ok, wait := c.limiter.CheckN(ch.class, ch.key, ch.n); !ok {
+		if ok, wait := limiter.CheckN(ch.class, ch.key, ch.n); !ok {
 			return mxerr.LimitExceeded(wait)
 		}
 	}
 	for _, ch := range checks {
 		for range ch.n {
-			c.limiter.Take(ch.class, ch.key)
+			limiter.Take(ch.class, ch.key)
 		}
 	}
 	return nil

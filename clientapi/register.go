@@ -24,9 +24,14 @@ func (c *ClientAPI) validateLocalpart(localpart string) error {
 	return nil
 }
 
-// checkAvailable validates a localpart and checks that it is free.
+// checkAvailable validates a localpart and checks that it is free: no
+// application service holds it exclusively (400 M_EXCLUSIVE) and no account
+// has it.
 func (c *ClientAPI) checkAvailable(ctx context.Context, localpart string) error {
 	if err := c.validateLocalpart(localpart); err != nil {
+		return err
+	}
+	if err := c.checkUserNotExclusive(c.userID(localpart), nil); err != nil {
 		return err
 	}
 	_, err := c.users.QueryAccount(ctx, c.userID(localpart))
@@ -41,6 +46,8 @@ func (c *ClientAPI) checkAvailable(ctx context.Context, localpart string) error 
 }
 
 type registerRequest struct {
+	// Type is m.login.application_service for a service's registration.
+	Type                     string          `json:"type"`
 	Auth                     json.RawMessage `json:"auth"`
 	Username                 string          `json:"username"`
 	Password                 *string         `json:"password"`
@@ -84,15 +91,19 @@ func (c *ClientAPI) postRegister(r *http.Request) (any, error) {
 	default:
 		return nil, mxerr.InvalidParam("kind must be user or guest")
 	}
-	if !c.cfg.RegistrationEnabled {
-		return nil, mxerr.Forbidden("Registration has been disabled")
-	}
 	var req registerRequest
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	if err := checkDeviceID(req.DeviceID); err != nil {
 		return nil, err
+	}
+	if req.Type == authAppService {
+		// Whether or not registration is open.
+		return c.registerAppService(r, &req)
+	}
+	if !c.cfg.RegistrationEnabled {
+		return nil, mxerr.Forbidden("Registration has been disabled")
 	}
 	if req.Password != nil && len(*req.Password) > maxPasswordLength {
 		return nil, mxerr.InvalidParam("Password too long (%d characters at most)", maxPasswordLength)
@@ -117,17 +128,66 @@ func (c *ClientAPI) postRegister(r *http.Request) (any, error) {
 		}
 		c.limiter.Take(RateRegistration, httputil.RateKey(r))
 		c.log.Info("registered user", "user_id", acc.UserID)
-		if req.InhibitLogin {
-			return map[string]any{"user_id": acc.UserID, "home_server": c.cfg.ServerName}, nil
-		}
-		s, err := c.users.Login(ctx, api.NewSession{
-			UserID: acc.UserID, DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName, Refreshable: req.RefreshToken,
-		})
-		if err != nil {
-			return nil, err
-		}
-		return c.sessionResponse(s, false), nil
+		return c.registered(ctx, acc.UserID, &req)
 	})
+}
+
+// registered answers a completed registration: the new user's session,
+// unless inhibit_login asked for none.
+func (c *ClientAPI) registered(ctx context.Context, userID string, req *registerRequest) (any, error) {
+	if req.InhibitLogin {
+		return map[string]any{"user_id": userID, "home_server": c.cfg.ServerName}, nil
+	}
+	s, err := c.users.Login(ctx, api.NewSession{
+		UserID: userID, DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName, Refreshable: req.RefreshToken,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.sessionResponse(s, false), nil
+}
+
+// registerAppService registers a user of the application service whose
+// as_token the request carries (type m.login.application_service), as
+// Synapse: no User-Interactive Authentication, no registration needs to be
+// open, the user must be in the service's user namespaces and in no other
+// service's exclusive ones (400 M_EXCLUSIVE), and the localpart is taken as
+// given (no lower-casing). A service with MSC4190 creates its users'
+// devices itself, so it must ask for inhibit_login.
+func (c *ClientAPI) registerAppService(r *http.Request, req *registerRequest) (any, error) {
+	token := httputil.AccessToken(r)
+	if token == "" {
+		return nil, mxerr.MissingToken("Appservice token must be provided when using a type of m.login.application_service")
+	}
+	svc := c.cfg.AppServices.ByASToken(token)
+	if svc == nil || !svc.AllowsIP(httputil.RequestClient(r).IP) {
+		return nil, mxerr.UnknownToken(false, "Unrecognised application service token")
+	}
+	if req.Username == "" {
+		return nil, mxerr.MissingParam("Missing username")
+	}
+	if err := c.validAppServiceLocalpart(req.Username); err != nil {
+		return nil, err
+	}
+	userID := c.userID(req.Username)
+	if !svc.IsInterestedInUser(userID) {
+		return nil, mxerr.New(mxerr.CodeExclusive, "Invalid user localpart for this application service.")
+	}
+	if err := c.checkUserNotExclusive(userID, svc); err != nil {
+		return nil, err
+	}
+	if svc.MSC4190 && !req.InhibitLogin {
+		return nil, mxerr.New(CodeAppServiceLoginUnsupported, "This appservice has MSC4190 enabled, so the inhibit_login parameter must be set to true.")
+	}
+	acc, err := c.users.CreateAccount(r.Context(), api.CreateAccount{Localpart: req.Username})
+	if errors.Is(err, api.ErrUserInUse) {
+		return nil, mxerr.UserInUse("User ID already taken")
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("registered application service user", "user_id", acc.UserID, "appservice_id", svc.ID)
+	return c.registered(r.Context(), acc.UserID, req)
 }
 
 // registerGuest creates a guest account: every parameter but the device

@@ -50,6 +50,8 @@ func (c *ClientAPI) registerRooms(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/aliases", c.getRoomAliases, auth, guests)
 	srv.HandleClient(http.MethodGet, "/directory/list/room/{roomId}", c.getDirectoryVisibility)
 	srv.HandleClient(http.MethodPut, "/directory/list/room/{roomId}", c.putDirectoryVisibility, auth)
+	srv.HandleClient(http.MethodPut, "/directory/list/appservice/{networkId}/{roomId}", c.putAppServiceDirectory, auth)
+	srv.HandleClient(http.MethodDelete, "/directory/list/appservice/{networkId}/{roomId}", c.putAppServiceDirectory, auth)
 	srv.HandleClient(http.MethodGet, "/publicRooms", c.getPublicRooms, httputil.OptionalAuth())
 	srv.HandleClient(http.MethodPost, "/publicRooms", c.postPublicRooms, auth)
 
@@ -124,7 +126,11 @@ func (c *ClientAPI) putSend(r *http.Request) (any, error) {
 	if _, err := c.roomInfo(r.Context(), roomID); err != nil {
 		return nil, err
 	}
-	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: vars["eventType"], Content: content},
+	ts, err := c.massagedTS(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: vars["eventType"], Content: content, OriginServerTS: ts},
 		rsapi.LocalInput{TxnKey: txnKey("send", roomID, vars["eventType"], vars["txnId"]), DeviceID: dev.DeviceID})
 	if err != nil {
 		return nil, err
@@ -161,7 +167,11 @@ func (c *ClientAPI) putState(r *http.Request) (any, error) {
 			content = stripped
 		}
 	}
-	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content},
+	ts, err := c.massagedTS(r)
+	if err != nil {
+		return nil, err
+	}
+	id, err := c.send(r.Context(), roomID, rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content, OriginServerTS: ts},
 		rsapi.LocalInput{SkipUnchangedState: true})
 	if err != nil {
 		return nil, err

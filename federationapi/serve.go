@@ -543,6 +543,7 @@ func (f *FederationAPI) getPublicRooms(r *http.Request, _ spec.ServerName, _ []b
 	}
 	req.Since = q.Get("since")
 	req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
+	req.IncludeAllNetworks = q.Get("include_all_networks") == "true"
 	return f.publicRooms(r.Context(), &req)
 }
 
@@ -565,10 +566,11 @@ func (f *FederationAPI) postPublicRooms(r *http.Request, _ spec.ServerName, body
 // the format and with the pagination of the client API's /publicRooms
 // (since tokens are offsets).
 func (f *FederationAPI) publicRooms(ctx context.Context, req *servePublicRoomsRequest) (any, error) {
-	if req.ThirdPartyInstanceID != "" {
-		return nil, mxerr.InvalidParam("Unknown third_party_instance_id")
+	network, err := rsapi.ParseDirectoryNetwork(req.IncludeAllNetworks, req.ThirdPartyInstanceID)
+	if err != nil {
+		return nil, mxerr.InvalidParam("%s", err.Error())
 	}
-	rooms, err := f.rooms.QueryPublicRooms(ctx, req.Filter.GenericSearchTerm)
+	rooms, err := f.rooms.QueryPublicRooms(ctx, req.Filter.GenericSearchTerm, network)
 	if err != nil {
 		return nil, err
 	}

@@ -121,9 +121,14 @@ var summaryTuples = []gomatrixserverlib.StateKeyTuple{
 	{EventType: spec.MRoomGuestAccess}, {EventType: spec.MRoomJoinRules},
 }
 
+// SetAppServicePublished implements api.AliasAPI.
+func (r *Roomserver) SetAppServicePublished(ctx context.Context, appServiceID, networkID, roomID string, published bool) error {
+	return storage.SetAppServicePublished(ctx, r.store.DB(), appServiceID, networkID, roomID, published, time.Now().UnixMilli())
+}
+
 // QueryPublicRooms implements api.AliasAPI.
-func (r *Roomserver) QueryPublicRooms(ctx context.Context, searchTerm string) ([]api.PublicRoom, error) {
-	published, err := storage.SelectPublishedRooms(ctx, r.store.DB())
+func (r *Roomserver) QueryPublicRooms(ctx context.Context, searchTerm string, network api.DirectoryNetwork) ([]api.PublicRoom, error) {
+	published, err := storage.SelectPublishedRooms(ctx, r.store.DB(), network.AllNetworks, network.AppServiceID, network.NetworkID)
 	if err != nil {
 		return nil, err
 	}

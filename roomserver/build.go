@@ -112,6 +112,9 @@ func (d *dbctx) buildLocal(ctx context.Context, head *roomHead, p api.ProtoEvent
 			return nil, err
 		}
 	}
+	if p.OriginServerTS > 0 {
+		now = time.UnixMilli(p.OriginServerTS)
+	}
 	ev, err := builder.Build(now, r.cfg.ServerName, r.cfg.KeyID, r.cfg.PrivateKey)
 	if err != nil {
 		var ve gomatrixserverlib.EventValidationError

@@ -1,10 +1,14 @@
 package setup
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 
 	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/config"
+	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
 
 // appServiceRegistry reads the registration files of app_service_config_files
@@ -53,6 +57,24 @@ func appService(serverName string, r *config.AppService) (*asapi.Service, error)
 	if r.URL != nil {
 		s.URL = *r.URL
 	}
+	if v, ok := r.Extra["ip_range_whitelist"]; ok && v != nil {
+		ranges, ok := v.([]any)
+		if !ok {
+			return nil, fmt.Errorf("ip_range_whitelist must be a list of addresses and CIDR ranges")
+		}
+		for _, x := range ranges {
+			str, _ := x.(string)
+			p, err := netip.ParsePrefix(str)
+			if err != nil {
+				addr, aerr := netip.ParseAddr(str)
+				if aerr != nil {
+					return nil, fmt.Errorf("ip_range_whitelist: %q is not an address or CIDR range", str)
+				}
+				p = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
+			}
+			s.IPRanges = append(s.IPRanges, p.Masked())
+		}
+	}
 	for _, group := range []struct {
 		in  []config.AppServiceNamespace
 		out *[]asapi.Namespace
@@ -66,4 +88,24 @@ func appService(serverName string, r *config.AppService) (*asapi.Service, error)
 		}
 	}
 	return s, nil
+}
+
+// ensureAppServiceSenders creates the account of each service's sender
+// (its sender_localpart) that does not exist yet, without a password: a
+// service acts as its sender when it asserts no user_id, and that user
+// must exist like every user it acts as.
+func ensureAppServiceSenders(ctx context.Context, users userapi.AccountsAPI, reg *asapi.Registry) error {
+	for _, s := range reg.Services() {
+		_, err := users.QueryAccount(ctx, s.SenderID)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, userapi.ErrNotFound) {
+			return fmt.Errorf("application service %s: %w", s.ID, err)
+		}
+		if _, err := users.CreateAccount(ctx, userapi.CreateAccount{Localpart: s.SenderLocalpart}); err != nil && !errors.Is(err, userapi.ErrUserInUse) {
+			return fmt.Errorf("application service %s: creating its sender %s: %w", s.ID, s.SenderID, err)
+		}
+	}
+	return nil
 }

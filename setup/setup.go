@@ -155,8 +155,12 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		BcryptCost:          cfg.Auth.BcryptCost,
 		AccessTokenLifetime: time.Duration(cfg.Auth.AccessTokenLifetime),
 		Marks:               marks,
+		AppServices:         s.AppServices,
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
+		return nil, err
+	}
+	if err := ensureAppServiceSenders(ctx, s.Users, s.AppServices); err != nil {
 		return nil, err
 	}
 	s.Users.Start()
@@ -220,6 +224,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
+		AppServices:              s.AppServices,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err

@@ -1040,6 +1040,18 @@ func TestFederationServeQueries(t *testing.T) {
 	w.want("GET", fsTFed+"/v1/publicRooms?limit=-1", nil, 400, "M_INVALID_PARAM")
 	w.want("POST", fsTFed+"/v1/publicRooms", map[string]any{"limit": "x"}, 400, "M_BAD_JSON")
 	w.want("GET", fsTFed+"/v1/publicRooms?since=zz", nil, 400, "M_INVALID_PARAM")
+	// The directories of application services' networks (there are none
+	// here): every directory is the server's, one network lists nothing.
+	b = w.want("GET", fsTFed+"/v1/publicRooms?include_all_networks=true", nil, 200, "")
+	if n := len(gjson.GetBytes(b, "chunk").Array()); n != 2 {
+		t.Fatalf("publicRooms of all networks %s", b)
+	}
+	b = w.want("POST", fsTFed+"/v1/publicRooms", map[string]any{"third_party_instance_id": "irc|libera"}, 200, "")
+	if n := len(gjson.GetBytes(b, "chunk").Array()); n != 0 {
+		t.Fatalf("publicRooms of a network %s", b)
+	}
+	w.want("GET", fsTFed+"/v1/publicRooms?third_party_instance_id=nopipe", nil, 400, "M_INVALID_PARAM")
+	w.want("POST", fsTFed+"/v1/publicRooms", map[string]any{"third_party_instance_id": "irc|libera", "include_all_networks": true}, 400, "M_INVALID_PARAM")
 }
 
 // A room with 2,000 members (MYELIN_TEST_LARGE_ROOM members when set)

@@ -61,10 +61,18 @@ func (u *UserAPI) CreateAccount(ctx context.Context, req api.CreateAccount) (*ap
 	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		localpart := req.Localpart
 		if localpart == "" {
-			for {
+			for reserved := 0; ; {
 				var err error
 				if localpart, err = storage.NextGeneratedLocalpart(ctx, tx); err != nil {
 					return err
+				}
+				if u.cfg.AppServices.ExclusiveUserOwner(u.userID(localpart)) != nil {
+					// Held by an application service: as Synapse,
+					// generated IDs skip it, up to 10 times.
+					if reserved++; reserved > 10 {
+						return errors.New("no generated user ID is free of the application services' exclusive namespaces")
+					}
+					continue
 				}
 				if _, err := storage.SelectAccount(ctx, tx, u.userID(localpart)); errors.Is(err, storage.ErrNotFound) {
 					break

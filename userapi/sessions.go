@@ -89,9 +89,16 @@ func (u *UserAPI) issueTokens(ctx context.Context, tx *sqlutil.Tx, sess *api.Ses
 	return nil
 }
 
-// Authenticate resolves an access token to its device. Unknown tokens are
-// 401 M_UNKNOWN_TOKEN; expired ones are an *httputil.ExpiredTokenError.
+// Authenticate resolves an access token to its device, or an application
+// service's as_token to the user (and device) it acts as
+// (authenticateAppService). Unknown tokens are 401 M_UNKNOWN_TOKEN; expired
+// ones are an *httputil.ExpiredTokenError.
 func (u *UserAPI) Authenticate(ctx context.Context, token string, client httputil.ClientInfo) (*api.Device, error) {
+	// A service's token from outside its ip_range_whitelist is no token
+	// of it (Synapse: then an unknown user token).
+	if svc := u.cfg.AppServices.ByASToken(token); svc != nil && svc.AllowsIP(client.IP) {
+		return u.authenticateAppService(ctx, svc, token, client)
+	}
 	hash := hashToken(token)
 	var dev api.Device
 	var expires int64
@@ -257,6 +264,39 @@ func (u *UserAPI) UpdateDevice(ctx context.Context, userID, deviceID, displayNam
 	}
 	u.announce(ctx, userID)
 	return nil
+}
+
+// UpsertDevice creates the device without a token, or renames it when it
+// exists and displayName is set.
+func (u *UserAPI) UpsertDevice(ctx context.Context, userID, deviceID string, displayName *string) (bool, error) {
+	var created, changed bool
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		var err error
+		created, err = storage.InsertDevice(ctx, tx, &storage.Device{UserID: userID, DeviceID: deviceID, DisplayName: displayName, CreatedTS: nowMS()})
+		if err != nil {
+			return err
+		}
+		if !created {
+			if displayName == nil {
+				return nil
+			}
+			if err := storage.UpdateDeviceName(ctx, tx, userID, deviceID, displayName); err != nil {
+				return err
+			}
+			if err := u.Keys.DeviceRenamed(ctx, tx, userID, deviceID, displayName); err != nil {
+				return err
+			}
+		}
+		changed = true
+		return u.queueDevices(ctx, tx, userID, []string{deviceID}, false)
+	})
+	if err != nil {
+		return false, fmt.Errorf("upsert device: %w", err)
+	}
+	if changed {
+		u.announce(ctx, userID)
+	}
+	return created, nil
 }
 
 // DeleteDevices deletes devices with their tokens, pushers and local

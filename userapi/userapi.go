@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"time"
 
+	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/userapi/api"
@@ -30,6 +31,10 @@ type Config struct {
 	// Marks receives the UserOutput position of each user's changes,
 	// for read-your-writes (nil: none).
 	Marks *bus.WriteMarks
+	// AppServices are the registered application services, whose as_tokens
+	// authenticate requests and whose exclusive user namespaces generated
+	// user IDs avoid (nil: none).
+	AppServices *asapi.Registry
 }
 
 // UserAPI implements api.AccountsAPI, api.SessionsAPI, api.ProfileAPI,

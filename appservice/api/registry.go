@@ -7,6 +7,7 @@ package api
 import (
 	"crypto/subtle"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 )
@@ -50,6 +51,29 @@ type Service struct {
 	Users   []Namespace
 	Aliases []Namespace
 	Rooms   []Namespace
+
+	// IPRanges, when set (ip_range_whitelist), are the only client
+	// addresses the service's as_token authenticates from.
+	IPRanges []netip.Prefix
+}
+
+// AllowsIP reports whether the service's as_token is accepted from the
+// client address ip (any when the service sets no IPRanges).
+func (s *Service) AllowsIP(ip string) bool {
+	if len(s.IPRanges) == 0 {
+		return true
+	}
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range s.IPRanges {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // anchored compiles a namespace regex so that it must match at the start

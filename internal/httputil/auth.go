@@ -19,13 +19,31 @@ type Device struct {
 	// TokenID identifies the access token used, so that /logout can revoke
 	// exactly that session.
 	TokenID int64
+	// AppServiceID is the application service whose as_token authenticated
+	// the request ("" for a user's own access token): the service acts as
+	// UserID (its sender, or the user_id it asserted) and, when DeviceID is
+	// set, as that device of the user (device_id). Routes that only
+	// services may use (the ts query parameter, MSC4190 device management)
+	// check it.
+	AppServiceID string
+	// RateExempt is set for the requests of a service registered with
+	// rate_limited: false, which no rate limit applies to.
+	RateExempt bool
 }
 
 // ClientInfo describes where a request came from, for device "last seen"
-// records.
+// records, and whom an application service asks to act as.
 type ClientInfo struct {
 	IP        string
 	UserAgent string
+	// AssertUserID is the user_id query parameter and AssertsUser whether
+	// it was given: the identity an application service asserts (the
+	// spec's identity assertion). AssertDeviceID is the device_id (or
+	// MSC3202's org.matrix.msc3202.device_id) query parameter: the device
+	// of that user it acts as. User tokens ignore them.
+	AssertUserID   string
+	AssertsUser    bool
+	AssertDeviceID string
 }
 
 // Authenticator resolves access tokens. It returns a *mxerr.Error
@@ -45,6 +63,10 @@ type ExpiredTokenError struct {
 
 func (e *ExpiredTokenError) Error() string { return "access token expired" }
 
+// UnstableDeviceIDParam is MSC3202's name of the device_id query parameter
+// of device masquerading, which Synapse and the mautrix bridges still use.
+const UnstableDeviceIDParam = "org.matrix.msc3202.device_id"
+
 // AccessToken returns the access token of the request, from the
 // "Authorization: Bearer" header or the deprecated access_token query
 // parameter. It returns "" when neither is present.
@@ -57,6 +79,28 @@ func AccessToken(r *http.Request) string {
 		return ""
 	}
 	return r.URL.Query().Get("access_token")
+}
+
+// RequestClient returns the ClientInfo of a request being served: its
+// client's address and user agent, and the identity an application service
+// asserts in its query (user_id, device_id). Handlers that authenticate a
+// request themselves (an application service's /login) pass it to
+// Authenticator.Authenticate.
+func RequestClient(r *http.Request) ClientInfo {
+	client := ClientInfo{UserAgent: r.UserAgent()}
+	if st := stateOf(r.Context()); st != nil && st.clientIP != "" {
+		client.IP = st.clientIP
+	} else {
+		client.IP = ClientIP(r, false)
+	}
+	if r.URL.RawQuery != "" {
+		q := r.URL.Query()
+		client.AssertUserID, client.AssertsUser = q.Get("user_id"), q.Has("user_id")
+		if client.AssertDeviceID = q.Get("device_id"); client.AssertDeviceID == "" {
+			client.AssertDeviceID = q.Get(UnstableDeviceIDParam)
+		}
+	}
+	return client
 }
 
 // authenticate applies the route's auth mode to the request.
@@ -74,10 +118,7 @@ func (s *Server) authenticate(r *http.Request, st *request, o *routeOptions) err
 	if s.auth == nil {
 		return mxerr.UnknownToken(false, "Unknown access token")
 	}
-	dev, err := s.auth.Authenticate(r.Context(), token, ClientInfo{
-		IP:        ClientIP(r, s.opts.TrustForwardedFor),
-		UserAgent: r.UserAgent(),
-	})
+	dev, err := s.auth.Authenticate(r.Context(), token, RequestClient(r))
 	var expired *ExpiredTokenError
 	if errors.As(err, &expired) {
 		if !o.allowExpired {
@@ -96,5 +137,8 @@ func (s *Server) authenticate(r *http.Request, st *request, o *routeOptions) err
 	}
 	st.device = dev
 	st.log = st.log.With("user_id", dev.UserID, "device_id", dev.DeviceID)
+	if dev.AppServiceID != "" {
+		st.log = st.log.With("appservice_id", dev.AppServiceID)
+	}
 	return nil
 }

@@ -152,6 +152,7 @@ func (s *Server) Handle(method, path string, h HandlerFunc, opts ...Option) {
 			writeError(w, r, mxerr.TooLarge("Request body too large (limit %d bytes)", o.maxBody))
 			return
 		}
+		st.clientIP = ClientIP(r, s.opts.TrustForwardedFor)
 		if err := s.authenticate(r, st, &o); err != nil {
 			writeError(w, r, err)
 			return
@@ -160,8 +161,7 @@ func (s *Server) Handle(method, path string, h HandlerFunc, opts ...Option) {
 			writeError(w, r, err)
 			return
 		}
-		st.clientIP = ClientIP(r, s.opts.TrustForwardedFor)
-		if o.rateClass != "" {
+		if o.rateClass != "" && (st.device == nil || !st.device.RateExempt) {
 			check := s.limiter.Allow
 			if o.rateCheck {
 				check = s.limiter.Check

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
 )
@@ -98,9 +99,13 @@ type AliasAPI interface {
 	QueryAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
 	SetPublished(ctx context.Context, roomID string, published bool) error
 	QueryPublished(ctx context.Context, roomID string) (bool, error)
+	// SetAppServicePublished publishes a room in (or removes it from) the
+	// directory of an application service's network.
+	SetAppServicePublished(ctx context.Context, appServiceID, networkID, roomID string, published bool) error
 	// QueryPublicRooms lists the published rooms anyone can join or read
-	// that match a search term (in name, topic or alias), most joined first.
-	QueryPublicRooms(ctx context.Context, searchTerm string) ([]PublicRoom, error)
+	// of the directories network selects that match a search term (in
+	// name, topic or alias), most joined first.
+	QueryPublicRooms(ctx context.Context, searchTerm string, network DirectoryNetwork) ([]PublicRoom, error)
 	// ForgetRoom marks a room the user has left or was banned from as
 	// forgotten (until their next membership event), and announces it
 	// as OutputForget. ErrNotAllowed while the user is joined, invited or
@@ -133,6 +138,11 @@ type ProtoEvent struct {
 	// Redacts is the target of a redaction (the roomserver moves it into
 	// content for room versions 11 and later).
 	Redacts string `json:"redacts,omitempty"`
+	// OriginServerTS, when set (milliseconds), is the event's
+	// origin_server_ts instead of the time it is built: an application
+	// service's timestamp massaging (the ts query parameter) for history
+	// it bridges.
+	OriginServerTS int64 `json:"origin_server_ts,omitempty"`
 }
 
 // EventKind is how an event is stored.
@@ -195,6 +205,34 @@ type FederationQueryAPI interface {
 // ErrInvalidPageToken: a room directory since token this server did not
 // issue.
 var ErrInvalidPageToken = errors.New("invalid pagination token")
+
+// DirectoryNetwork selects the room directories /publicRooms lists: the
+// server's own (the zero value), the directory of one network of an
+// application service, or all of them (include_all_networks).
+type DirectoryNetwork struct {
+	AllNetworks  bool
+	AppServiceID string
+	NetworkID    string
+}
+
+// ParseDirectoryNetwork reads /publicRooms' include_all_networks and
+// third_party_instance_id, whose form is "<appservice_id>|<network_id>" (the
+// instance_id of the protocol instances services list, as Synapse). It
+// fails for a malformed instance ID, and when both are given (Synapse's
+// "Can't use include_all_networks with an explicit network").
+func ParseDirectoryNetwork(includeAll bool, instanceID string) (DirectoryNetwork, error) {
+	if instanceID == "" {
+		return DirectoryNetwork{AllNetworks: includeAll}, nil
+	}
+	if includeAll {
+		return DirectoryNetwork{}, errors.New("can't use include_all_networks with an explicit network")
+	}
+	as, network, ok := strings.Cut(instanceID, "|")
+	if !ok || as == "" {
+		return DirectoryNetwork{}, errors.New("invalid third_party_instance_id")
+	}
+	return DirectoryNetwork{AppServiceID: as, NetworkID: network}, nil
+}
 
 // PublicRoomsPage is a page of the room directory, as the client and
 // federation APIs serve it.

@@ -106,10 +106,41 @@ type PublishedRoom struct {
 	JoinedMembers int64
 }
 
-// SelectPublishedRooms lists the published rooms, most joined first.
-func SelectPublishedRooms(ctx context.Context, q sqlutil.Querier) ([]PublishedRoom, error) {
-	rows, err := q.QueryContext(ctx, `SELECT r.room_nid, r.room_id, r.joined_members FROM rs_published_rooms p
-		JOIN rs_rooms r ON r.room_id = p.room_id ORDER BY r.joined_members DESC, r.room_id`)
+// SetAppServicePublished adds a room to the directory of an application
+// service's network, or removes it.
+func SetAppServicePublished(ctx context.Context, q sqlutil.Querier, appServiceID, networkID, roomID string, published bool, ts int64) error {
+	if !published {
+		_, err := q.ExecContext(ctx, `DELETE FROM rs_appservice_rooms WHERE appservice_id = ? AND network_id = ? AND room_id = ?`,
+			appServiceID, networkID, roomID)
+		return err
+	}
+	_, err := q.ExecContext(ctx, `INSERT INTO rs_appservice_rooms (appservice_id, network_id, room_id, published_ts) VALUES (?, ?, ?, ?)
+		ON CONFLICT (appservice_id, network_id, room_id) DO NOTHING`, appServiceID, networkID, roomID, ts)
+	return err
+}
+
+// Directory lists SelectPublishedRooms reads: the server's own, one
+// network of an application service, or both kinds (as Synapse's
+// network_tuple: (None, None), (service, network) or None).
+const (
+	ownDirectory   = `SELECT room_id FROM rs_published_rooms`
+	networkRooms   = `SELECT room_id FROM rs_appservice_rooms WHERE appservice_id = ? AND network_id = ?`
+	allDirectories = ownDirectory + ` UNION SELECT room_id FROM rs_appservice_rooms`
+)
+
+// SelectPublishedRooms lists the published rooms, most joined first: of
+// every directory when all is set, else of the network of appServiceID, or
+// the server's own directory when appServiceID is "".
+func SelectPublishedRooms(ctx context.Context, q sqlutil.Querier, all bool, appServiceID, networkID string) ([]PublishedRoom, error) {
+	list, args := ownDirectory, []any(nil)
+	switch {
+	case all:
+		list = allDirectories
+	case appServiceID != "":
+		list, args = networkRooms, []any{appServiceID, networkID}
+	}
+	rows, err := q.QueryContext(ctx, `SELECT r.room_nid, r.room_id, r.joined_members FROM (`+list+`) p
+		JOIN rs_rooms r ON r.room_id = p.room_id ORDER BY r.joined_members DESC, r.room_id`, args...)
 	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (PublishedRoom, error) {
 		var p PublishedRoom
 		err := rows.Scan(&p.RoomNID, &p.RoomID, &p.JoinedMembers)

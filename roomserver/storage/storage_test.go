@@ -724,9 +724,18 @@ func TestPublishedRooms(t *testing.T) {
 				t.Fatalf("published(%s) = %v %v", id, got, err)
 			}
 		}
-		list := func() []string {
+		list := func(network ...string) []string {
 			t.Helper()
-			rooms, err := storage.SelectPublishedRooms(ctx, s.DB())
+			var rooms []storage.PublishedRoom
+			var err error
+			switch {
+			case len(network) == 0:
+				rooms, err = storage.SelectPublishedRooms(ctx, s.DB(), false, "", "")
+			case network[0] == "all":
+				rooms, err = storage.SelectPublishedRooms(ctx, s.DB(), true, "", "")
+			default:
+				rooms, err = storage.SelectPublishedRooms(ctx, s.DB(), false, network[0], network[1])
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -753,6 +762,36 @@ func TestPublishedRooms(t *testing.T) {
 		}
 		if got := list(); !slices.Equal(got, []string{"!small:test", "!big:test", "!tie:test"}) {
 			t.Fatalf("published rooms after changes %v", got)
+		}
+
+		// The directories of application services' networks: apart from
+		// the server's, all of them together with it (a room in both
+		// once).
+		for _, p := range [][3]string{{"irc", "libera", "!hidden:test"}, {"irc", "libera", "!mid:test"}, {"irc", "oftc", "!big:test"}, {"irc", "libera", "!mid:test"}} {
+			if err := storage.SetAppServicePublished(ctx, s.DB(), p[0], p[1], p[2], true, 1000); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := list("irc", "libera"); !slices.Equal(got, []string{"!hidden:test", "!mid:test"}) {
+			t.Fatalf("irc|libera rooms %v", got)
+		}
+		if got := list("irc", "oftc"); !slices.Equal(got, []string{"!big:test"}) {
+			t.Fatalf("irc|oftc rooms %v", got)
+		}
+		if got := list("other", "libera"); len(got) != 0 {
+			t.Fatalf("another service's libera rooms %v", got)
+		}
+		if got := list("all"); !slices.Equal(got, []string{"!hidden:test", "!small:test", "!big:test", "!mid:test", "!tie:test"}) {
+			t.Fatalf("all networks %v", got)
+		}
+		if got := list(); !slices.Equal(got, []string{"!small:test", "!big:test", "!tie:test"}) {
+			t.Fatalf("the server's own directory changed: %v", got)
+		}
+		if err := storage.SetAppServicePublished(ctx, s.DB(), "irc", "libera", "!hidden:test", false, 0); err != nil {
+			t.Fatal(err)
+		}
+		if got := list("irc", "libera"); !slices.Equal(got, []string{"!mid:test"}) {
+			t.Fatalf("irc|libera rooms after removal %v", got)
 		}
 	})
 }

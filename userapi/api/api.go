@@ -115,6 +115,11 @@ type SessionsAPI interface {
 	QueryDevice(ctx context.Context, userID, deviceID string) (*DeviceInfo, error)
 	// UpdateDevice returns ErrNotFound for an unknown device.
 	UpdateDevice(ctx context.Context, userID, deviceID, displayName string) error
+	// UpsertDevice creates a device without an access token (an
+	// application service managing its users' devices, MSC4190), or
+	// renames an existing one when displayName is set; it reports whether
+	// it created the device.
+	UpsertDevice(ctx context.Context, userID, deviceID string, displayName *string) (created bool, err error)
 	// DeleteDevices deletes the devices and their tokens (unknown IDs are
 	// ignored).
 	DeleteDevices(ctx context.Context, userID string, deviceIDs []string) error
