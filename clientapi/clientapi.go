@@ -2,7 +2,8 @@
 // messages, filters and media): registration with User-Interactive
 // Authentication, login and tokens, devices, profiles, account data, push
 // rules and pushers, end-to-end encryption keys and cross-signing, key
-// backups, dehydrated devices, capabilities and discovery, plus Synapse's
+// backups, dehydrated devices, capabilities and discovery, third-party
+// lookups and the ping answered by application services, plus Synapse's
 // shared-secret registration and registration-token admin APIs.
 package clientapi
 
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"time"
 
+	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/clientapi/storage"
 	fedapi "github.com/myelin-chat/myelin/federationapi/api"
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -33,6 +35,10 @@ type Config struct {
 	WellKnownClient   string
 	WellKnownIdentity string
 	WellKnownServer   string
+	// AppServices asks the registered application services about users
+	// and aliases in their namespaces, third-party networks and pings
+	// (nil: no services).
+	AppServices *asapi.Querier
 }
 
 // RoomsAPI is what the client API reads rooms through.
@@ -200,6 +206,11 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	}
 
 	c.registerRooms(srv)
+
+	// Application services: third-party lookups, and the ping (which
+	// checks the as_token itself).
+	c.registerThirdParty(srv)
+	srv.Handle(http.MethodPost, "/_matrix/client/v1/appservice/{appserviceId}/ping", c.postAppServicePing)
 
 	// Synapse-compatible admin APIs.
 	srv.Handle(http.MethodGet, "/_synapse/admin/v1/register", c.getAdminRegisterNonce)

@@ -210,6 +210,12 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	}
 	s.closers = append(s.closers, sync.Close)
 	s.drainers = append(s.drainers, sync.Drain)
+	asQuerier, err := asapi.NewQuerier(s.AppServices, asapi.QuerierOptions{
+		Timeout: time.Duration(cfg.ASQueryTimeout), Registry: s.Registry, Logger: s.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	client, err := clientapi.New(ctx, clientapi.Config{
 		ServerName:               cfg.ServerName,
 		RegistrationEnabled:      cfg.Registration.Enabled,
@@ -219,6 +225,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
+		AppServices:              asQuerier,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err
