@@ -3,8 +3,8 @@ package tests
 import (
 	"bytes"
 	"context"
-	"io"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
