@@ -71,6 +71,9 @@ type Server struct {
 	Federation *federationapi.FederationAPI
 	// AppServices are the registered application services (bridges).
 	AppServices *asapi.Registry
+	// ASQueries asks the application services about users and aliases in
+	// their namespaces and their third-party networks.
+	ASQueries *asapi.Querier
 
 	ln       net.Listener
 	fedLn    net.Listener
@@ -105,6 +108,11 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	}
 	if s.AppServices, err = appServiceRegistry(cfg); err != nil {
 		return nil, fmt.Errorf("application services: %w", err)
+	}
+	if s.ASQueries, err = asapi.NewQuerier(s.AppServices, asapi.QuerierOptions{
+		Timeout: time.Duration(cfg.ASQueryTimeout), Registry: s.Registry, Logger: s.Log,
+	}); err != nil {
+		return nil, err
 	}
 	if s.Key, err = signingkey.Load(cfg.SigningKeyPath); err != nil {
 		return nil, fmt.Errorf("signing key: %w (create one with 'myelin generate-keys')", err)
@@ -210,12 +218,6 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	}
 	s.closers = append(s.closers, sync.Close)
 	s.drainers = append(s.drainers, sync.Drain)
-	asQuerier, err := asapi.NewQuerier(s.AppServices, asapi.QuerierOptions{
-		Timeout: time.Duration(cfg.ASQueryTimeout), Registry: s.Registry, Logger: s.Log,
-	})
-	if err != nil {
-		return nil, err
-	}
 	client, err := clientapi.New(ctx, clientapi.Config{
 		ServerName:               cfg.ServerName,
 		RegistrationEnabled:      cfg.Registration.Enabled,
@@ -225,7 +227,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
-		AppServices:              asQuerier,
+		AppServices:              s.ASQueries,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err

@@ -674,3 +674,61 @@ func sameJSONText(t *testing.T, a, b string) bool {
 	}
 	return sameJSON(t, x, y)
 }
+
+// Another server's directory query for an unknown alias in a service's
+// namespace asks the service too (as Synapse's on_directory_query), and
+// answers the room the bridge created; otherwise 404 M_NOT_FOUND.
+func TestAppServiceAliasQueryOverFederation(t *testing.T) {
+	dir := t.TempDir()
+	bridge := newMautrixBridge(t, dir, "bridge", "bridge", "")
+	n := testserver.NewNetwork(t)
+	hs1 := n.Start("hs1.test", testserver.Options{Configure: func(c *config.Config) {
+		c.AppServiceConfigFiles = []string{filepath.Join(dir, "bridge.yaml")}
+	}})
+	remote := n.StartRemote("remote.test")
+	bot := mautrixClient(t, hs1, hs1.Client().Register("portalbot", "pw").AccessToken)
+	var createdMu sync.Mutex
+	var created id.RoomID
+	bridge.queries.mu.Lock()
+	bridge.queries.alias = func(a id.RoomAlias) bool {
+		local := strings.TrimPrefix(strings.SplitN(string(a), ":", 2)[0], "#")
+		if strings.Contains(local, "none") {
+			return false
+		}
+		resp, err := bot.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{RoomAliasName: local, Preset: "public_chat"})
+		if err != nil {
+			t.Errorf("bridge: create room %s: %v", a, err)
+			return false
+		}
+		createdMu.Lock()
+		created = resp.RoomID
+		createdMu.Unlock()
+		return true
+	}
+	bridge.queries.mu.Unlock()
+
+	query := func(alias string) (int, map[string]any) {
+		t.Helper()
+		status, body, err := remote.Do("GET", "hs1.test", "/_matrix/federation/v1/query/directory?room_alias="+url.QueryEscape(alias), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Fatalf("query of %s: %d %s", alias, status, body)
+		}
+		return status, m
+	}
+	status, m := query("#bridge_fed:hs1.test")
+	createdMu.Lock()
+	defer createdMu.Unlock()
+	if status != http.StatusOK || m["room_id"] != string(created) || created == "" {
+		t.Fatalf("directory query: %d %v, want the room the bridge created (%s)", status, m, created)
+	}
+	if status, m := query("#bridge_none:hs1.test"); status != http.StatusNotFound || m["errcode"] != "M_NOT_FOUND" {
+		t.Fatalf("alias the bridge does not know: %d %v", status, m)
+	}
+	if n := len(bridge.rec.requests("/_matrix/app/v1/rooms/")); n != 2 {
+		t.Fatalf("bridge queried %d times, want 2", n)
+	}
+}
