@@ -241,10 +241,6 @@ func mautrixClient(t *testing.T, srv *testserver.Server, token string) *mautrix.
 	return cli
 }
 
-func asHeader(token string) http.Header {
-	return http.Header{"Authorization": {"Bearer " + token}}
-}
-
 // queryFixture is a server with five registered services, in this order
 // (the registration files' names): afake, a plain fake bridge for the
 // prefixes fake and shared; bridge, a mautrix-go bridge for bridge and
