@@ -73,6 +73,9 @@ func NewClient(timeout time.Duration, transport http.RoundTripper) *Client {
 	}
 	if transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
+		// As Synapse's client of application services: no HTTP proxy
+		// from the environment (services are usually on the local network).
+		t.Proxy = nil
 		t.MaxIdleConnsPerHost = 8
 		transport = t
 	}
