@@ -82,7 +82,7 @@ func (c *ClientAPI) appServiceCaller(r *http.Request) (*asapi.Service, error) {
 	if s := c.cfg.AppServices.Registry().ByASToken(token); s != nil {
 		return s, nil
 	}
-	if _, err := c.users.Authenticate(r.Context(), token, httputil.ClientInfo{}); err != nil {
+	if _, err := c.users.Authenticate(r.Context(), token, httputil.ClientInfo{IP: httputil.ClientIP(r, false), UserAgent: r.UserAgent()}); err != nil {
 		var expired *httputil.ExpiredTokenError
 		if errors.As(err, &expired) {
 			return nil, mxerr.UnknownToken(true, "Access token has expired")

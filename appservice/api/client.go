@@ -117,6 +117,7 @@ func (c *Client) do(ctx context.Context, s *Service, method, path string, query 
 		return nil, fmt.Errorf("appservice %s: %w", s.ID, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+s.HSToken)
+	req.Header.Set("User-Agent", "Myelin")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
