@@ -36,7 +36,7 @@ func (c *ClientAPI) queryAlias(ctx context.Context, alias string) (string, error
 	if _, server, _ := gomatrixserverlib.SplitID('#', alias); c.isRemote(server) {
 		return "", err
 	}
-	if !c.cfg.AppServices.QueryAlias(ctx, alias) {
+	if !c.cfg.ASQueries.QueryAlias(ctx, alias) {
 		return "", err
 	}
 	return c.rooms.QueryAlias(ctx, alias)
@@ -47,7 +47,7 @@ func (c *ClientAPI) queryAlias(ctx context.Context, alias string) (string, error
 // namespace said it exists (GET /_matrix/app/v1/users/{userId}), and has
 // registered the user meanwhile.
 func (c *ClientAPI) retryUnknownUser(ctx context.Context, userID string) bool {
-	return !c.remoteUser(userID) && c.cfg.AppServices.QueryUser(ctx, userID)
+	return !c.remoteUser(userID) && c.cfg.ASQueries.QueryUser(ctx, userID)
 }
 
 // queryAccount is users.QueryAccount for a local user, asking the
@@ -79,7 +79,7 @@ func (c *ClientAPI) appServiceCaller(r *http.Request) (*asapi.Service, error) {
 	if token == "" {
 		return nil, mxerr.MissingToken("Missing access token")
 	}
-	if s := c.cfg.AppServices.Registry().ByASToken(token); s != nil {
+	if s := c.cfg.ASQueries.Registry().ByASToken(token); s != nil {
 		return s, nil
 	}
 	if _, err := c.users.Authenticate(r.Context(), token, httputil.ClientInfo{IP: httputil.ClientIP(r, false), UserAgent: r.UserAgent()}); err != nil {
@@ -110,7 +110,7 @@ func (c *ClientAPI) postAppServicePing(r *http.Request) (any, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	d, err := c.cfg.AppServices.Ping(r.Context(), s, req.TransactionID)
+	d, err := c.cfg.ASQueries.Ping(r.Context(), s, req.TransactionID)
 	if err != nil {
 		return nil, pingError(err)
 	}

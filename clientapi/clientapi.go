@@ -30,15 +30,15 @@ type Config struct {
 	RegistrationSharedSecret string
 	RequireRegistrationToken bool
 	GuestAccess              bool
+	// ASQueries asks the registered application services about users and
+	// aliases in their namespaces, third-party networks and pings (nil:
+	// no services).
+	ASQueries *asapi.Querier
 	// WellKnownClient and WellKnownIdentity are the base URLs of
 	// /.well-known/matrix/client; WellKnownServer is m.server.
 	WellKnownClient   string
 	WellKnownIdentity string
 	WellKnownServer   string
-	// AppServices asks the registered application services about users
-	// and aliases in their namespaces, third-party networks and pings
-	// (nil: no services).
-	AppServices *asapi.Querier
 }
 
 // RoomsAPI is what the client API reads rooms through.

@@ -24,13 +24,13 @@ func (c *ClientAPI) registerThirdParty(srv *httputil.Server) {
 
 // GET /_matrix/client/v3/thirdparty/protocols
 func (c *ClientAPI) getThirdPartyProtocols(r *http.Request) (any, error) {
-	return c.cfg.AppServices.Protocols(r.Context(), ""), nil
+	return c.cfg.ASQueries.Protocols(r.Context(), ""), nil
 }
 
 // GET /_matrix/client/v3/thirdparty/protocol/{protocol}
 func (c *ClientAPI) getThirdPartyProtocol(r *http.Request) (any, error) {
 	protocol := httputil.Vars(r)["protocol"]
-	info, ok := c.cfg.AppServices.Protocols(r.Context(), protocol)[protocol]
+	info, ok := c.cfg.ASQueries.Protocols(r.Context(), protocol)[protocol]
 	if !ok {
 		return nil, mxerr.NotFound("Unknown protocol")
 	}
@@ -49,12 +49,12 @@ func lookupFields(r *http.Request) url.Values {
 //
 // As Synapse, no result (an unknown protocol included) is an empty list.
 func (c *ClientAPI) getThirdPartyLocations(r *http.Request) (any, error) {
-	return c.cfg.AppServices.ThirdParty(r.Context(), asapi.ThirdPartyLocation, httputil.Vars(r)["protocol"], lookupFields(r)), nil
+	return c.cfg.ASQueries.ThirdParty(r.Context(), asapi.ThirdPartyLocation, httputil.Vars(r)["protocol"], lookupFields(r)), nil
 }
 
 // GET /_matrix/client/v3/thirdparty/user/{protocol}
 func (c *ClientAPI) getThirdPartyUsers(r *http.Request) (any, error) {
-	return c.cfg.AppServices.ThirdParty(r.Context(), asapi.ThirdPartyUser, httputil.Vars(r)["protocol"], lookupFields(r)), nil
+	return c.cfg.ASQueries.ThirdParty(r.Context(), asapi.ThirdPartyUser, httputil.Vars(r)["protocol"], lookupFields(r)), nil
 }
 
 // GET /_matrix/client/v3/thirdparty/location?alias=
@@ -66,7 +66,7 @@ func (c *ClientAPI) getThirdPartyLocationByAlias(r *http.Request) (any, error) {
 	if alias == "" {
 		return nil, mxerr.MissingParam("Missing alias parameter")
 	}
-	return c.cfg.AppServices.ThirdParty(r.Context(), asapi.ThirdPartyLocation, "", url.Values{"alias": {alias}}), nil
+	return c.cfg.ASQueries.ThirdParty(r.Context(), asapi.ThirdPartyLocation, "", url.Values{"alias": {alias}}), nil
 }
 
 // GET /_matrix/client/v3/thirdparty/user?userid=
@@ -78,5 +78,5 @@ func (c *ClientAPI) getThirdPartyUserByID(r *http.Request) (any, error) {
 	if userID == "" {
 		return nil, mxerr.MissingParam("Missing userid parameter")
 	}
-	return c.cfg.AppServices.ThirdParty(r.Context(), asapi.ThirdPartyUser, "", url.Values{"userid": {userID}}), nil
+	return c.cfg.ASQueries.ThirdParty(r.Context(), asapi.ThirdPartyUser, "", url.Values{"userid": {userID}}), nil
 }

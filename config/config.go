@@ -30,10 +30,10 @@ type Config struct {
 	Federation            Federation      `yaml:"federation" doc:"Talking to other homeservers."`
 	Push                  Push            `yaml:"push" doc:"Push notifications, sent to the push gateways of users' HTTP pushers (POST /_matrix/push/v1/notify)."`
 	AppServiceConfigFiles []string        `yaml:"app_service_config_files" doc:"Application service (bridge) registration files, as Synapse's app_service_config_files. They are read and checked at start; bridging itself is not implemented yet."`
-	ASQueryTimeout        Duration        `yaml:"app_service_query_timeout" doc:"How long the server waits for an application service to answer a query (does a user or room alias in its namespaces exist, third-party protocol lookups, pings) before giving up."`
 	Logging               Logging         `yaml:"logging" doc:"Log output."`
 	Metrics               Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
 	WellKnown             WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
+	ASQueryTimeout        Duration        `yaml:"app_service_query_timeout" doc:"How long the server waits for an application service to answer a query (does a user or room alias in its namespaces exist, third-party protocol lookups, pings) before giving up."`
 }
 
 // OldSigningKey is a retired verify key.

@@ -224,10 +224,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		RegistrationSharedSecret: cfg.Registration.SharedSecret,
 		RequireRegistrationToken: cfg.Registration.RequireToken,
 		GuestAccess:              cfg.Registration.GuestAccess,
+		ASQueries:                s.ASQueries,
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
-		AppServices:              s.ASQueries,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err
