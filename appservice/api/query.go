@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,7 +60,18 @@ type Querier struct {
 
 	mu        sync.Mutex
 	protocols map[[2]string]*protocolEntry
-	now       func() time.Time
+	// inflight are the user and alias queries under way, by kind and ID,
+	// so that concurrent lookups of one ID (many clients joining a new
+	// portal's alias at once) ask the services once.
+	inflight map[[2]string]*inflightQuery
+	// joined counts the queries that shared one under way (for tests).
+	joined atomic.Int64
+	now    func() time.Time
+}
+
+type inflightQuery struct {
+	found bool
+	done  chan struct{}
 }
 
 type protocolEntry struct {
@@ -82,6 +94,7 @@ func NewQuerier(reg *Registry, o QuerierOptions) (*Querier, error) {
 		client:    NewClient(o.Timeout, o.Transport),
 		log:       o.Logger.With("component", "appservice"),
 		protocols: map[[2]string]*protocolEntry{},
+		inflight:  map[[2]string]*inflightQuery{},
 		now:       time.Now,
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "myelin_appservice_queries_total",
@@ -130,45 +143,84 @@ func (q *Querier) observe(s *Service, kind string, start time.Time, found bool, 
 // QueryUser asks the services with userID in a user namespace, in
 // registration order, whether the user exists, and reports whether one said
 // yes (that service has then registered the user). A service's own sender
-// is never queried. The caller looks the account up again.
+// is never queried. Concurrent queries of one user share the answer. The
+// caller looks the account up again.
 func (q *Querier) QueryUser(ctx context.Context, userID string) bool {
-	for _, s := range q.Registry().Services() {
-		if s.URL == "" || userID == s.SenderID {
-			continue
+	return q.shared(ctx, kindUser, userID, func(ctx context.Context) bool {
+		for _, s := range q.Registry().Services() {
+			if s.URL == "" || userID == s.SenderID {
+				continue
+			}
+			if m, _ := s.UserInNamespace(userID); !m {
+				continue
+			}
+			start := time.Now()
+			ok, err := q.client.QueryUser(ctx, s, userID)
+			q.observe(s, kindUser, start, ok, err)
+			if ok {
+				return true
+			}
 		}
-		if m, _ := s.UserInNamespace(userID); !m {
-			continue
-		}
-		start := time.Now()
-		ok, err := q.client.QueryUser(ctx, s, userID)
-		q.observe(s, kindUser, start, ok, err)
-		if ok {
-			return true
-		}
-	}
-	return false
+		return false
+	})
 }
 
 // QueryAlias asks the services with alias in an alias namespace, in
 // registration order, whether the alias exists, and reports whether one said
-// yes (that service has then created the room and the alias). The caller
-// looks the alias up again.
+// yes (that service has then created the room and the alias). Concurrent
+// queries of one alias share the answer. The caller looks the alias up
+// again.
 func (q *Querier) QueryAlias(ctx context.Context, alias string) bool {
-	for _, s := range q.Registry().Services() {
-		if s.URL == "" {
-			continue
+	return q.shared(ctx, kindAlias, alias, func(ctx context.Context) bool {
+		for _, s := range q.Registry().Services() {
+			if s.URL == "" {
+				continue
+			}
+			if m, _ := s.AliasInNamespace(alias); !m {
+				continue
+			}
+			start := time.Now()
+			ok, err := q.client.QueryAlias(ctx, s, alias)
+			q.observe(s, kindAlias, start, ok, err)
+			if ok {
+				return true
+			}
 		}
-		if m, _ := s.AliasInNamespace(alias); !m {
-			continue
-		}
-		start := time.Now()
-		ok, err := q.client.QueryAlias(ctx, s, alias)
-		q.observe(s, kindAlias, start, ok, err)
-		if ok {
-			return true
-		}
+		return false
+	})
+}
+
+// shared runs ask once for concurrent callers with the same kind and id.
+// The first caller's request outlives it (the others wait for it); the
+// client's timeout bounds it. A caller that gives up gets false.
+func (q *Querier) shared(ctx context.Context, kind, id string, ask func(context.Context) bool) bool {
+	if q == nil || len(q.reg.Services()) == 0 {
+		return false
 	}
-	return false
+	key := [2]string{kind, id}
+	q.mu.Lock()
+	f := q.inflight[key]
+	if f == nil {
+		f = &inflightQuery{done: make(chan struct{})}
+		q.inflight[key] = f
+		q.mu.Unlock()
+		go func() {
+			f.found = ask(context.WithoutCancel(ctx))
+			q.mu.Lock()
+			delete(q.inflight, key)
+			q.mu.Unlock()
+			close(f.done)
+		}()
+	} else {
+		q.mu.Unlock()
+		q.joined.Add(1)
+	}
+	select {
+	case <-f.done:
+		return f.found
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // protocol returns a service's metadata of one protocol, from the cache or

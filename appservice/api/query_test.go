@@ -258,3 +258,47 @@ func queryCount(t *testing.T, reg *prometheus.Registry, service, kind, result st
 	}
 	return 0
 }
+
+// Concurrent queries of one alias ask the service once and share its
+// answer (a bridge would otherwise create the portal several times); a
+// later query asks again.
+func TestQueryAliasShared(t *testing.T) {
+	var asked atomic.Int32
+	release := make(chan struct{})
+	s := fakeService(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		<-release
+		w.Write([]byte(`{}`))
+	})
+	q := newTestQuerier(t, 5*time.Second, nil, s)
+	var wg sync.WaitGroup
+	var yes atomic.Int32
+	for range 10 {
+		wg.Go(func() {
+			if q.QueryAlias(context.Background(), "#a_portal:example.org") {
+				yes.Add(1)
+			}
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for q.joined.Load() < 9 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	if asked.Load() != 1 || yes.Load() != 10 {
+		t.Fatalf("10 concurrent lookups: the service was asked %d times, %d said yes; want 1 and 10", asked.Load(), yes.Load())
+	}
+	if !q.QueryAlias(context.Background(), "#a_portal:example.org") || asked.Load() != 2 {
+		t.Fatalf("a later lookup: asked %d times, want 2", asked.Load())
+	}
+	// A caller that gives up does not wait for the service.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	block := fakeService(t, "b", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	qb := newTestQuerier(t, time.Second, nil, block)
+	start := time.Now()
+	if qb.QueryUser(ctx, "@b_x:example.org") || time.Since(start) > 500*time.Millisecond {
+		t.Fatalf("a caller that gave up waited %v", time.Since(start))
+	}
+}
