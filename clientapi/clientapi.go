@@ -2,15 +2,18 @@
 // messages, filters and media): registration with User-Interactive
 // Authentication, login and tokens, devices, profiles, account data, push
 // rules and pushers, end-to-end encryption keys and cross-signing, key
-// backups, dehydrated devices, capabilities and discovery, plus Synapse's
+// backups, dehydrated devices, capabilities and discovery, third-party
+// lookups and the ping answered by application services, plus Synapse's
 // shared-secret registration and registration-token admin APIs.
 package clientapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	asapi "github.com/myelin-chat/myelin/appservice/api"
@@ -29,6 +32,10 @@ type Config struct {
 	RegistrationSharedSecret string
 	RequireRegistrationToken bool
 	GuestAccess              bool
+	// ASQueries asks the registered application services about users and
+	// aliases in their namespaces, third-party networks and pings (nil:
+	// no services).
+	ASQueries AppServiceQuerier
 	// WellKnownClient and WellKnownIdentity are the base URLs of
 	// /.well-known/matrix/client; WellKnownServer is m.server.
 	WellKnownClient   string
@@ -67,6 +74,26 @@ type UserAPI interface {
 	api.KeyBackupAPI
 }
 
+// AppServiceQuerier is what the client API asks the application services
+// through (appservice/api's Querier): a failing service counts as one that
+// says no or has nothing.
+type AppServiceQuerier interface {
+	// Registry returns the registered services.
+	Registry() *asapi.Registry
+	// QueryUser and QueryAlias report whether a service with the user or
+	// alias in a namespace says it exists (and has created it).
+	QueryUser(ctx context.Context, userID string) bool
+	QueryAlias(ctx context.Context, alias string) bool
+	// Protocols returns the merged metadata of the services' protocols
+	// (only the one named, unless only is "").
+	Protocols(ctx context.Context, only string) map[string]json.RawMessage
+	// ThirdParty returns the services' third-party users or locations.
+	ThirdParty(ctx context.Context, kind, protocol string, fields url.Values) []json.RawMessage
+	// Ping pings the service and returns how long it took; its errors
+	// are appservice/api's (ErrTimeout, *StatusError...).
+	Ping(ctx context.Context, s *asapi.Service, txnID *string) (time.Duration, error)
+}
+
 // ClientAPI is the client API component.
 type ClientAPI struct {
 	cfg   Config
@@ -91,6 +118,9 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, users UserAPI, rooms R
 	st, err := storage.New(ctx, db)
 	if err != nil {
 		return nil, fmt.Errorf("clientapi: %w", err)
+	}
+	if cfg.ASQueries == nil {
+		cfg.ASQueries = (*asapi.Querier)(nil) // no services
 	}
 	return &ClientAPI{cfg: cfg, users: users, rooms: rooms, input: input, store: st, fed: fed, limiter: limiter, log: log.With("component", "clientapi")}, nil
 }
@@ -205,6 +235,11 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	}
 
 	c.registerRooms(srv)
+
+	// Application services: third-party lookups, and the ping (which
+	// checks the as_token itself).
+	c.registerThirdParty(srv)
+	srv.Handle(http.MethodPost, "/_matrix/client/v1/appservice/{appserviceId}/ping", c.postAppServicePing)
 
 	// Synapse-compatible admin APIs.
 	srv.Handle(http.MethodGet, "/_synapse/admin/v1/register", c.getAdminRegisterNonce)

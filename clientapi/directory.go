@@ -100,7 +100,7 @@ func (c *ClientAPI) getAlias(r *http.Request) (any, error) {
 		}
 		return map[string]any{"room_id": roomID, "servers": servers}, nil
 	}
-	roomID, err := c.rooms.QueryAlias(ctx, alias)
+	roomID, err := c.queryAlias(ctx, alias)
 	if errors.Is(err, rsapi.ErrAliasNotFound) {
 		return nil, mxerr.NotFound("Room alias %s not found", alias)
 	}

@@ -120,7 +120,7 @@ func (c *ClientAPI) resolveTarget(ctx context.Context, r *http.Request) (*roomTa
 	if err := validAlias(target); err != nil {
 		return nil, err
 	}
-	id, err := c.rooms.QueryAlias(ctx, target)
+	id, err := c.queryAlias(ctx, target)
 	if err == nil {
 		return &roomTarget{roomID: id}, nil
 	}

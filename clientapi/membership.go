@@ -30,7 +30,7 @@ func (c *ClientAPI) resolveRoom(ctx context.Context, r *http.Request) (string, e
 		if err := validAlias(target); err != nil {
 			return "", err
 		}
-		id, err := c.rooms.QueryAlias(ctx, target)
+		id, err := c.queryAlias(ctx, target)
 		if errors.Is(err, rsapi.ErrAliasNotFound) {
 			return "", mxerr.NotFound("Room alias %s not found", target)
 		}
@@ -365,7 +365,7 @@ func (c *ClientAPI) postInvite(r *http.Request) (any, error) {
 		}
 		return struct{}{}, nil
 	}
-	if _, err := c.users.QueryAccount(ctx, req.UserID); errors.Is(err, userapi.ErrNotFound) {
+	if _, err := c.queryAccount(ctx, req.UserID); errors.Is(err, userapi.ErrNotFound) {
 		return nil, mxerr.NotFound("Unknown user %s", req.UserID)
 	} else if err != nil {
 		return nil, err

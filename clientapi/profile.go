@@ -53,7 +53,7 @@ func (c *ClientAPI) getProfile(r *http.Request) (any, error) {
 	if remote {
 		return c.remoteProfile(r.Context(), userID, "")
 	}
-	p, err := c.users.QueryProfile(r.Context(), userID)
+	p, err := c.queryProfile(r.Context(), userID)
 	if errors.Is(err, api.ErrNotFound) {
 		return nil, mxerr.NotFound("Profile not found")
 	}
@@ -73,7 +73,7 @@ func (c *ClientAPI) getProfileField(r *http.Request) (any, error) {
 	if remote {
 		return c.remoteProfile(r.Context(), userID, key)
 	}
-	p, err := c.users.QueryProfile(r.Context(), userID)
+	p, err := c.queryProfile(r.Context(), userID)
 	if errors.Is(err, api.ErrNotFound) {
 		return nil, mxerr.NotFound("Profile not found")
 	}

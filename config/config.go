@@ -33,6 +33,7 @@ type Config struct {
 	Logging               Logging         `yaml:"logging" doc:"Log output."`
 	Metrics               Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
 	WellKnown             WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
+	ASQueryTimeout        Duration        `yaml:"app_service_query_timeout" doc:"How long the server waits for an application service to answer a query (does a user or room alias in its namespaces exist, third-party protocol lookups, pings) before giving up."`
 }
 
 // OldSigningKey is a retired verify key.

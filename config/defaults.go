@@ -51,6 +51,7 @@ func Defaults(serverName string) *Config {
 			DomainDenylist:  []string{},
 		},
 		AppServiceConfigFiles: []string{},
+		ASQueryTimeout:        Duration(30 * time.Second),
 		Logging:               Logging{Level: "info", Format: "text"},
 		Metrics:               Metrics{Address: "127.0.0.1:9092"},
 	}

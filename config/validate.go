@@ -170,6 +170,9 @@ func (c *Config) Validate() error {
 	if _, err := c.LoadAppServices(); err != nil {
 		bad("app_service_config_files", "%v", err)
 	}
+	if c.ASQueryTimeout <= 0 {
+		bad("app_service_query_timeout", "must be positive")
+	}
 	if c.Media.StorePath == "" {
 		bad("media.store_path", "must be set")
 	}

@@ -53,6 +53,17 @@ type Config struct {
 	Transport http.RoundTripper
 	// Registry receives the component's metrics (nil: none).
 	Registry prometheus.Registerer
+	// AppServices asks the application services about an unknown local
+	// alias in their namespaces before /query/directory answers 404
+	// (nil: no services).
+	AppServices AliasQuerier
+}
+
+// AliasQuerier asks application services whether an alias in one of
+// their namespaces exists; one that says yes has created it meanwhile
+// (appservice/api's Querier).
+type AliasQuerier interface {
+	QueryAlias(ctx context.Context, alias string) bool
 }
 
 // OldKey is a retired verify key.

@@ -465,6 +465,11 @@ func (f *FederationAPI) queryDirectory(r *http.Request, _ spec.ServerName, _ []b
 		return nil, mxerr.InvalidParam("Room alias %s is not hosted on this homeserver", alias)
 	}
 	roomID, err := f.rooms.QueryAlias(ctx, alias)
+	if errors.Is(err, rsapi.ErrAliasNotFound) && f.cfg.AppServices != nil && f.cfg.AppServices.QueryAlias(ctx, alias) {
+		// An application service created it (as Synapse's
+		// get_association_from_room_alias).
+		roomID, err = f.rooms.QueryAlias(ctx, alias)
+	}
 	if errors.Is(err, rsapi.ErrAliasNotFound) {
 		return nil, mxerr.NotFound("Room alias %s not found", alias)
 	} else if err != nil {

@@ -40,6 +40,7 @@ func newFederation(ctx, runCtx context.Context, s *Server, o Options, inputer *r
 		KeyValidity: time.Duration(cfg.Federation.KeyValidity),
 		Transport:   tr,
 		Registry:    s.Registry,
+		AppServices: s.ASQueries,
 	}
 	fc.DomainAllowlist = append(fc.DomainAllowlist, cfg.Federation.DomainAllowlist...)
 	fc.DomainDenylist = append(fc.DomainDenylist, cfg.Federation.DomainDenylist...)

@@ -72,6 +72,9 @@ type Server struct {
 	Federation *federationapi.FederationAPI
 	// AppServices are the registered application services (bridges).
 	AppServices *asapi.Registry
+	// ASQueries asks the application services about users and aliases in
+	// their namespaces and their third-party networks.
+	ASQueries *asapi.Querier
 
 	ln       net.Listener
 	fedLn    net.Listener
@@ -106,6 +109,11 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	}
 	if s.AppServices, err = appServiceRegistry(cfg); err != nil {
 		return nil, fmt.Errorf("application services: %w", err)
+	}
+	if s.ASQueries, err = asapi.NewQuerier(s.AppServices, asapi.QuerierOptions{
+		Timeout: time.Duration(cfg.ASQueryTimeout), Registry: s.Registry, Logger: s.Log,
+	}); err != nil {
+		return nil, err
 	}
 	if s.Key, err = signingkey.Load(cfg.SigningKeyPath); err != nil {
 		return nil, fmt.Errorf("signing key: %w (create one with 'myelin generate-keys')", err)
@@ -221,6 +229,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		RegistrationSharedSecret: cfg.Registration.SharedSecret,
 		RequireRegistrationToken: cfg.Registration.RequireToken,
 		GuestAccess:              cfg.Registration.GuestAccess,
+		ASQueries:                s.ASQueries,
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,

@@ -1,7 +1,9 @@
 // Package api is the application service component's interface to the rest
 // of the server: the registered application services (bridges) and the
 // namespaces of users, room aliases and room IDs each of them claims
-// (the application service API's "Registration" section).
+// (the application service API's "Registration" section), and the
+// homeserver's queries to them (Client, Querier): user and alias queries,
+// third-party protocol lookups and pings.
 package api
 
 import (
