@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/myelin-chat/myelin/appservice"
 	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/config"
@@ -210,6 +211,20 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	}
 	s.closers = append(s.closers, sync.Close)
 	s.drainers = append(s.drainers, sync.Drain)
+	// The application services' transactions: nothing when no service
+	// has a URL.
+	bridges, err := appservice.New(ctx, appservice.Config{
+		ServerName: cfg.ServerName, Services: s.AppServices, Registry: s.Registry,
+	}, s.DB, s.Bus, rooms, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	if bridges != nil {
+		if err := bridges.Start(runCtx); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, bridges.Close)
+	}
 	client, err := clientapi.New(ctx, clientapi.Config{
 		ServerName:               cfg.ServerName,
 		RegistrationEnabled:      cfg.Registration.Enabled,
