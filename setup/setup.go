@@ -35,6 +35,7 @@ import (
 	"github.com/myelin-chat/myelin/roomserver"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/syncapi"
+	syncout "github.com/myelin-chat/myelin/syncapi/api"
 	"github.com/myelin-chat/myelin/userapi"
 	userapiapi "github.com/myelin-chat/myelin/userapi/api"
 )
@@ -125,7 +126,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err := s.Bus.RegisterMetrics(s.Registry); err != nil {
 		return nil, fmt.Errorf("bus metrics: %w", err)
 	}
-	if err := s.Bus.EnsureStreams(ctx, append(append(userapiapi.Streams(), rsapi.Streams()...), fedapi.Streams()...)...); err != nil {
+	if err := s.Bus.EnsureStreams(ctx, append(append(append(userapiapi.Streams(), rsapi.Streams()...), fedapi.Streams()...), syncout.Streams()...)...); err != nil {
 		return nil, err
 	}
 
@@ -197,6 +198,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
 		PushAllowPrivateAddresses: cfg.Push.AllowPrivateAddresses, Registry: s.Registry, Marks: marks,
+		Output: syncOutput(s.AppServices),
 	}
 	if s.Federation != nil {
 		fed = s.Federation
