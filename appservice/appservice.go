@@ -57,6 +57,7 @@ type Rooms interface {
 	QueryCurrentState(ctx context.Context, roomID string, tuples ...rsapi.StateKeyTuple) ([]gomatrixserverlib.PDU, error)
 	QueryEvents(ctx context.Context, eventIDs []string) ([]gomatrixserverlib.PDU, error)
 	QueryAliasesForRoom(ctx context.Context, roomID string) ([]string, error)
+	QueryRoomsForUser(ctx context.Context, userID string, memberships ...string) ([]rsapi.MemberInfo, error)
 }
 
 // AppService is the component.
@@ -66,6 +67,7 @@ type AppService struct {
 	bus      *bus.Bus
 	log      *slog.Logger
 	client   *http.Client
+	users    Users // nil: no key counts
 	interest *interest
 	metrics  *metrics
 	senders  map[string]*sender
@@ -79,7 +81,7 @@ type AppService struct {
 
 // New migrates the component's tables and returns it; nil when no
 // registered service has a URL (there is nothing to send).
-func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Rooms, log *slog.Logger) (*AppService, error) {
+func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Rooms, users Users, log *slog.Logger) (*AppService, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -106,7 +108,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 	if err != nil {
 		return nil, fmt.Errorf("appservice: metrics: %w", err)
 	}
-	a := &AppService{cfg: cfg, store: st, bus: b, log: log.With("component", "appservice"), client: cfg.HTTPClient,
+	a := &AppService{cfg: cfg, store: st, bus: b, log: log.With("component", "appservice"), client: cfg.HTTPClient, users: users,
 		interest: newInterest(services, cfg.ServerName, rooms), metrics: m, senders: map[string]*sender{}}
 	if a.client == nil {
 		a.client = &http.Client{

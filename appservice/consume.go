@@ -34,7 +34,10 @@ func (a *AppService) startConsumers(ctx context.Context) error {
 		return err
 	}
 	a.stops = append(a.stops, stop)
-	return nil
+	if err := a.startSyncOutput(ctx); err != nil {
+		return err
+	}
+	return a.startUserOutput(ctx)
 }
 
 // onRoomOutput queues a new event (or an out-of-band membership) for the

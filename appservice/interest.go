@@ -100,6 +100,23 @@ func (in *interest) hasJoined(ctx context.Context, roomID string, s *asapi.Servi
 	return false, nil
 }
 
+// joinedOf returns the service's users joined to the room.
+func (in *interest) joinedOf(ctx context.Context, roomID string, s *asapi.Service) ([]string, error) {
+	if _, err := in.hasJoined(ctx, roomID, s); err != nil {
+		return nil, err
+	}
+	ri := in.room(roomID)
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	var out []string
+	for u := range ri.members {
+		if s.IsInterestedInUser(u) {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
 // roomAliases returns the room's aliases: its canonical alias and
 // alt_aliases, and those of the directory.
 func (in *interest) roomAliases(ctx context.Context, roomID string) ([]string, error) {

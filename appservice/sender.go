@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -153,6 +154,11 @@ type txnBody struct {
 	Ephemeral        []json.RawMessage `json:"ephemeral,omitempty"`
 	MSC2409Ephemeral []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
 	MSC2409ToDevice  []json.RawMessage `json:"de.sorunome.msc2409.to_device,omitempty"`
+	// MSC3202 (see msc3202.go).
+	DeviceLists      *deviceLists                         `json:"org.matrix.msc3202.device_lists,omitempty"`
+	OTKCounts        map[string]map[string]map[string]int `json:"org.matrix.msc3202.device_one_time_keys_count,omitempty"`
+	OTKCountsOld     map[string]map[string]map[string]int `json:"org.matrix.msc3202.device_one_time_key_counts,omitempty"`
+	FallbackKeyTypes map[string]map[string][]string       `json:"org.matrix.msc3202.device_unused_fallback_key_types,omitempty"`
 }
 
 // next returns the service's unacknowledged transaction or, when there is
@@ -183,13 +189,30 @@ func (s *sender) next(ctx context.Context) (*storage.Txn, error) {
 			if full = len(body.MSC2409ToDevice) == maxToDevicePerTxn; !full {
 				body.MSC2409ToDevice = append(body.MSC2409ToDevice, r.Payload)
 			}
+		case storage.KindDeviceList:
+			var u string
+			if json.Unmarshal(r.Payload, &u) == nil && u != "" {
+				if body.DeviceLists == nil {
+					body.DeviceLists = &deviceLists{Changed: []string{}, Left: []string{}}
+				}
+				if !slices.Contains(body.DeviceLists.Changed, u) {
+					body.DeviceLists.Changed = append(body.DeviceLists.Changed, u)
+				}
+			}
 		}
 		if full {
 			break // the rest keeps its order for the next transaction
 		}
 		last = r.ID
 	}
-	body.MSC2409Ephemeral = body.Ephemeral
+	if s.svc.MSC3202 {
+		if err := s.a.keyCounts(ctx, s.svc, &body); err != nil {
+			return nil, err
+		}
+	}
+	if s.svc.EphemeralLegacy {
+		body.MSC2409Ephemeral, body.Ephemeral = body.Ephemeral, nil
+	}
 	js, err := json.Marshal(body)
 	if err != nil {
 		return nil, err

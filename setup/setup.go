@@ -217,7 +217,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	// has a URL.
 	bridges, err := appservice.New(ctx, appservice.Config{
 		ServerName: cfg.ServerName, Services: s.AppServices, Registry: s.Registry,
-	}, s.DB, s.Bus, rooms, s.Log)
+	}, s.DB, s.Bus, rooms, s.Users, s.Log)
 	if err != nil {
 		return nil, err
 	}

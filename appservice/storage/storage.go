@@ -22,6 +22,8 @@ const (
 	KindEvent     = "event"
 	KindEphemeral = "ephemeral"
 	KindToDevice  = "to_device"
+	// KindDeviceList is a user whose device list changed (MSC3202).
+	KindDeviceList = "device_list"
 )
 
 // Consumers is as_consumers: the last stream sequence each consumer

@@ -8,7 +8,8 @@ CREATE TABLE as_consumers (
 
 -- What each service is owed and has not acknowledged, in order: events
 -- (kind 'event'), ephemeral events ('ephemeral') and to-device messages
--- ('to_device') in client format. IDs are assigned by the component's
+-- ('to_device') in client format, and users whose device list changed
+-- ('device_list', MSC3202). IDs are assigned by the component's
 -- single writer, in the order the rows are queued.
 CREATE TABLE as_queue (
     id         BIGINT PRIMARY KEY,
