@@ -8,6 +8,7 @@ package tests
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -460,4 +462,181 @@ func TestAppServiceTransactionOutageAndRestart(t *testing.T) {
 		p, _ := gauge(t, srv.Registry, "myelin_appservice_pending_items", svc)
 		return p == 0
 	})
+}
+
+// TestAppServiceTransactionEphemeral: with receive_ephemeral and
+// org.matrix.msc3202, the bridge gets typing and receipts of its ghost's
+// room, to-device messages for the ghost's device, the device list
+// changes of users sharing a room with the ghost, and the ghost's
+// one-time key counts.
+func TestAppServiceTransactionEphemeral(t *testing.T) {
+	b := newTestBridge(t, func(r *appservice.Registration) {
+		r.EphemeralEvents = true
+		r.MSC3202 = true
+	})
+	var toDevice []*event.Event
+	var otks []string
+	var changed []string
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case ev, ok := <-b.as.ToDeviceEvents:
+				if !ok {
+					return
+				}
+				b.mu.Lock()
+				toDevice = append(toDevice, ev)
+				b.mu.Unlock()
+			case c := <-b.as.OTKCounts:
+				b.mu.Lock()
+				otks = append(otks, fmt.Sprintf("%s/%s=%d", c.UserID, c.DeviceID, c.SignedCurve25519))
+				b.mu.Unlock()
+			case dl := <-b.as.DeviceLists:
+				b.mu.Lock()
+				for _, u := range dl.Changed {
+					changed = append(changed, u.String())
+				}
+				b.mu.Unlock()
+			}
+		}
+	}()
+	srv := startWithBridge(t, b)
+	alice := srv.Client().Register("alice", "password1")
+	ghost := srv.Client().Register("ghost_eph", "password1")
+	carol := srv.Client().Register("carol", "password1")
+	roomID := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, http.StatusOK)["room_id"].(string)
+	ghost.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", roomID), map[string]any{}, http.StatusOK)
+	lonely := carol.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, http.StatusOK)["room_id"].(string)
+
+	ephemeral := func(typ, roomID string) []*event.Event {
+		var out []*event.Event
+		for _, ev := range b.received() {
+			if ev.Type.Type == typ && ev.RoomID.String() == roomID {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+
+	// Typing in the ghost's room reaches the bridge; in another room not.
+	carol.MustDo("PUT", testutil.Path("/_matrix/client/v3/rooms/%s/typing/%s", lonely, carol.UserID), map[string]any{"typing": true, "timeout": 30000}, http.StatusOK)
+	alice.MustDo("PUT", testutil.Path("/_matrix/client/v3/rooms/%s/typing/%s", roomID, alice.UserID), map[string]any{"typing": true, "timeout": 30000}, http.StatusOK)
+	testutil.Eventually(t, 20*time.Second, "alice typing at the bridge", func() bool {
+		for _, ev := range ephemeral("m.typing", roomID) {
+			if ids, _ := ev.Content.Raw["user_ids"].([]any); len(ids) == 1 && ids[0] == alice.UserID {
+				return true
+			}
+		}
+		return false
+	})
+	alice.MustDo("PUT", testutil.Path("/_matrix/client/v3/rooms/%s/typing/%s", roomID, alice.UserID), map[string]any{"typing": false}, http.StatusOK)
+	testutil.Eventually(t, 20*time.Second, "alice stopping typing at the bridge", func() bool {
+		evs := ephemeral("m.typing", roomID)
+		ids, ok := evs[len(evs)-1].Content.Raw["user_ids"].([]any)
+		return ok && len(ids) == 0
+	})
+
+	// A public read receipt reaches it; a private one does not.
+	msg := pushSend(t, alice, roomID, "m.room.message", text("read me"))
+	carolMsg := pushSend(t, carol, lonely, "m.room.message", text("lonely"))
+	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/rooms/%s/receipt/m.read.private/%s", roomID, msg), map[string]any{}, http.StatusOK)
+	carol.MustDo("POST", testutil.Path("/_matrix/client/v3/rooms/%s/receipt/m.read/%s", lonely, carolMsg), map[string]any{}, http.StatusOK)
+	alice.MustDo("POST", testutil.Path("/_matrix/client/v3/rooms/%s/receipt/m.read/%s", roomID, msg), map[string]any{}, http.StatusOK)
+	testutil.Eventually(t, 20*time.Second, "alice's receipt at the bridge", func() bool {
+		for _, ev := range ephemeral("m.receipt", roomID) {
+			if r, ok := ev.Content.Raw[msg].(map[string]any)["m.read"].(map[string]any)[alice.UserID].(map[string]any); ok && r["ts"] != nil {
+				return true
+			}
+		}
+		return false
+	})
+	for _, ev := range ephemeral("m.receipt", roomID) {
+		if _, private := ev.Content.Raw[msg].(map[string]any)["m.read.private"]; private {
+			t.Fatalf("a private receipt reached the bridge: %v", ev.Content.Raw)
+		}
+	}
+	if len(ephemeral("m.typing", lonely)) > 0 || len(ephemeral("m.receipt", lonely)) > 0 {
+		t.Fatal("ephemeral events of a room without the bridge's users reached it")
+	}
+
+	// The presence of a user sharing a room with the ghost reaches it;
+	// that of a user who does not, not.
+	carol.MustDo("PUT", testutil.Path("/_matrix/client/v3/presence/%s/status", carol.UserID), map[string]any{"presence": "unavailable", "status_msg": "away"}, http.StatusOK)
+	alice.MustDo("PUT", testutil.Path("/_matrix/client/v3/presence/%s/status", alice.UserID), map[string]any{"presence": "online", "status_msg": "bridging"}, http.StatusOK)
+	presence := func(userID string) []*event.Event {
+		var out []*event.Event
+		for _, ev := range b.received() {
+			if ev.Type.Type == "m.presence" && ev.Sender.String() == userID {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	testutil.Eventually(t, 20*time.Second, "alice's presence at the bridge", func() bool {
+		for _, ev := range presence(alice.UserID) {
+			if ev.Content.Raw["presence"] == "online" && ev.Content.Raw["status_msg"] == "bridging" {
+				return true
+			}
+		}
+		return false
+	})
+	if len(presence(carol.UserID)) > 0 {
+		t.Fatal("the presence of a user sharing no room with the bridge's users reached it")
+	}
+
+	// A to-device message for the ghost's device reaches it, with its
+	// recipient.
+	tdSend(alice, "com.example.ping", tdTxn(), map[string]any{ghost.UserID: map[string]any{ghost.DeviceID: map[string]any{"n": 1}}})
+	testutil.Eventually(t, 20*time.Second, "the to-device message at the bridge", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, ev := range toDevice {
+			if ev.Type.Type == "com.example.ping" && ev.Sender.String() == alice.UserID && ev.ToUserID.String() == ghost.UserID &&
+				ev.ToDeviceID.String() == ghost.DeviceID {
+				return true
+			}
+		}
+		return false
+	})
+
+	// MSC3202: the ghost's one-time keys are counted in the next
+	// transaction; alice's new device keys are a device list change.
+	dev := testutil.NewE2EEDevice(t, ghost.UserID, ghost.DeviceID)
+	keysUpload(ghost, map[string]any{"device_keys": dev.DeviceKeys(t), "one_time_keys": dev.OneTimeKeys(t, 0, 3)})
+	aliceDev := testutil.NewE2EEDevice(t, alice.UserID, alice.DeviceID)
+	keysUpload(alice, map[string]any{"device_keys": aliceDev.DeviceKeys(t)})
+	pushSend(t, alice, roomID, "m.room.message", text("count my keys"))
+	wantOTK := ghost.UserID + "/" + ghost.DeviceID + "=3"
+	testutil.Eventually(t, 20*time.Second, "the ghost's key count and alice's device list change at the bridge", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return slices.Contains(otks, wantOTK) && slices.Contains(changed, alice.UserID)
+	})
+
+	// The body's keys are those of Synapse: the stable ephemeral key (not
+	// the unstable one, for a receive_ephemeral registration), MSC2409's
+	// to_device and MSC3202's device lists and counts.
+	keys := map[string]bool{}
+	for _, tx := range b.transactions() {
+		var body map[string]json.RawMessage
+		if err := json.Unmarshal(tx.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		for k := range body {
+			keys[k] = true
+		}
+	}
+	for _, k := range []string{"events", "ephemeral", "de.sorunome.msc2409.to_device", "org.matrix.msc3202.device_lists",
+		"org.matrix.msc3202.device_one_time_keys_count", "org.matrix.msc3202.device_unused_fallback_key_types"} {
+		if !keys[k] {
+			t.Errorf("no transaction had %s (keys: %v)", k, keys)
+		}
+	}
+	if keys["de.sorunome.msc2409.ephemeral"] {
+		t.Error("the unstable ephemeral key was sent to a receive_ephemeral registration")
+	}
 }
