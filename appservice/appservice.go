@@ -173,8 +173,8 @@ func (a *AppService) Close() {
 // stream's history (as Synapse, whose services start at the current
 // position).
 func (a *AppService) startFrom(ctx context.Context, stream, consumer string) error {
-	last, err := storage.Consumers.Get(ctx, a.store.DB(), consumer)
-	if err != nil || last > 0 {
+	known, err := storage.ConsumerKnown(ctx, a.store.DB(), consumer)
+	if err != nil || known {
 		return err
 	}
 	st, err := a.bus.JS.Stream(ctx, a.bus.Name(stream))
@@ -184,9 +184,6 @@ func (a *AppService) startFrom(ctx context.Context, stream, consumer string) err
 	info, err := st.Info(ctx)
 	if err != nil {
 		return err
-	}
-	if info.State.LastSeq == 0 {
-		return nil
 	}
 	return a.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		return storage.Consumers.Set(ctx, tx, consumer, info.State.LastSeq)

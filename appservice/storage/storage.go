@@ -30,6 +30,13 @@ const (
 // applied, stored with its effect.
 var Consumers = bus.PositionTable{Table: "as_consumers", Key: "consumer", Seq: "seq"}
 
+// ConsumerKnown reports whether a consumer has a stored position (even 0).
+func ConsumerKnown(ctx context.Context, q sqlutil.Querier, consumer string) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM as_consumers WHERE consumer = ?`, consumer).Scan(&n)
+	return n > 0, err
+}
+
 // Storage is the component's database.
 type Storage struct {
 	db *sqlutil.DB
