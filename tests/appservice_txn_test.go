@@ -640,3 +640,92 @@ func TestAppServiceTransactionEphemeral(t *testing.T) {
 		t.Error("the unstable ephemeral key was sent to a receive_ephemeral registration")
 	}
 }
+
+// TestAppServiceTransactionBatches: what piled up while the bridge was
+// down goes in transactions of at most 100 events (Synapse's limit), in
+// order, each once.
+func TestAppServiceTransactionBatches(t *testing.T) {
+	b := newTestBridge(t, nil)
+	srv := startWithBridge(t, b)
+	alice := srv.Client().Register("alice", "password1")
+	ghost := srv.Client().Register("ghost_batch", "password1")
+	roomID := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, http.StatusOK)["room_id"].(string)
+	ghost.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", roomID), map[string]any{}, http.StatusOK)
+	b.waitEvent(t, pushSend(t, alice, roomID, "m.room.message", text("warm up")))
+
+	b.fail(http.StatusServiceUnavailable)
+	var want []string
+	for i := 0; i < 230; i++ {
+		want = append(want, pushSend(t, alice, roomID, "m.room.message", text(fmt.Sprint(i))))
+	}
+	testutil.Eventually(t, 20*time.Second, "pending items", func() bool {
+		p, _ := gauge(t, srv.Registry, "myelin_appservice_pending_items", map[string]string{"service": "testbridge"})
+		return p == 230
+	})
+	b.fail(0)
+	b.waitEvent(t, want[len(want)-1])
+
+	var got []string
+	full := 0
+	for _, tx := range b.transactions() {
+		if tx.Status != http.StatusOK {
+			continue
+		}
+		var body struct {
+			Events []struct {
+				EventID string `json:"event_id"`
+				Type    string `json:"type"`
+			} `json:"events"`
+		}
+		if err := json.Unmarshal(tx.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		if len(body.Events) > 100 {
+			t.Fatalf("transaction %s has %d events", tx.ID, len(body.Events))
+		}
+		if len(body.Events) == 100 {
+			full++
+		}
+		for _, e := range body.Events {
+			if e.Type == "m.room.message" {
+				got = append(got, e.EventID)
+			}
+		}
+	}
+	got = got[1:] // the warm-up message
+	if full < 2 {
+		t.Errorf("%d full transactions of 100 events, want 2 for the backlog", full)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the bridge got %d messages, want the %d sent, in order", len(got), len(want))
+	}
+}
+
+// TestAppServiceTransactionLegacyEphemeral: a registration with only
+// MSC2409's de.sorunome.msc2409.push_ephemeral gets ephemeral events under
+// the unstable key, as Synapse sends them.
+func TestAppServiceTransactionLegacyEphemeral(t *testing.T) {
+	b := newTestBridge(t, func(r *appservice.Registration) { r.SoruEphemeralEvents = true })
+	srv := startWithBridge(t, b)
+	alice := srv.Client().Register("alice", "password1")
+	ghost := srv.Client().Register("ghost_legacy", "password1")
+	roomID := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, http.StatusOK)["room_id"].(string)
+	ghost.MustDo("PUT", testutil.Path("/_matrix/client/v3/rooms/%s/typing/%s", roomID, ghost.UserID), map[string]any{"typing": true, "timeout": 30000}, http.StatusForbidden)
+	ghost.MustDo("POST", testutil.Path("/_matrix/client/v3/join/%s", roomID), map[string]any{}, http.StatusOK)
+	alice.MustDo("PUT", testutil.Path("/_matrix/client/v3/rooms/%s/typing/%s", roomID, alice.UserID), map[string]any{"typing": true, "timeout": 30000}, http.StatusOK)
+	testutil.Eventually(t, 20*time.Second, "typing under the unstable key", func() bool {
+		for _, tx := range b.transactions() {
+			var body map[string]json.RawMessage
+			if json.Unmarshal(tx.Body, &body) != nil {
+				continue
+			}
+			if _, stable := body["ephemeral"]; stable {
+				t.Fatalf("stable ephemeral key sent to a legacy registration: %s", tx.Body)
+			}
+			if strings.Contains(string(body["de.sorunome.msc2409.ephemeral"]), `"m.typing"`) {
+				return true
+			}
+		}
+		return false
+	})
+}
