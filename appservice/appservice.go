@@ -75,6 +75,7 @@ type AppService struct {
 	// queueMu makes the component the single writer of as_queue IDs.
 	queueMu sync.Mutex
 	nextID  int64
+	stored  map[string]uint64 // the last position each consumer stored
 
 	stops []func()
 }
@@ -109,7 +110,7 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 		return nil, fmt.Errorf("appservice: metrics: %w", err)
 	}
 	a := &AppService{cfg: cfg, store: st, bus: b, log: log.With("component", "appservice"), client: cfg.HTTPClient, users: users,
-		interest: newInterest(services, cfg.ServerName, rooms), metrics: m, senders: map[string]*sender{}}
+		interest: newInterest(services, cfg.ServerName, rooms), metrics: m, senders: map[string]*sender{}, stored: map[string]uint64{}}
 	if a.client == nil {
 		a.client = &http.Client{
 			Timeout: 60 * time.Second,
@@ -200,11 +201,21 @@ func (a *AppService) enqueue(ctx context.Context, tx *sqlutil.Tx, rows []storage
 	return storage.InsertQueue(ctx, tx, rows)
 }
 
-// apply runs fn, which queues rows, and the consumer's position in one
-// transaction, then wakes the senders of the rows queued.
+// positionEvery is how many messages that queue nothing a consumer may
+// apply before it stores its position: most room events concern no
+// service, and they need no write each. After a restart, the consumer's
+// acknowledgements (not the stored position) decide where it resumes, and
+// a message redelivered past the position queues nothing again.
+const positionEvery = 100
+
+// apply queues rows and stores the consumer's position in one transaction,
+// then wakes the senders of the rows queued.
 func (a *AppService) apply(ctx context.Context, consumer string, seq uint64, rows []storage.QueueRow) error {
 	a.queueMu.Lock()
 	defer a.queueMu.Unlock()
+	if len(rows) == 0 && seq < a.stored[consumer]+positionEvery {
+		return nil
+	}
 	err := a.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if err := a.enqueue(ctx, tx, rows); err != nil {
 			return err
@@ -215,6 +226,7 @@ func (a *AppService) apply(ctx context.Context, consumer string, seq uint64, row
 		return err
 	}
 	a.nextID += int64(len(rows))
+	a.stored[consumer] = seq
 	count := map[string]int{}
 	for _, r := range rows {
 		count[r.ServiceID]++

@@ -2,6 +2,7 @@ package appservice
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/internal/lru"
+	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
 // roomCacheSize bounds the rooms whose members and aliases are cached.
@@ -77,7 +79,7 @@ func (in *interest) hasJoined(ctx context.Context, roomID string, s *asapi.Servi
 	defer ri.mu.Unlock()
 	if ri.members == nil {
 		state, err := in.rooms.QueryCurrentState(ctx, roomID)
-		if err != nil {
+		if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
 			return false, err
 		}
 		members := map[string]bool{}
@@ -131,7 +133,7 @@ func (in *interest) roomAliases(ctx context.Context, roomID string) ([]string, e
 		return nil, err
 	}
 	state, err := in.rooms.QueryCurrentState(ctx, roomID, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomCanonicalAlias, StateKey: ""})
-	if err != nil {
+	if err != nil && !errors.Is(err, rsapi.ErrRoomNotFound) {
 		return nil, err
 	}
 	for _, ev := range state {
