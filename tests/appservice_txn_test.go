@@ -354,8 +354,13 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string, labels map[strin
 // everything arrives once, in order, and the transaction that failed is
 // resent with its ID and body.
 func TestAppServiceTransactionOutageAndRestart(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testAppServiceOutageAndRestart(t, false) })
+	t.Run("postgres", func(t *testing.T) { testAppServiceOutageAndRestart(t, true) })
+}
+
+func testAppServiceOutageAndRestart(t *testing.T, postgres bool) {
 	b := newTestBridge(t, nil)
-	srv := startWithBridge(t, b)
+	srv := testserver.Start(t, testserver.Options{Configure: b.configure, Postgres: postgres})
 	alice := srv.Client().Register("alice", "password1")
 	ghost := srv.Client().Register("ghost_two", "password1")
 	roomID := alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, http.StatusOK)["room_id"].(string)
