@@ -40,14 +40,6 @@ type Config struct {
 	Services *asapi.Registry
 	// Registry receives the component's metrics (nil: none).
 	Registry prometheus.Registerer
-	// HTTPClient sends the transactions (nil: one with timeouts). The
-	// services' URLs come from the operator's registration files, so no
-	// guard against private addresses applies (as in Synapse).
-	HTTPClient *http.Client
-	// MinBackoff and MaxBackoff bound the wait between attempts to send a
-	// transaction to a service that is down (1 s doubling up to 5 min
-	// when zero).
-	MinBackoff, MaxBackoff time.Duration
 }
 
 // Rooms is what the component reads of rooms: their current state (the
@@ -95,12 +87,6 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 	if len(services) == 0 || b == nil {
 		return nil, nil
 	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = time.Second
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = 5 * time.Minute
-	}
 	st, err := storage.New(ctx, db)
 	if err != nil {
 		return nil, fmt.Errorf("appservice: %w", err)
@@ -109,18 +95,18 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 	if err != nil {
 		return nil, fmt.Errorf("appservice: metrics: %w", err)
 	}
-	a := &AppService{cfg: cfg, store: st, bus: b, log: log.With("component", "appservice"), client: cfg.HTTPClient, users: users,
+	a := &AppService{cfg: cfg, store: st, bus: b, log: log.With("component", "appservice"), users: users,
 		interest: newInterest(services, cfg.ServerName, rooms), metrics: m, senders: map[string]*sender{}, stored: map[string]uint64{}}
-	if a.client == nil {
-		a.client = &http.Client{
-			Timeout: 60 * time.Second,
-			Transport: &http.Transport{
-				DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-				ResponseHeaderTimeout: 60 * time.Second,
-				IdleConnTimeout:       90 * time.Second,
-				MaxIdleConnsPerHost:   4,
-			},
-		}
+	// The services' URLs come from the operator's registration files, so
+	// no guard against private addresses applies (as in Synapse).
+	a.client = &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+			ResponseHeaderTimeout: 60 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConnsPerHost:   4,
+		},
 	}
 	for _, s := range services {
 		a.senders[s.ID] = newSender(a, s)

@@ -27,6 +27,14 @@ const (
 	maxToDevicePerTxn  = 100
 )
 
+// The wait between attempts to send a transaction to a service that is
+// down doubles from minBackoff up to maxBackoff (Synapse's doubles from
+// 2 s up to 512 s).
+const (
+	minBackoff = time.Second
+	maxBackoff = 5 * time.Minute
+)
+
 // sender sends one service its transactions, one at a time and in order.
 type sender struct {
 	a       *AppService
@@ -72,7 +80,7 @@ func (s *sender) start() (stop func()) {
 
 // run sends transactions while there is something queued. A failed
 // transaction is resent, same ID and body, after a backoff that doubles
-// from MinBackoff up to MaxBackoff; new rows do not shorten it. The
+// from minBackoff up to maxBackoff; new rows do not shorten it. The
 // service going down is logged once, as is its coming back.
 func (s *sender) run(ctx context.Context) {
 	failures := 0
@@ -99,7 +107,7 @@ func (s *sender) run(ctx context.Context) {
 		if err != nil {
 			s.a.metrics.txns.WithLabelValues(s.svc.ID, "error").Inc()
 			s.a.metrics.up.WithLabelValues(s.svc.ID).Set(0)
-			delay := min(s.a.cfg.MinBackoff<<min(failures, 20), s.a.cfg.MaxBackoff)
+			delay := min(minBackoff<<min(failures, 20), maxBackoff)
 			if failures == 0 {
 				s.log.Warn("application service is down: retrying with backoff", slog.Int64("txn_id", txn.ID),
 					slog.Int64("pending", s.pending.Load()), slog.String("error", err.Error()))
