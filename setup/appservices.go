@@ -8,6 +8,7 @@ import (
 
 	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/config"
+	syncout "github.com/myelin-chat/myelin/syncapi/api"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
 )
 
@@ -51,6 +52,7 @@ func appService(serverName string, r *config.AppService) (*asapi.Service, error)
 		RateLimited:      r.RateLimited == nil || *r.RateLimited,
 		Protocols:        r.Protocols,
 		ReceiveEphemeral: r.ReceiveEphemeral || flag("de.sorunome.msc2409.push_ephemeral", "push_ephemeral"),
+		EphemeralLegacy:  !r.ReceiveEphemeral && flag("de.sorunome.msc2409.push_ephemeral", "push_ephemeral"),
 		MSC3202:          flag("org.matrix.msc3202"),
 		MSC4190:          flag("io.element.msc4190"),
 	}
@@ -108,4 +110,27 @@ func ensureAppServiceSenders(ctx context.Context, users userapi.AccountsAPI, reg
 		}
 	}
 	return nil
+}
+
+// syncOutput is what the sync API publishes for the application services:
+// typing, receipts and presence when a service receives ephemeral events,
+// and the to-device messages of those services' users.
+func syncOutput(reg *asapi.Registry) syncout.Output {
+	var eph []*asapi.Service
+	for _, s := range reg.Services() {
+		if s.URL != "" && s.ReceiveEphemeral {
+			eph = append(eph, s)
+		}
+	}
+	if len(eph) == 0 {
+		return syncout.Output{}
+	}
+	return syncout.Output{Ephemeral: true, ToDevice: func(userID string) bool {
+		for _, s := range eph {
+			if s.IsInterestedInUser(userID) {
+				return true
+			}
+		}
+		return false
+	}}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/myelin-chat/myelin/appservice"
 	asapi "github.com/myelin-chat/myelin/appservice/api"
 	"github.com/myelin-chat/myelin/clientapi"
 	"github.com/myelin-chat/myelin/config"
@@ -35,6 +36,7 @@ import (
 	"github.com/myelin-chat/myelin/roomserver"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/syncapi"
+	syncout "github.com/myelin-chat/myelin/syncapi/api"
 	"github.com/myelin-chat/myelin/userapi"
 	userapiapi "github.com/myelin-chat/myelin/userapi/api"
 )
@@ -133,7 +135,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err := s.Bus.RegisterMetrics(s.Registry); err != nil {
 		return nil, fmt.Errorf("bus metrics: %w", err)
 	}
-	if err := s.Bus.EnsureStreams(ctx, append(append(userapiapi.Streams(), rsapi.Streams()...), fedapi.Streams()...)...); err != nil {
+	if err := s.Bus.EnsureStreams(ctx, append(append(append(userapiapi.Streams(), rsapi.Streams()...), fedapi.Streams()...), syncout.Streams()...)...); err != nil {
 		return nil, err
 	}
 
@@ -209,6 +211,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
 		PushAllowPrivateAddresses: cfg.Push.AllowPrivateAddresses, Registry: s.Registry, Marks: marks,
+		Output: syncOutput(s.AppServices),
 	}
 	if s.Federation != nil {
 		fed = s.Federation
@@ -223,6 +226,20 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	}
 	s.closers = append(s.closers, sync.Close)
 	s.drainers = append(s.drainers, sync.Drain)
+	// The application services' transactions: nothing when no service
+	// has a URL.
+	bridges, err := appservice.New(ctx, appservice.Config{
+		ServerName: cfg.ServerName, Services: s.AppServices, Registry: s.Registry,
+	}, s.DB, s.Bus, rooms, s.Users, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	if bridges != nil {
+		if err := bridges.Start(runCtx); err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, bridges.Close)
+	}
 	client, err := clientapi.New(ctx, clientapi.Config{
 		ServerName:               cfg.ServerName,
 		RegistrationEnabled:      cfg.Registration.Enabled,

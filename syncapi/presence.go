@@ -293,13 +293,24 @@ func (p *presenceTracker) store(ctx context.Context, userID string, st *presence
 	p.write.Lock()
 	pos := p.s.pos.presence.Load() + 1
 	row := presenceRow(userID, st, pos)
-	err := p.s.store.WithTx(ctx, func(tx *sqlutil.Tx) error { return storage.UpsertPresence(ctx, tx, row) })
+	out := false
+	err := p.s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		if err := storage.UpsertPresence(ctx, tx, row); err != nil {
+			return err
+		}
+		var err error
+		out, err = p.s.outputPresence(ctx, tx, row)
+		return err
+	})
 	if err == nil {
 		p.s.pos.presence.Store(pos)
 	}
 	p.write.Unlock()
 	if err != nil {
 		return err
+	}
+	if out {
+		p.s.flushOutbox(ctx)
 	}
 	p.s.notifier.wakeSharers(userID)
 	p.s.sendPresence(row)
@@ -322,9 +333,11 @@ func (p *presenceTracker) storeRemote(ctx context.Context, rows []*storage.Prese
 	defer p.write.Unlock()
 	var pos int64
 	var changed []string
+	out := false
 	err := p.s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		pos, changed = p.s.pos.presence.Load(), nil
+		pos, changed, out = p.s.pos.presence.Load(), nil, false
 		for _, row := range rows {
+			announce := false
 			old, err := storage.SelectPresence(ctx, tx, row.UserID)
 			if err != nil && !errors.Is(err, storage.ErrNotFound) {
 				return err
@@ -334,11 +347,19 @@ func (p *presenceTracker) storeRemote(ctx context.Context, rows []*storage.Prese
 				pos++
 				row.Pos = pos
 				changed = append(changed, row.UserID)
+				announce = true
 			} else {
 				row.Pos = old.Pos
 			}
 			if err := storage.UpsertPresence(ctx, tx, row); err != nil {
 				return err
+			}
+			if announce {
+				o, err := p.s.outputPresence(ctx, tx, row)
+				if err != nil {
+					return err
+				}
+				out = out || o
 			}
 		}
 		if extra == nil {
@@ -351,6 +372,9 @@ func (p *presenceTracker) storeRemote(ctx context.Context, rows []*storage.Prese
 	}
 	p.s.pos.presence.Store(pos)
 	p.heardRemote(rows)
+	if out {
+		p.s.flushOutbox(ctx)
+	}
 	return changed, nil
 }
 

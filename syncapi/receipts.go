@@ -88,6 +88,11 @@ func (s *SyncAPI) storeReceipts(ctx context.Context, list []receiptWrite, extra 
 				return err
 			}
 			stored = append(stored, w.r)
+			if out, err := s.outputReceipt(ctx, tx, w.r); err != nil {
+				return err
+			} else if out {
+				federated = true // flushed with the EDUs
+			}
 			if payload, ok := s.receiptEDU(w.r); ok && w.federate {
 				if err := storage.Outbox.Insert(ctx, tx, fedapi.OutSubject(fedapi.EDUReceipt), "receipt:"+strconv.FormatInt(pos, 10), payload); err != nil {
 					return err

@@ -26,6 +26,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
+	syncout "github.com/myelin-chat/myelin/syncapi/api"
 	"github.com/myelin-chat/myelin/syncapi/pushgateway"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
@@ -51,6 +52,9 @@ type Config struct {
 	// process, which reads wait for (read-your-writes); nil: the sync
 	// API keeps its own, which only its own waits mark.
 	Marks *bus.WriteMarks
+	// Output is what the sync API publishes on SyncOutput (the zero
+	// value: nothing).
+	Output syncout.Output
 }
 
 // UserAPI is what the sync API uses of the user API: account data (the
@@ -84,8 +88,11 @@ type SyncAPI struct {
 	push     *pushCache
 	unread   *unreadStore
 	edus     *eduSender // nil without a bus
-	pushers  *pushers
-	keys     KeyCounter // nil: no key counts
+	// typingOut publishes typing on SyncOutput; nil when Output.Ephemeral
+	// is off.
+	typingOut *typingOutput
+	pushers   *pushers
+	keys      KeyCounter // nil: no key counts
 
 	// pos holds the highest committed position of each stream.
 	pos struct {
@@ -164,7 +171,13 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 	if b != nil {
 		s.edus = newEDUSender(b, s.log)
 	}
-	s.typing = newTypingStore(func(roomID string) { s.notifier.wakeRoom(roomID) }, s.sendTyping)
+	if b != nil && cfg.Output.Ephemeral {
+		s.typingOut = newTypingOutput(b, s.log, func(roomID string) []string { return s.typing.since([]string{roomID}, 0, true)[roomID] })
+	}
+	s.typing = newTypingStore(func(roomID string) {
+		s.notifier.wakeRoom(roomID)
+		s.typingOut.changed(roomID)
+	}, s.sendTyping)
 	s.presence = newPresenceTracker(s)
 	if users != nil {
 		client := pushgateway.NewClient(pushgateway.ClientConfig{AllowPrivateAddresses: cfg.PushAllowPrivateAddresses})
@@ -211,6 +224,7 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("syncapi: remote presence: %w", err)
 	}
 	s.addStop(s.edus.start())
+	s.addStop(s.typingOut.start())
 	s.addStop(s.fedOutbox.Relay(s.bus, 10*time.Second, s.log)) // what a crash left goes out now
 	s.addStop(s.startToDevice(ctx))
 	if s.pushers != nil {

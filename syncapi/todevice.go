@@ -172,9 +172,9 @@ func (s *SyncAPI) writeToDevice(ctx context.Context, msgs []storage.ToDevice, ed
 	if len(msgs) > 0 || len(edus) > 0 {
 		pos++
 	}
-	var written bool
+	var written, out bool
 	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		written = false
+		written, out = false, false
 		if guard != nil {
 			if ok, err := guard(tx, pos); err != nil || !ok {
 				if err == nil && always != nil {
@@ -194,6 +194,10 @@ func (s *SyncAPI) writeToDevice(ctx context.Context, msgs []storage.ToDevice, ed
 				return err
 			}
 			if err := storage.InsertToDeviceOutbox(ctx, tx, edus); err != nil {
+				return err
+			}
+			var err error
+			if out, err = s.outputToDevice(ctx, tx, msgs); err != nil {
 				return err
 			}
 			if err := storage.SetToDevicePos(ctx, tx, pos); err != nil {
@@ -220,6 +224,9 @@ func (s *SyncAPI) writeToDevice(ctx context.Context, msgs []storage.ToDevice, ed
 	s.inboxes.added(keys, pos)
 	s.pos.toDevice.Store(pos)
 	s.notifier.wakeUsers(users...)
+	if out {
+		s.flushOutbox(ctx)
+	}
 	return true, nil
 }
 

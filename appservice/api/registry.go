@@ -42,6 +42,11 @@ type Service struct {
 	// de.sorunome.msc2409.push_ephemeral): typing, receipts and presence
 	// in transactions.
 	ReceiveEphemeral bool
+	// EphemeralLegacy: ReceiveEphemeral comes from MSC2409's unstable
+	// flag alone, so transactions carry the ephemeral events under the
+	// unstable key de.sorunome.msc2409.ephemeral (as Synapse's
+	// supports_ephemeral_legacy).
+	EphemeralLegacy bool
 	// MSC3202 is org.matrix.msc3202: device masquerading, and device list
 	// changes and one-time key counts in transactions.
 	MSC3202 bool
