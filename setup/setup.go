@@ -103,7 +103,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if s.Key, err = signingkey.Load(cfg.SigningKeyPath); err != nil {
 		return nil, fmt.Errorf("signing key: %w (create one with 'myelin generate-keys')", err)
 	}
-	if s.DB, err = sqlutil.Open(ctx, cfg.Database.URL, sqlutil.Options{MaxOpenConns: cfg.Database.MaxOpenConns}); err != nil {
+	if s.DB, err = sqlutil.Open(ctx, cfg.Database.URL, sqlutil.Options{MaxOpenConns: cfg.Database.MaxOpenConns,
+		SQLiteCacheSize: int64(cfg.Database.SQLiteCacheSize)}); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.DB.Close() })
@@ -111,7 +112,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, fmt.Errorf("database metrics: %w", err)
 	}
 
-	if s.Bus, err = bus.Open(ctx, bus.Config{URLs: cfg.NATS.URLs, StoreDir: cfg.NATS.StoreDir, Prefix: cfg.NATS.Prefix}, s.Log); err != nil {
+	if s.Bus, err = bus.Open(ctx, bus.Config{URLs: cfg.NATS.URLs, StoreDir: cfg.NATS.StoreDir, Prefix: cfg.NATS.Prefix,
+		MaxMemory: int64(cfg.NATS.MaxMemory), MaxStore: int64(cfg.NATS.MaxStore)}, s.Log); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.Bus.Close)
@@ -148,6 +150,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		BcryptCost:          cfg.Auth.BcryptCost,
 		AccessTokenLifetime: time.Duration(cfg.Auth.AccessTokenLifetime),
 		Marks:               marks,
+		TokenCacheSize:      cfg.Caches.AccessTokens,
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
 		return nil, err
@@ -160,6 +163,13 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		PrivateKey: s.Key.Private,
 		Registry:   s.Registry,
 		Marks:      marks,
+		Caches: roomserver.CacheSizes{
+			Events:          cfg.Caches.RoomEvents,
+			SnapshotEntries: cfg.Caches.StateSnapshots,
+			BlockEntries:    cfg.Caches.StateBlocks,
+			BlockIDs:        cfg.Caches.StateBlockIDs,
+			StateKeys:       cfg.Caches.StateKeys,
+		},
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
 		return nil, err
@@ -190,6 +200,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		ServerName: cfg.ServerName, PresenceEnabled: cfg.Presence.Enabled,
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
 		PushAllowPrivateAddresses: cfg.Push.AllowPrivateAddresses, Registry: s.Registry, Marks: marks,
+		Caches: syncapi.CacheSizes{LazyDevices: cfg.Caches.LazyMembers, PushRules: cfg.Caches.PushRules, PushRooms: cfg.Caches.PushRooms},
 	}
 	if s.Federation != nil {
 		fed = s.Federation

@@ -42,7 +42,15 @@ const (
 type Options struct {
 	// MaxOpenConns caps PostgreSQL connections and SQLite readers.
 	MaxOpenConns int
+	// SQLiteCacheSize is the page cache of each SQLite connection, in
+	// bytes (0: DefaultSQLiteCacheSize): SQLite's caches hold at most
+	// (1 + MaxOpenConns) times this.
+	SQLiteCacheSize int64
 }
+
+// DefaultSQLiteCacheSize is the page cache per SQLite connection when
+// Options leaves it at zero.
+const DefaultSQLiteCacheSize = 2 << 20
 
 // Querier is what storage code runs queries on: a *DB or a *Tx.
 type Querier interface {
@@ -72,6 +80,9 @@ func (db *DB) Queries() uint64 { return db.queries.Load() }
 func Open(ctx context.Context, dsn string, o Options) (*DB, error) {
 	if o.MaxOpenConns <= 0 {
 		o.MaxOpenConns = 10
+	}
+	if o.SQLiteCacheSize <= 0 {
+		o.SQLiteCacheSize = DefaultSQLiteCacheSize
 	}
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
@@ -117,7 +128,8 @@ func openSQLite(ctx context.Context, dsn string, o Options) (*DB, error) {
 		f.Close()
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
-	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-8000"
+	// A negative cache_size is in KiB.
+	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-" + strconv.FormatInt(max(o.SQLiteCacheSize>>10, 1), 10)
 	writer, err := sql.Open("sqlite3", base+"?_journal_mode=WAL&_txlock=immediate&"+common)
 	if err != nil {
 		return nil, fmt.Errorf("sqlutil: open sqlite: %w", err)
