@@ -192,6 +192,7 @@ type Logging struct {
 type Metrics struct {
 	Enabled bool   `yaml:"enabled" doc:"Serve Prometheus metrics at /metrics on address."`
 	Address string `yaml:"address" doc:"host:port of the metrics listener (keep it private)."`
+	Pprof   bool   `yaml:"pprof" doc:"Also serve Go's profiles (heap, CPU, goroutines: net/http/pprof) at /debug/pprof/ on the metrics listener. Off by default: profiles reveal internals and a CPU profile costs CPU while it runs."`
 }
 
 // WellKnown holds the discovery documents.

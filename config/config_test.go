@@ -120,13 +120,14 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.RateLimiting.Login.Burst = 0
 	c.Listeners.FederationTLS.Address = ":8448"
 	c.WellKnown.ClientBaseURL = "ftp://x"
+	c.Metrics.Pprof = true // without metrics.enabled
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("want errors")
 	}
 	for _, key := range []string{"server_name", "database.url", "auth.bcrypt_cost", "logging.level",
 		"rate_limiting.login.burst", "listeners.federation_tls.cert_path", "listeners.federation_tls.key_path",
-		"well_known.client_base_url"} {
+		"well_known.client_base_url", "metrics.pprof"} {
 		if !strings.Contains(err.Error(), key+":") {
 			t.Errorf("missing problem for %s in:\n%v", key, err)
 		}

@@ -199,6 +199,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Metrics.Enabled {
 		checkAddr("metrics.address", c.Metrics.Address, true)
+	} else if c.Metrics.Pprof {
+		bad("metrics.pprof", "needs metrics.enabled (profiles are served on the metrics listener)")
 	}
 
 	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {

@@ -170,3 +170,29 @@ func TestOperationalMetrics(t *testing.T) {
 		t.Error("no lag for the federation API's room output consumer")
 	}
 }
+
+// metrics.pprof serves Go's profiles on the metrics listener, and only
+// there; without it the listener has no /debug/pprof/.
+func TestMetricsPprof(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		addr := testutil.FreeLoopbackAddr(t)
+		srv := testserver.Start(t, testserver.Options{Configure: func(c *configT) {
+			c.Metrics.Enabled = true
+			c.Metrics.Address = addr
+			c.Metrics.Pprof = on
+		}})
+		heap := rawRequest(t, "GET", "http://"+addr+"/debug/pprof/heap", nil, nil)
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; heap.Status != want {
+			t.Errorf("pprof %v: GET /debug/pprof/heap: status %d, want %d", on, heap.Status, want)
+		}
+		if on && !strings.HasPrefix(string(heap.Body), "\x1f\x8b") {
+			t.Errorf("pprof on: the heap profile is not gzipped protobuf: %q", heap.Body[:min(len(heap.Body), 20)])
+		}
+		if r := rawRequest(t, "GET", srv.URL+"/debug/pprof/heap", nil, nil); r.Status != http.StatusNotFound {
+			t.Errorf("pprof %v: the client listener serves /debug/pprof/heap: status %d", on, r.Status)
+		}
+		if r := rawRequest(t, "GET", "http://"+addr+"/metrics", nil, nil); r.Status != http.StatusOK {
+			t.Errorf("pprof %v: /metrics: status %d", on, r.Status)
+		}
+	}
+}
