@@ -3,8 +3,12 @@ package setup
 import (
 	"log/slog"
 	"math"
+	"net/http"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"sync/atomic"
+	"time"
 
 	"github.com/myelin-chat/myelin/config"
 )
@@ -29,4 +33,71 @@ func ApplyMemoryLimit(cfg *config.Config, log *slog.Logger) int64 {
 		log.Info("memory limit", slog.Int64("bytes", limit), slog.String("from", source))
 	}
 	return limit
+}
+
+// idleRelease is how long the server must go without a request before the
+// memory freed since is returned to the operating system. The runtime's
+// background scavenger returns it too, but slowly (and only down to the
+// heap goal, about twice what is live), so after a burst of work RSS would
+// stay near its peak for minutes.
+const idleRelease = 30 * time.Second
+
+// idleReleaser notes when requests arrive and, once the server has been
+// idle for idleRelease, collects garbage and returns the free memory to the
+// OS, once per idle period.
+type idleReleaser struct {
+	last     atomic.Int64 // unix nanoseconds of the last request
+	released atomic.Bool  // since the last request
+	after    time.Duration
+	log      *slog.Logger
+	now      func() time.Time // time.Now; tests move it
+}
+
+func newIdleReleaser(after time.Duration, log *slog.Logger) *idleReleaser {
+	r := &idleReleaser{after: after, log: log, now: time.Now}
+	r.last.Store(r.now().UnixNano())
+	return r
+}
+
+// wrap notes every request that h serves.
+func (r *idleReleaser) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		r.last.Store(r.now().UnixNano())
+		r.released.Store(false)
+		h.ServeHTTP(w, req)
+	})
+}
+
+// run checks for idleness until stop is closed.
+func (r *idleReleaser) run(stop <-chan struct{}) {
+	t := time.NewTicker(r.after / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			r.check()
+		}
+	}
+}
+
+// check releases memory when the server has been idle long enough; it
+// reports whether it did.
+func (r *idleReleaser) check() bool {
+	if r.released.Load() || r.now().Sub(time.Unix(0, r.last.Load())) < r.after {
+		return false
+	}
+	r.released.Store(true)
+	t0 := time.Now()
+	// Two collections: the first moves what sync.Pools hold (such as
+	// JetStream's block buffers) to their victim caches, the second frees
+	// them; FreeOSMemory's own collection then returns the pages.
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	r.log.Debug("idle: memory returned to the OS", slog.Duration("took", time.Since(t0)),
+		slog.Uint64("heap_bytes", ms.HeapAlloc), slog.Uint64("held_bytes", ms.Sys-ms.HeapReleased))
+	return true
 }

@@ -257,7 +257,12 @@ func (s *Server) Start() error {
 		}
 		s.ln = ln
 	}
-	s.serve(s.ln, s.Handler, nil)
+	idle := newIdleReleaser(idleRelease, s.Log)
+	stopIdle := make(chan struct{})
+	go idle.run(stopIdle)
+	s.closers = append(s.closers, func() { close(stopIdle) })
+	handler := idle.wrap(s.Handler)
+	s.serve(s.ln, handler, nil)
 	if t := cfg.Listeners.FederationTLS; t.Address != "" || s.fedLn != nil {
 		cert, err := tls.LoadX509KeyPair(t.CertPath, t.KeyPath)
 		if err != nil {
@@ -269,7 +274,7 @@ func (s *Server) Start() error {
 				return fmt.Errorf("listen on %s: %w", t.Address, err)
 			}
 		}
-		s.serve(ln, s.Handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		s.serve(ln, handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	if m := cfg.Metrics; m.Enabled {
 		ln, err := net.Listen("tcp", m.Address)

@@ -48,6 +48,9 @@ type Options struct {
 	SQLiteCacheSize int64
 }
 
+// readerMaxIdle is how long an unused SQLite reader stays open.
+const readerMaxIdle = time.Minute
+
 // DefaultSQLiteCacheSize is the page cache per SQLite connection when
 // Options leaves it at zero.
 const DefaultSQLiteCacheSize = 2 << 20
@@ -150,6 +153,10 @@ func openSQLite(ctx context.Context, dsn string, o Options) (*DB, error) {
 	}
 	reader.SetMaxOpenConns(o.MaxOpenConns)
 	reader.SetMaxIdleConns(min(o.MaxOpenConns, 4))
+	// A reader's page cache is freed with it: readers unused for a while
+	// close, so that an idle server gives back what a burst of reads
+	// cached.
+	reader.SetConnMaxIdleTime(readerMaxIdle)
 	return &DB{Dialect: SQLite, writer: writer, reader: reader}, nil
 }
 
