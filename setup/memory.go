@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync/atomic"
 	"time"
 
@@ -42,21 +43,39 @@ func ApplyMemoryLimit(cfg *config.Config, log *slog.Logger) int64 {
 // stay near its peak for minutes.
 const idleRelease = 30 * time.Second
 
+// idleRegrowth is how much the memory held may grow while the server stays
+// idle before it is returned again: work goes on without requests (the
+// consumers catching up on a backlog, presence timing out).
+const idleRegrowth = 8 << 20
+
 // idleReleaser notes when requests arrive and, once the server has been
 // idle for idleRelease, collects garbage and returns the free memory to the
-// OS, once per idle period.
+// OS: once per idle period, and again while the period lasts whenever the
+// memory held has grown by idleRegrowth since.
 type idleReleaser struct {
 	last     atomic.Int64 // unix nanoseconds of the last request
 	released atomic.Bool  // since the last request
 	after    time.Duration
 	log      *slog.Logger
-	now      func() time.Time // time.Now; tests move it
+	// heldAfter is what was held after the last release (check's
+	// goroutine only).
+	heldAfter uint64
+	now       func() time.Time // time.Now; tests move it
+	held      func() uint64    // heldBytes; tests replace it
 }
 
 func newIdleReleaser(after time.Duration, log *slog.Logger) *idleReleaser {
-	r := &idleReleaser{after: after, log: log, now: time.Now}
+	r := &idleReleaser{after: after, log: log, now: time.Now, held: heldBytes}
 	r.last.Store(r.now().UnixNano())
 	return r
+}
+
+// heldBytes is the memory the Go runtime holds from the OS and has not
+// returned.
+func heldBytes() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64() - s[1].Value.Uint64()
 }
 
 // wrap notes every request that h serves.
@@ -85,7 +104,10 @@ func (r *idleReleaser) run(stop <-chan struct{}) {
 // check releases memory when the server has been idle long enough; it
 // reports whether it did.
 func (r *idleReleaser) check() bool {
-	if r.released.Load() || r.now().Sub(time.Unix(0, r.last.Load())) < r.after {
+	if r.now().Sub(time.Unix(0, r.last.Load())) < r.after {
+		return false
+	}
+	if r.released.Load() && r.held() < r.heldAfter+idleRegrowth {
 		return false
 	}
 	r.released.Store(true)
@@ -95,9 +117,7 @@ func (r *idleReleaser) check() bool {
 	// them; FreeOSMemory's own collection then returns the pages.
 	runtime.GC()
 	debug.FreeOSMemory()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	r.log.Debug("idle: memory returned to the OS", slog.Duration("took", time.Since(t0)),
-		slog.Uint64("heap_bytes", ms.HeapAlloc), slog.Uint64("held_bytes", ms.Sys-ms.HeapReleased))
+	r.heldAfter = r.held()
+	r.log.Debug("idle: memory returned to the OS", slog.Duration("took", time.Since(t0)), slog.Uint64("held_bytes", r.heldAfter))
 	return true
 }

@@ -31,11 +31,14 @@ func TestApplyMemoryLimit(t *testing.T) {
 }
 
 // After idleRelease without a request, the server collects garbage and
-// returns free memory to the OS once; a request starts a new idle period.
+// returns free memory to the OS, again only if what it holds grows by
+// idleRegrowth while it stays idle; a request starts a new idle period.
 func TestIdleReleaser(t *testing.T) {
 	clock := time.Unix(1e9, 0)
 	r := newIdleReleaser(idleRelease, slog.New(slog.DiscardHandler))
 	r.now = func() time.Time { return clock }
+	var held uint64 = 50 << 20
+	r.held = func() uint64 { return held }
 	h := r.wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }))
 	serve := func() {
 		rec := httptest.NewRecorder()
@@ -58,6 +61,15 @@ func TestIdleReleaser(t *testing.T) {
 	}
 	if r.check() {
 		t.Fatal("released twice in one idle period")
+	}
+	held += idleRegrowth - 1
+	clock = clock.Add(time.Minute)
+	if r.check() {
+		t.Fatal("released again though the memory held barely grew")
+	}
+	held++
+	if !r.check() {
+		t.Fatal("not released again after the memory held grew while idle")
 	}
 	serve()
 	if r.check() {
