@@ -62,10 +62,12 @@ type idleReleaser struct {
 	heldAfter uint64
 	now       func() time.Time // time.Now; tests move it
 	held      func() uint64    // heldBytes; tests replace it
+	// also runs at each release: the database's (C) memory.
+	also func()
 }
 
-func newIdleReleaser(after time.Duration, log *slog.Logger) *idleReleaser {
-	r := &idleReleaser{after: after, log: log, now: time.Now, held: heldBytes}
+func newIdleReleaser(after time.Duration, log *slog.Logger, also func()) *idleReleaser {
+	r := &idleReleaser{after: after, log: log, now: time.Now, held: heldBytes, also: also}
 	r.last.Store(r.now().UnixNano())
 	return r
 }
@@ -117,6 +119,9 @@ func (r *idleReleaser) check() bool {
 	// them; FreeOSMemory's own collection then returns the pages.
 	runtime.GC()
 	debug.FreeOSMemory()
+	if r.also != nil {
+		r.also()
+	}
 	r.heldAfter = r.held()
 	r.log.Debug("idle: memory returned to the OS", slog.Duration("took", time.Since(t0)), slog.Uint64("held_bytes", r.heldAfter))
 	return true

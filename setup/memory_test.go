@@ -35,7 +35,8 @@ func TestApplyMemoryLimit(t *testing.T) {
 // idleRegrowth while it stays idle; a request starts a new idle period.
 func TestIdleReleaser(t *testing.T) {
 	clock := time.Unix(1e9, 0)
-	r := newIdleReleaser(idleRelease, slog.New(slog.DiscardHandler))
+	alsoRan := 0
+	r := newIdleReleaser(idleRelease, slog.New(slog.DiscardHandler), func() { alsoRan++ })
 	r.now = func() time.Time { return clock }
 	var held uint64 = 50 << 20
 	r.held = func() uint64 { return held }
@@ -78,6 +79,9 @@ func TestIdleReleaser(t *testing.T) {
 	clock = clock.Add(idleRelease)
 	if !r.check() {
 		t.Fatal("not released after the second idle period")
+	}
+	if alsoRan != 3 {
+		t.Fatalf("the database's release ran %d times, want 3 (once per release)", alsoRan)
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})

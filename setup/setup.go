@@ -53,6 +53,11 @@ type Options struct {
 	// FederationResolver answers the DNS questions of server discovery
 	// (nil: the system's resolver); tests give their servers names.
 	FederationResolver transport.Resolver
+	// ReleaseMemoryWhenIdle returns free memory to the OS once the server
+	// has gone idleRelease without a request (see idleReleaser). It acts on
+	// the whole process, so the binary turns it on and tests, which run
+	// many servers in one process, leave it off.
+	ReleaseMemoryWhenIdle bool
 }
 
 // Server is a running homeserver.
@@ -70,12 +75,14 @@ type Server struct {
 	// Federation is nil when federation is off.
 	Federation *federationapi.FederationAPI
 
-	ln       net.Listener
-	fedLn    net.Listener
-	servers  []*http.Server
-	closers  []func()
-	drainers []func() // run when shutdown starts: end long-polls
-	serveErr chan error
+	ln    net.Listener
+	fedLn net.Listener
+	// releaseIdle is Options.ReleaseMemoryWhenIdle.
+	releaseIdle bool
+	servers     []*http.Server
+	closers     []func()
+	drainers    []func() // run when shutdown starts: end long-polls
+	serveErr    chan error
 }
 
 // New builds every component. It returns once the database is migrated and
@@ -84,7 +91,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	s = &Server{Config: cfg, Log: o.Logger, Registry: o.Registry, ln: o.Listener, fedLn: o.FederationListener, serveErr: make(chan error, 3)}
+	s = &Server{Config: cfg, Log: o.Logger, Registry: o.Registry, ln: o.Listener, fedLn: o.FederationListener, serveErr: make(chan error, 3),
+		releaseIdle: o.ReleaseMemoryWhenIdle}
 	if s.Log == nil {
 		s.Log = NewLogger(cfg.Logging, nil)
 	}
@@ -257,11 +265,20 @@ func (s *Server) Start() error {
 		}
 		s.ln = ln
 	}
-	idle := newIdleReleaser(idleRelease, s.Log)
-	stopIdle := make(chan struct{})
-	go idle.run(stopIdle)
-	s.closers = append(s.closers, func() { close(stopIdle) })
-	handler := idle.wrap(s.Handler)
+	var handler http.Handler = s.Handler
+	if s.releaseIdle {
+		idle := newIdleReleaser(idleRelease, s.Log, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.DB.ReleaseMemory(ctx); err != nil {
+				s.Log.Warn("idle: releasing the database's memory", slog.String("error", err.Error()))
+			}
+		})
+		stopIdle := make(chan struct{})
+		go idle.run(stopIdle)
+		s.closers = append(s.closers, func() { close(stopIdle) })
+		handler = idle.wrap(s.Handler)
+	}
 	s.serve(s.ln, handler, nil)
 	if t := cfg.Listeners.FederationTLS; t.Address != "" || s.fedLn != nil {
 		cert, err := tls.LoadX509KeyPair(t.CertPath, t.KeyPath)

@@ -322,3 +322,16 @@ func redact(dsn string) string {
 	}
 	return u.String()
 }
+
+// ReleaseMemory frees what SQLite's page caches hold beyond what they use
+// (PRAGMA shrink_memory on the writer; readers free theirs when they
+// close after readerMaxIdle) and returns the C heap's free pages to the OS.
+// Nothing on PostgreSQL.
+func (db *DB) ReleaseMemory(ctx context.Context) error {
+	if db.Dialect != SQLite {
+		return nil
+	}
+	_, err := db.writer.ExecContext(ctx, "PRAGMA shrink_memory")
+	trimCHeap()
+	return err
+}

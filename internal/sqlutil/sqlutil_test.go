@@ -165,3 +165,18 @@ func TestSQLiteCacheSize(t *testing.T) {
 		db.Close()
 	}
 }
+
+// ReleaseMemory works on both engines, and the database still answers
+// after it.
+func TestReleaseMemory(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		if err := db.ReleaseMemory(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("after ReleaseMemory: %d, %v", n, err)
+		}
+	})
+}
