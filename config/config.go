@@ -34,6 +34,24 @@ type Config struct {
 	Metrics               Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
 	WellKnown             WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
 	ASQueryTimeout        Duration        `yaml:"app_service_query_timeout" doc:"How long the server waits for an application service to answer a query (does a user or room alias in its namespaces exist, third-party protocol lookups, pings) before giving up."`
+	MemoryLimit           ByteSize        `yaml:"memory_limit" doc:"A soft limit on the memory the Go runtime holds (heap, goroutine stacks, its own structures), as the GOMEMLIMIT environment variable: near it, the garbage collector runs more often to stay under it (it never fails an allocation). SQLite's page caches (database.sqlite_cache_size) and the binary's code are outside it. 0 leaves the runtime's setting: GOMEMLIMIT when set, else no limit. Env: MYELIN_MEMORY_LIMIT."`
+	Caches                Caches          `yaml:"caches" doc:"Sizes of the in-memory caches, in entries (each bounded; the approximate bytes per entry are given). The defaults suit a small machine; raise them for many users or big rooms."`
+}
+
+// Caches bounds the in-memory caches. Every size is in entries and must be
+// at least 1; what an entry costs is approximate.
+type Caches struct {
+	RoomEvents      int `yaml:"room_events" doc:"Parsed events the roomserver keeps for auth checks and event building (about 2 KB each for a message, more for big state events)."`
+	StateSnapshots  int `yaml:"state_snapshot_entries" doc:"State entries, summed over the room state snapshots the roomserver keeps (about 30 bytes per entry: a snapshot of a room of 10,000 members is 10,000 entries, 300 KB)."`
+	StateBlocks     int `yaml:"state_block_entries" doc:"State entries, summed over the stored blocks snapshots are made of (about 30 bytes per entry)."`
+	StateBlockIDs   int `yaml:"state_block_ids" doc:"Block content hashes mapped to their stored IDs, so that storing a snapshot reuses blocks without a query (about 150 bytes each)."`
+	StateKeys       int `yaml:"state_keys" doc:"(event type, state key) pairs mapped to and from their numeric IDs (about 300 bytes each, both directions)."`
+	AccessTokens    int `yaml:"access_tokens" doc:"Access tokens mapped to their device, so that most requests cost no query (about 300 bytes each; an entry lives at most two minutes)."`
+	LazyMembers     int `yaml:"lazy_loading_devices" doc:"Devices whose lazy-loaded members the sync API remembers, to leave out of later syncs members already sent (about 200 bytes per device plus 100 per member sent); a device past it is sent its members again."`
+	PushRules       int `yaml:"push_rules" doc:"Users whose compiled push rules are kept, so that an event is evaluated for every member without a query (about 2 KB each)."`
+	PushRooms       int `yaml:"push_rooms" doc:"Rooms whose push evaluation context (local members' display names, power levels) is kept (about 100 bytes per local member)."`
+	ServerKeys      int `yaml:"server_keys" doc:"Other servers' signing keys kept in memory in front of the database (about 300 bytes each)."`
+	ServerDiscovery int `yaml:"server_discovery" doc:"Server names whose resolution (.well-known, SRV, addresses) is kept, and separately well-known answers (about 500 bytes each)."`
 }
 
 // OldSigningKey is a retired verify key.
@@ -47,13 +65,17 @@ type OldSigningKey struct {
 type Database struct {
 	URL          string `yaml:"url" doc:"sqlite:<path> for an embedded SQLite file (relative paths are relative to this file), or postgres://user:pass@host/db?sslmode=... for PostgreSQL. Env: MYELIN_DATABASE_URL."`
 	MaxOpenConns int    `yaml:"max_open_conns" doc:"Maximum open connections (PostgreSQL) or read connections (SQLite)."`
+	// SQLiteCacheSize is per connection: the writer and each reader.
+	SQLiteCacheSize ByteSize `yaml:"sqlite_cache_size" doc:"SQLite's page cache per connection (such as 2M): the writer and each open reader have one, so SQLite's cache holds at most (1 + max_open_conns) times this. Ignored for PostgreSQL."`
 }
 
 // NATS selects the embedded or an external NATS JetStream.
 type NATS struct {
-	URLs     []string `yaml:"urls" doc:"External NATS servers (nats://host:4222). Empty runs NATS JetStream inside this process, with no port. Env: MYELIN_NATS_URLS (comma-separated)."`
-	StoreDir string   `yaml:"store_dir" doc:"The JetStream store of the embedded NATS server."`
-	Prefix   string   `yaml:"prefix" doc:"Prefix of stream names and subjects, so that several homeservers can share one NATS cluster."`
+	URLs      []string `yaml:"urls" doc:"External NATS servers (nats://host:4222). Empty runs NATS JetStream inside this process, with no port. Env: MYELIN_NATS_URLS (comma-separated)."`
+	StoreDir  string   `yaml:"store_dir" doc:"The JetStream store of the embedded NATS server."`
+	Prefix    string   `yaml:"prefix" doc:"Prefix of stream names and subjects, so that several homeservers can share one NATS cluster."`
+	MaxMemory ByteSize `yaml:"max_memory" doc:"The most the embedded JetStream may hold in memory-backed streams (Myelin's streams are all on disk, so this is only a ceiling). What it holds for the disk streams, the write cache of each stream's newest block (up to 8M each, dropped after 10 seconds without writes) and the message IDs of the duplicate window, is outside it. Ignored with nats.urls."`
+	MaxStore  ByteSize `yaml:"max_store" doc:"The most the embedded JetStream may store on disk under store_dir; 0 lets NATS choose from the free space. Ignored with nats.urls."`
 }
 
 // Listeners are the HTTP endpoints.

@@ -14,8 +14,8 @@ func Defaults(serverName string) *Config {
 		ServerName:     serverName,
 		SigningKeyPath: "data/signing.key",
 		OldSigningKeys: []OldSigningKey{},
-		Database:       Database{URL: "sqlite:data/myelin.db", MaxOpenConns: 10},
-		NATS:           NATS{URLs: []string{}, StoreDir: "data/jetstream"},
+		Database:       Database{URL: "sqlite:data/myelin.db", MaxOpenConns: 10, SQLiteCacheSize: 2 << 20},
+		NATS:           NATS{URLs: []string{}, StoreDir: "data/jetstream", MaxMemory: 16 << 20},
 		Listeners: Listeners{
 			HTTP: HTTPListener{Address: "127.0.0.1:8008", MaxRequestBytes: 1 << 20},
 		},
@@ -54,6 +54,25 @@ func Defaults(serverName string) *Config {
 		ASQueryTimeout:        Duration(30 * time.Second),
 		Logging:               Logging{Level: "info", Format: "text"},
 		Metrics:               Metrics{Address: "127.0.0.1:9092"},
+		Caches:                DefaultCaches(),
+	}
+}
+
+// DefaultCaches are cache sizes for a small machine (a few hundred users,
+// rooms of a few thousand members): together at most about 25 MB.
+func DefaultCaches() Caches {
+	return Caches{
+		RoomEvents:      2000,
+		StateSnapshots:  1 << 17,
+		StateBlocks:     1 << 16,
+		StateBlockIDs:   10000,
+		StateKeys:       10000,
+		AccessTokens:    5000,
+		LazyMembers:     1000,
+		PushRules:       2000,
+		PushRooms:       200,
+		ServerKeys:      2000,
+		ServerDiscovery: 1000,
 	}
 }
 

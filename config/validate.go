@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"strings"
 	"time"
 
@@ -57,6 +58,9 @@ func (c *Config) Validate() error {
 	if c.Database.MaxOpenConns < 1 {
 		bad("database.max_open_conns", "must be at least 1")
 	}
+	if c.Database.SQLiteCacheSize < 64<<10 {
+		bad("database.sqlite_cache_size", "must be at least 64K")
+	}
 
 	if len(c.NATS.URLs) == 0 && c.NATS.StoreDir == "" {
 		bad("nats.store_dir", "must be set when nats.urls is empty (embedded NATS)")
@@ -68,6 +72,12 @@ func (c *Config) Validate() error {
 	}
 	if strings.ContainsAny(c.NATS.Prefix, " .*>") {
 		bad("nats.prefix", "must not contain spaces, dots or wildcards")
+	}
+	if c.NATS.MaxMemory < 1<<20 {
+		bad("nats.max_memory", "must be at least 1M")
+	}
+	if c.NATS.MaxStore != 0 && c.NATS.MaxStore < 1<<20 {
+		bad("nats.max_store", "must be 0 (NATS chooses) or at least 1M")
 	}
 
 	checkAddr := func(key, addr string, required bool) {
@@ -196,6 +206,11 @@ func (c *Config) Validate() error {
 		bad("metrics.pprof", "needs metrics.enabled (profiles are served on the metrics listener)")
 	}
 
+	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
+		bad("memory_limit", "must be 0 (the runtime's GOMEMLIMIT or none) or at least 16M: below that the garbage collector would run without pause")
+	}
+	c.Caches.validate(bad)
+
 	for _, kv := range [][2]string{
 		{"well_known.client_base_url", c.WellKnown.ClientBaseURL},
 		{"well_known.identity_server_url", c.WellKnown.IdentityServerURL},
@@ -214,4 +229,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validate reports cache sizes below one entry.
+func (c Caches) validate(bad func(key, format string, args ...any)) {
+	v := reflect.ValueOf(c)
+	for i := range v.NumField() {
+		if v.Field(i).Int() < 1 {
+			bad("caches."+yamlKey(v.Type().Field(i)), "must be at least 1 (entries)")
+		}
+	}
 }

@@ -6,10 +6,10 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/myelin-chat/myelin/internal/lru"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
 
@@ -75,13 +75,15 @@ func (a *serverACL) allows(server spec.ServerName) bool {
 	return false
 }
 
-var globCache sync.Map // glob -> *regexp.Regexp
+// globCache holds compiled ACL globs. Rooms' ACLs (which any server in a
+// room can send) choose the globs, so it is bounded: a few KB per regexp.
+var globCache = lru.New[string, *regexp.Regexp](1000, nil)
 
 // globRegexp compiles an ACL glob (* any run of characters, ? one) into a
 // case-insensitive regexp of the whole name.
 func globRegexp(glob string) *regexp.Regexp {
-	if re, ok := globCache.Load(glob); ok {
-		return re.(*regexp.Regexp)
+	if re, ok := globCache.Get(glob); ok {
+		return re
 	}
 	var b strings.Builder
 	b.WriteString("(?is)^")
@@ -97,6 +99,6 @@ func globRegexp(glob string) *regexp.Regexp {
 	}
 	b.WriteString("$")
 	re := regexp.MustCompile(b.String())
-	globCache.Store(glob, re)
+	globCache.Put(glob, re)
 	return re
 }

@@ -53,6 +53,10 @@ type Config struct {
 	Transport http.RoundTripper
 	// Registry receives the component's metrics (nil: none).
 	Registry prometheus.Registerer
+	// KeyCacheSize bounds the other servers' keys cached in memory in
+	// front of fed_server_keys (entries, about 300 bytes each; 0:
+	// DefaultKeyCacheSize).
+	KeyCacheSize int
 	// AppServices asks the application services about an unknown local
 	// alias in their namespaces before /query/directory answers 404
 	// (nil: no services).
@@ -65,6 +69,10 @@ type Config struct {
 type AliasQuerier interface {
 	QueryAlias(ctx context.Context, alias string) bool
 }
+
+// DefaultKeyCacheSize is the key cache size when Config leaves it at zero
+// (the configuration's default).
+const DefaultKeyCacheSize = 2000
 
 // OldKey is a retired verify key.
 type OldKey struct {
@@ -155,6 +163,9 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms Room
 	}
 	if cfg.KeyValidity <= 0 {
 		cfg.KeyValidity = 24 * time.Hour
+	}
+	if cfg.KeyCacheSize <= 0 {
+		cfg.KeyCacheSize = DefaultKeyCacheSize
 	}
 	f := &FederationAPI{cfg: cfg, store: st, bus: b, rooms: rooms, input: input, users: users,
 		log: log.With("component", "federationapi"), outbox: storage.Outbox.Outbox(st.DB())}

@@ -29,8 +29,8 @@ import (
 // key endpoints: this server's own keys and the notary.
 
 const (
-	// keyCacheSize bounds the in-memory key cache (entries).
-	keyCacheSize = 10000
+	// keyFailuresMax bounds the servers remembered as failing.
+	keyFailuresMax = 10000
 	// keyFetchBackoff is how long a server whose key request failed is not
 	// asked again (its keys may still come from a notary meanwhile).
 	keyFetchBackoff = 30 * time.Second
@@ -59,7 +59,7 @@ func (f *FederationAPI) initKeyRing() {
 		store: f.store,
 		self:  f.cfg.ServerName,
 		own:   f.ownKeyResults,
-		cache: lru.New[gomatrixserverlib.PublicKeyLookupRequest, gomatrixserverlib.PublicKeyLookupResult](keyCacheSize, nil),
+		cache: lru.New[gomatrixserverlib.PublicKeyLookupRequest, gomatrixserverlib.PublicKeyLookupResult](f.cfg.KeyCacheSize, nil),
 	}
 	f.keyFetch = &keyFetchClient{f: f, client: f.keyClient, minRefetch: notaryMinRefetch,
 		inflight: map[spec.ServerName]*keyCall{}, failed: map[spec.ServerName]time.Time{}}
@@ -299,7 +299,7 @@ func (c *keyFetchClient) done(server spec.ServerName, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		if len(c.failed) >= keyCacheSize {
+		if len(c.failed) >= keyFailuresMax {
 			for s, t := range c.failed {
 				if time.Since(t) >= keyFetchBackoff {
 					delete(c.failed, s)

@@ -36,6 +36,41 @@ type Config struct {
 	// Marks receives the RoomOutput position of each input's output, by
 	// room and local writer, for read-your-writes (nil: none).
 	Marks *bus.WriteMarks
+	// Caches bounds the in-memory caches (zero fields: DefaultCacheSizes).
+	Caches CacheSizes
+}
+
+// CacheSizes bounds the roomserver's caches, in entries.
+type CacheSizes struct {
+	// Events are parsed events (about 2 KB each for a message).
+	Events int
+	// SnapshotEntries and BlockEntries are state entries summed over the
+	// cached snapshots and blocks (about 30 bytes each).
+	SnapshotEntries, BlockEntries int
+	// BlockIDs maps block content hashes to stored block IDs.
+	BlockIDs int
+	// StateKeys maps state keys to numeric IDs and back (each direction).
+	StateKeys int
+}
+
+// DefaultCacheSizes are the sizes of fields left at zero: those of the
+// configuration's defaults, for a small machine.
+var DefaultCacheSizes = CacheSizes{Events: 2000, SnapshotEntries: 1 << 17, BlockEntries: 1 << 16, BlockIDs: 10000, StateKeys: 10000}
+
+// orDefault fills the zero sizes from DefaultCacheSizes.
+func (c CacheSizes) orDefault() CacheSizes {
+	d := DefaultCacheSizes
+	pick := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	pick(&c.Events, d.Events)
+	pick(&c.SnapshotEntries, d.SnapshotEntries)
+	pick(&c.BlockEntries, d.BlockEntries)
+	pick(&c.BlockIDs, d.BlockIDs)
+	pick(&c.StateKeys, d.StateKeys)
+	return c
 }
 
 // Roomserver is the roomserver component.
@@ -102,18 +137,20 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		return nil, fmt.Errorf("roomserver: %w", err)
 	}
 	entries := func(s state.Snapshot) int { return len(s) }
+	sizes := cfg.Caches.orDefault()
+	cfg.Caches = sizes
 	return &Roomserver{
 		cfg:           cfg,
 		store:         st,
 		bus:           b,
 		log:           log.With("component", "roomserver"),
 		metrics:       newMetrics(cfg.Registry),
-		snapshots:     lru.New[int64, state.Snapshot](1<<20, entries),
-		blocks:        lru.New[int64, state.Snapshot](1<<19, entries),
-		blockNIDs:     lru.New[string, int64](100000, nil),
-		events:        lru.New[int64, *event](20000, nil),
-		stateKeyNIDs:  lru.New[string, int64](100000, nil),
-		stateKeyNames: lru.New[int64, string](100000, nil),
+		snapshots:     lru.New[int64, state.Snapshot](sizes.SnapshotEntries, entries),
+		blocks:        lru.New[int64, state.Snapshot](sizes.BlockEntries, entries),
+		blockNIDs:     lru.New[string, int64](sizes.BlockIDs, nil),
+		events:        lru.New[int64, *event](sizes.Events, nil),
+		stateKeyNIDs:  lru.New[string, int64](sizes.StateKeys, nil),
+		stateKeyNames: lru.New[int64, string](sizes.StateKeys, nil),
 		outbox:        bus.TableOutbox(st.DB(), storage.SelectOutbox, storage.DeleteOutbox),
 	}, nil
 }

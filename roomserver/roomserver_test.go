@@ -29,6 +29,12 @@ type harness struct {
 
 func newHarness(t testing.TB, db *sqlutil.DB) *harness {
 	t.Helper()
+	return newHarnessWith(t, db, CacheSizes{})
+}
+
+// newHarnessWith is newHarness with the given cache sizes.
+func newHarnessWith(t testing.TB, db *sqlutil.DB, caches CacheSizes) *harness {
+	t.Helper()
 	ctx := context.Background()
 	b, err := bus.Open(ctx, bus.Config{StoreDir: t.TempDir()}, nil)
 	if err != nil {
@@ -39,7 +45,7 @@ func newHarness(t testing.TB, db *sqlutil.DB) *harness {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(nil)
-	rs, err := New(ctx, Config{ServerName: testServer, KeyID: "ed25519:test", PrivateKey: key}, db, b, nil)
+	rs, err := New(ctx, Config{ServerName: testServer, KeyID: "ed25519:test", PrivateKey: key, Caches: caches}, db, b, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

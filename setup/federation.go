@@ -32,15 +32,17 @@ func newFederation(ctx, runCtx context.Context, s *Server, o Options, inputer *r
 		AllowPrivate: cfg.Federation.AllowPrivateAddresses,
 		Logger:       s.Log,
 		UserAgent:    "Myelin",
+		CacheSize:    cfg.Caches.ServerDiscovery,
 	})
 	fc := federationapi.Config{
-		ServerName:  spec.ServerName(cfg.ServerName),
-		KeyID:       gomatrixserverlib.KeyID(s.Key.ID),
-		PrivateKey:  s.Key.Private,
-		KeyValidity: time.Duration(cfg.Federation.KeyValidity),
-		Transport:   tr,
-		Registry:    s.Registry,
-		AppServices: s.ASQueries,
+		ServerName:   spec.ServerName(cfg.ServerName),
+		KeyID:        gomatrixserverlib.KeyID(s.Key.ID),
+		PrivateKey:   s.Key.Private,
+		KeyValidity:  time.Duration(cfg.Federation.KeyValidity),
+		Transport:    tr,
+		Registry:     s.Registry,
+		KeyCacheSize: cfg.Caches.ServerKeys,
+		AppServices:  s.ASQueries,
 	}
 	fc.DomainAllowlist = append(fc.DomainAllowlist, cfg.Federation.DomainAllowlist...)
 	fc.DomainDenylist = append(fc.DomainDenylist, cfg.Federation.DomainDenylist...)

@@ -56,6 +56,11 @@ type Options struct {
 	// FederationResolver answers the DNS questions of server discovery
 	// (nil: the system's resolver); tests give their servers names.
 	FederationResolver transport.Resolver
+	// ReleaseMemoryWhenIdle returns free memory to the OS once the server
+	// has gone idleRelease without a request (see idleReleaser). It acts on
+	// the whole process, so the binary turns it on and tests, which run
+	// many servers in one process, leave it off.
+	ReleaseMemoryWhenIdle bool
 }
 
 // Server is a running homeserver.
@@ -78,12 +83,14 @@ type Server struct {
 	// their namespaces and their third-party networks.
 	ASQueries *asapi.Querier
 
-	ln       net.Listener
-	fedLn    net.Listener
-	servers  []*http.Server
-	closers  []func()
-	drainers []func() // run when shutdown starts: end long-polls
-	serveErr chan error
+	ln    net.Listener
+	fedLn net.Listener
+	// releaseIdle is Options.ReleaseMemoryWhenIdle.
+	releaseIdle bool
+	servers     []*http.Server
+	closers     []func()
+	drainers    []func() // run when shutdown starts: end long-polls
+	serveErr    chan error
 }
 
 // New builds every component. It returns once the database is migrated and
@@ -92,7 +99,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	s = &Server{Config: cfg, Log: o.Logger, Registry: o.Registry, ln: o.Listener, fedLn: o.FederationListener, serveErr: make(chan error, 3)}
+	s = &Server{Config: cfg, Log: o.Logger, Registry: o.Registry, ln: o.Listener, fedLn: o.FederationListener, serveErr: make(chan error, 3),
+		releaseIdle: o.ReleaseMemoryWhenIdle}
 	if s.Log == nil {
 		s.Log = NewLogger(cfg.Logging, nil)
 	}
@@ -120,7 +128,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 	if s.Key, err = signingkey.Load(cfg.SigningKeyPath); err != nil {
 		return nil, fmt.Errorf("signing key: %w (create one with 'myelin generate-keys')", err)
 	}
-	if s.DB, err = sqlutil.Open(ctx, cfg.Database.URL, sqlutil.Options{MaxOpenConns: cfg.Database.MaxOpenConns}); err != nil {
+	if s.DB, err = sqlutil.Open(ctx, cfg.Database.URL, sqlutil.Options{MaxOpenConns: cfg.Database.MaxOpenConns,
+		SQLiteCacheSize: int64(cfg.Database.SQLiteCacheSize)}); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.DB.Close() })
@@ -128,7 +137,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		return nil, fmt.Errorf("database metrics: %w", err)
 	}
 
-	if s.Bus, err = bus.Open(ctx, bus.Config{URLs: cfg.NATS.URLs, StoreDir: cfg.NATS.StoreDir, Prefix: cfg.NATS.Prefix}, s.Log); err != nil {
+	if s.Bus, err = bus.Open(ctx, bus.Config{URLs: cfg.NATS.URLs, StoreDir: cfg.NATS.StoreDir, Prefix: cfg.NATS.Prefix,
+		MaxMemory: int64(cfg.NATS.MaxMemory), MaxStore: int64(cfg.NATS.MaxStore)}, s.Log); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.Bus.Close)
@@ -166,6 +176,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		AccessTokenLifetime: time.Duration(cfg.Auth.AccessTokenLifetime),
 		Marks:               marks,
 		AppServices:         s.AppServices,
+		TokenCacheSize:      cfg.Caches.AccessTokens,
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
 		return nil, err
@@ -181,6 +192,13 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		PrivateKey: s.Key.Private,
 		Registry:   s.Registry,
 		Marks:      marks,
+		Caches: roomserver.CacheSizes{
+			Events:          cfg.Caches.RoomEvents,
+			SnapshotEntries: cfg.Caches.StateSnapshots,
+			BlockEntries:    cfg.Caches.StateBlocks,
+			BlockIDs:        cfg.Caches.StateBlockIDs,
+			StateKeys:       cfg.Caches.StateKeys,
+		},
 	}, s.DB, s.Bus, s.Log)
 	if err != nil {
 		return nil, err
@@ -212,6 +230,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		IdleAfter: time.Duration(cfg.Presence.IdleAfter), OfflineAfter: time.Duration(cfg.Presence.OfflineAfter),
 		PushAllowPrivateAddresses: cfg.Push.AllowPrivateAddresses, Registry: s.Registry, Marks: marks,
 		Output: syncOutput(s.AppServices),
+		Caches: syncapi.CacheSizes{LazyDevices: cfg.Caches.LazyMembers, PushRules: cfg.Caches.PushRules, PushRooms: cfg.Caches.PushRooms},
 	}
 	if s.Federation != nil {
 		fed = s.Federation
@@ -283,7 +302,21 @@ func (s *Server) Start() error {
 		}
 		s.ln = ln
 	}
-	s.serve(s.ln, s.Handler, nil)
+	var handler http.Handler = s.Handler
+	if s.releaseIdle {
+		idle := newIdleReleaser(idleRelease, s.Log, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.DB.ReleaseMemory(ctx); err != nil {
+				s.Log.Warn("idle: releasing the database's memory", slog.String("error", err.Error()))
+			}
+		})
+		stopIdle := make(chan struct{})
+		go idle.run(stopIdle)
+		s.closers = append(s.closers, func() { close(stopIdle) })
+		handler = idle.wrap(s.Handler)
+	}
+	s.serve(s.ln, handler, nil)
 	if t := cfg.Listeners.FederationTLS; t.Address != "" || s.fedLn != nil {
 		cert, err := tls.LoadX509KeyPair(t.CertPath, t.KeyPath)
 		if err != nil {
@@ -295,7 +328,7 @@ func (s *Server) Start() error {
 				return fmt.Errorf("listen on %s: %w", t.Address, err)
 			}
 		}
-		s.serve(ln, s.Handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		s.serve(ln, handler, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	}
 	if m := cfg.Metrics; m.Enabled {
 		ln, err := net.Listen("tcp", m.Address)

@@ -39,10 +39,12 @@ type roomPush struct {
 	power *rsapi.PowerLevels
 }
 
-func newPushCache() *pushCache {
+// newPushCache holds the compiled rules of up to users users (about 2 KB
+// each for the default rules) and the context of up to rooms rooms.
+func newPushCache(users, rooms int) *pushCache {
 	return &pushCache{
-		rules: lru.New[string, *pushrules.Compiled](10000, nil), // ~2 KB each for default rules
-		rooms: lru.New[string, *roomPush](500, nil),
+		rules: lru.New[string, *pushrules.Compiled](users, nil),
+		rooms: lru.New[string, *roomPush](rooms, nil),
 	}
 }
 

@@ -55,6 +55,37 @@ type Config struct {
 	// Output is what the sync API publishes on SyncOutput (the zero
 	// value: nothing).
 	Output syncout.Output
+	// Caches bounds the in-memory caches (zero fields: DefaultCacheSizes).
+	Caches CacheSizes
+}
+
+// CacheSizes bounds the sync API's caches, in entries.
+type CacheSizes struct {
+	// LazyDevices are the devices whose lazy-loaded members are
+	// remembered.
+	LazyDevices int
+	// PushRules are users' compiled push rules (about 2 KB each).
+	PushRules int
+	// PushRooms are rooms' push evaluation contexts.
+	PushRooms int
+}
+
+// DefaultCacheSizes are the sizes of fields left at zero: those of the
+// configuration's defaults, for a small machine.
+var DefaultCacheSizes = CacheSizes{LazyDevices: 1000, PushRules: 2000, PushRooms: 200}
+
+// orDefault fills the zero sizes from DefaultCacheSizes.
+func (c CacheSizes) orDefault() CacheSizes {
+	if c.LazyDevices <= 0 {
+		c.LazyDevices = DefaultCacheSizes.LazyDevices
+	}
+	if c.PushRules <= 0 {
+		c.PushRules = DefaultCacheSizes.PushRules
+	}
+	if c.PushRooms <= 0 {
+		c.PushRooms = DefaultCacheSizes.PushRooms
+	}
+	return c
 }
 
 // UserAPI is what the sync API uses of the user API: account data (the
@@ -140,13 +171,14 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, rooms rsap
 	if cfg.OfflineAfter <= 0 {
 		cfg.OfflineAfter = 30 * time.Second
 	}
+	cfg.Caches = cfg.Caches.orDefault()
 	st, err := storage.New(ctx, db)
 	if err != nil {
 		return nil, fmt.Errorf("syncapi: %w", err)
 	}
 	s := &SyncAPI{cfg: cfg, store: st, bus: b, rooms: rooms, users: users, log: log.With("component", "syncapi"),
 		metrics:  newMetrics(cfg.Registry),
-		notifier: newNotifier(), lazy: newLazyCache(10000), push: newPushCache(), unread: newUnreadStore(), draining: make(chan struct{}),
+		notifier: newNotifier(), lazy: newLazyCache(cfg.Caches.LazyDevices), push: newPushCache(cfg.Caches.PushRules, cfg.Caches.PushRooms), unread: newUnreadStore(), draining: make(chan struct{}),
 		toDeviceOutbox: newToDeviceOutbox(st), fedOutbox: storage.Outbox.Outbox(st.DB())}
 	if s.cfg.Marks == nil {
 		s.cfg.Marks = bus.NewWriteMarks()

@@ -35,7 +35,14 @@ type Config struct {
 	// authenticate requests and whose exclusive user namespaces generated
 	// user IDs avoid (nil: none).
 	AppServices *asapi.Registry
+	// TokenCacheSize bounds the access tokens cached with their device
+	// (entries, about 300 bytes each; 0: DefaultTokenCacheSize).
+	TokenCacheSize int
 }
+
+// DefaultTokenCacheSize is the token cache size when Config leaves it at
+// zero (the configuration's default).
+const DefaultTokenCacheSize = 5000
 
 // UserAPI implements api.AccountsAPI, api.SessionsAPI, api.ProfileAPI,
 // api.AccountDataAPI, api.PushRulesAPI, api.PushersAPI and (through
@@ -87,12 +94,15 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TokenCacheSize <= 0 {
+		cfg.TokenCacheSize = DefaultTokenCacheSize
+	}
 	u := &UserAPI{
 		cfg:       cfg,
 		store:     st,
 		bus:       b,
 		log:       log.With("component", "userapi"),
-		tokens:    newTokenCache(10000, 2*time.Minute),
+		tokens:    newTokenCache(cfg.TokenCacheSize, 2*time.Minute),
 		lastSeen:  newLastSeen(time.Minute),
 		dummyHash: dummy,
 		outbox:    bus.TableOutbox(st.DB(), storage.SelectOutbox, storage.DeleteOutbox),

@@ -84,7 +84,8 @@ func cmdRun(ctx context.Context, args []string, s stdio) int {
 	}
 	log := setup.NewLogger(cfg.Logging, s.err)
 	logbridge.Logrus(log) // once, before anything that uses gomatrixserverlib
-	srv, err := setup.New(ctx, cfg, setup.Options{Logger: log})
+	setup.ApplyMemoryLimit(cfg, log)
+	srv, err := setup.New(ctx, cfg, setup.Options{Logger: log, ReleaseMemoryWhenIdle: true})
 	if err != nil {
 		fmt.Fprintf(s.err, "myelin: %v\n", err)
 		return 1

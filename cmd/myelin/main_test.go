@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -148,6 +149,7 @@ func TestFirstRunRestartAndCreateAccount(t *testing.T) {
 type proc struct {
 	cmd    *exec.Cmd
 	stdout *testutil.LockedBuffer
+	stderr *testutil.LockedBuffer // also copied to the test's stderr
 	done   chan error
 }
 
@@ -182,9 +184,9 @@ func startBinary(t *testing.T, bin, dir, addr string, env ...string) *proc {
 	cmd := exec.Command(bin)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "MYELIN_LISTENERS_HTTP_ADDRESS="+addr, "MYELIN_AUTH_BCRYPT_COST=4", "MYELIN_LOGGING_LEVEL=warn"), env...)
-	p := &proc{cmd: cmd, stdout: &testutil.LockedBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: cmd, stdout: &testutil.LockedBuffer{}, stderr: &testutil.LockedBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout = p.stdout
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = io.MultiWriter(os.Stderr, p.stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

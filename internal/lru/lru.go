@@ -89,3 +89,10 @@ func (c *Cache[K, V]) Len() int {
 	defer c.mu.Unlock()
 	return len(c.items)
 }
+
+// Cost is the total cost of the cached values (at most the budget).
+func (c *Cache[K, V]) Cost() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cost
+}

@@ -18,9 +18,12 @@ func TestEvictsByCost(t *testing.T) {
 	if _, ok := c.Get(4); ok {
 		t.Fatal("a value above the budget was stored")
 	}
+	if c.Cost() != 8 {
+		t.Fatalf("cost = %d, want 8", c.Cost())
+	}
 	c.Put(1, make([]int, 1))
 	c.Remove(3)
-	if c.Len() != 1 {
-		t.Fatalf("len = %d", c.Len())
+	if c.Len() != 1 || c.Cost() != 1 {
+		t.Fatalf("len = %d, cost = %d", c.Len(), c.Cost())
 	}
 }

@@ -42,7 +42,18 @@ const (
 type Options struct {
 	// MaxOpenConns caps PostgreSQL connections and SQLite readers.
 	MaxOpenConns int
+	// SQLiteCacheSize is the page cache of each SQLite connection, in
+	// bytes (0: DefaultSQLiteCacheSize): SQLite's caches hold at most
+	// (1 + MaxOpenConns) times this.
+	SQLiteCacheSize int64
 }
+
+// readerMaxIdle is how long an unused SQLite reader stays open.
+const readerMaxIdle = time.Minute
+
+// DefaultSQLiteCacheSize is the page cache per SQLite connection when
+// Options leaves it at zero.
+const DefaultSQLiteCacheSize = 2 << 20
 
 // Querier is what storage code runs queries on: a *DB or a *Tx.
 type Querier interface {
@@ -72,6 +83,9 @@ func (db *DB) Queries() uint64 { return db.queries.Load() }
 func Open(ctx context.Context, dsn string, o Options) (*DB, error) {
 	if o.MaxOpenConns <= 0 {
 		o.MaxOpenConns = 10
+	}
+	if o.SQLiteCacheSize <= 0 {
+		o.SQLiteCacheSize = DefaultSQLiteCacheSize
 	}
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
@@ -117,7 +131,8 @@ func openSQLite(ctx context.Context, dsn string, o Options) (*DB, error) {
 		f.Close()
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
-	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-8000"
+	// A negative cache_size is in KiB.
+	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-" + strconv.FormatInt(max(o.SQLiteCacheSize>>10, 1), 10)
 	writer, err := sql.Open("sqlite3", base+"?_journal_mode=WAL&_txlock=immediate&"+common)
 	if err != nil {
 		return nil, fmt.Errorf("sqlutil: open sqlite: %w", err)
@@ -138,6 +153,10 @@ func openSQLite(ctx context.Context, dsn string, o Options) (*DB, error) {
 	}
 	reader.SetMaxOpenConns(o.MaxOpenConns)
 	reader.SetMaxIdleConns(min(o.MaxOpenConns, 4))
+	// A reader's page cache is freed with it: readers unused for a while
+	// close, so that an idle server gives back what a burst of reads
+	// cached.
+	reader.SetConnMaxIdleTime(readerMaxIdle)
 	return &DB{Dialect: SQLite, writer: writer, reader: reader}, nil
 }
 
@@ -302,4 +321,17 @@ func redact(dsn string) string {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
 	}
 	return u.String()
+}
+
+// ReleaseMemory frees what SQLite's page caches hold beyond what they use
+// (PRAGMA shrink_memory on the writer; readers free theirs when they
+// close after readerMaxIdle) and returns the C heap's free pages to the OS.
+// Nothing on PostgreSQL.
+func (db *DB) ReleaseMemory(ctx context.Context) error {
+	if db.Dialect != SQLite {
+		return nil
+	}
+	_, err := db.writer.ExecContext(ctx, "PRAGMA shrink_memory")
+	trimCHeap()
+	return err
 }

@@ -137,3 +137,46 @@ func TestOpenRejectsUnknownURL(t *testing.T) {
 		t.Fatal("want error for mysql url")
 	}
 }
+
+// Every SQLite connection, the writer and the readers, gets the configured
+// page cache, and the default when none is configured.
+func TestSQLiteCacheSize(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		size int64
+		want int // PRAGMA cache_size: negative KiB
+	}{{1 << 20, -1024}, {0, -(sqlutil.DefaultSQLiteCacheSize >> 10)}} {
+		db, err := sqlutil.Open(ctx, "sqlite:"+t.TempDir()+"/c.db", sqlutil.Options{MaxOpenConns: 2, SQLiteCacheSize: c.size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reader, writer int
+		if err := db.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&reader); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.WithTx(ctx, func(tx *sqlutil.Tx) error {
+			return tx.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&writer)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if reader != c.want || writer != c.want {
+			t.Errorf("size %d: cache_size reader %d writer %d, want %d", c.size, reader, writer, c.want)
+		}
+		db.Close()
+	}
+}
+
+// ReleaseMemory works on both engines, and the database still answers
+// after it.
+func TestReleaseMemory(t *testing.T) {
+	sqltest.ForEachDB(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		if err := db.ReleaseMemory(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&n); err != nil || n != 1 {
+			t.Fatalf("after ReleaseMemory: %d, %v", n, err)
+		}
+	})
+}
