@@ -57,9 +57,9 @@ func RoomSummaries(ctx context.Context, q sqlutil.Querier, userID string, rooms 
 	}
 	candidates := map[string][]hero{}
 	// Per room, the first present and the first departed members: one
-	// statement for 50 rooms (100 selects, under SQLite's limit of 500
-	// in a compound select).
-	err = sqlutil.InBatches(rooms, 50, func(batch []string) error {
+	// statement for up to 200 rooms (400 selects, under SQLite's limit of
+	// 500 in a compound select).
+	err = sqlutil.InBatches(rooms, 200, func(batch []string) error {
 		parts := make([]string, 0, 2*len(batch))
 		args := make([]any, 0, 4*len(batch))
 		for i, r := range batch {

@@ -74,7 +74,7 @@ func TestRoomSummaries(t *testing.T) {
 		// More rooms than one statement takes.
 		var many []string
 		rmTx(t, s, func(ctx context.Context, tx *sqlutil.Tx) error {
-			for i := range 120 {
+			for i := range 450 {
 				room := fmt.Sprintf("!m%03d:x", i)
 				many = append(many, room)
 				if err := rmSetState(ctx, tx, room, "m.room.member", "@o:x", "$o"+room, "join", int64(100+i)); err != nil {
@@ -89,7 +89,7 @@ func TestRoomSummaries(t *testing.T) {
 		}
 		for _, r := range many {
 			if got := sums[r]; got == nil || got.Joined != 1 || !slices.Equal(got.Heroes, []string{"@o:x"}) {
-				t.Fatalf("summary of %s among 120 rooms = %+v", r, got)
+				t.Fatalf("summary of %s among 450 rooms = %+v", r, got)
 			}
 		}
 	})
