@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ import (
 // median and 99th percentile of one join's latency, the latency of the
 // joins into the room's last tenth (where the room is biggest), and the
 // last joiner's first /sync with lazy-loaded members, and the database
-// statements a join costs until the server is idle again. Each iteration
+// statements and CPU time a join costs until the server is idle again. Each iteration
 // uses a fresh server; run it with -benchtime 1x.
 func BenchmarkJoinBigRoom(b *testing.B) {
 	joiners := 1000
@@ -30,7 +31,7 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 		joiners = n
 	}
 	const inFlight = 10
-	var rate, p50, p99, lastP50, syncMS, stmtsPerJoin float64
+	var rate, p50, p99, lastP50, syncMS, stmtsPerJoin, cpuPerJoin float64
 	for range b.N {
 		b.StopTimer()
 		srv := testserver.Start(b)
@@ -42,6 +43,7 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 
 		stopProfile := joinBProfile(b)
 		q := srv.DB.Queries()
+		cpu0 := joinBCPU()
 		lat := make([]time.Duration, joiners)
 		var next atomic.Int64
 		var firstErr error
@@ -87,6 +89,7 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 		stopProfile()
 		b.StopTimer()
 		stmts := float64(srv.DB.Queries()-q) / float64(joiners)
+		cpu := joinBMS(joinBCPU()-cpu0) / float64(joiners)
 		joinBCheckSync(b, s, roomID, last.UserID)
 
 		tail := slices.Clone(lat[joiners-joiners/10:])
@@ -98,9 +101,10 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 		lastP50 += joinBMS(tail[len(tail)/2])
 		syncMS += joinBMS(syncTime)
 		stmtsPerJoin += stmts
-		b.Logf("%d joins in %v: %.0f joins/s, p50 %.1f ms, p99 %.1f ms, last tenth p50 %.1f ms; lazy initial sync %.1f ms; idle after %v, %.1f statements/join",
+		cpuPerJoin += cpu
+		b.Logf("%d joins in %v: %.0f joins/s, p50 %.1f ms, p99 %.1f ms, last tenth p50 %.1f ms; lazy initial sync %.1f ms; idle after %v, %.1f statements/join, %.2f ms of CPU/join",
 			joiners, elapsed.Round(time.Millisecond), float64(joiners)/elapsed.Seconds(), joinBMS(lat[len(lat)/2]), joinBMS(lat[len(lat)*99/100]), joinBMS(tail[len(tail)/2]), joinBMS(syncTime),
-			settle.Round(time.Millisecond), stmts)
+			settle.Round(time.Millisecond), stmts, cpu)
 		srv.Stop()
 		b.StartTimer()
 	}
@@ -111,6 +115,17 @@ func BenchmarkJoinBigRoom(b *testing.B) {
 	b.ReportMetric(lastP50/n, "last10%-p50-ms")
 	b.ReportMetric(syncMS/n, "lazy-sync-ms")
 	b.ReportMetric(stmtsPerJoin/n, "stmts/join")
+	b.ReportMetric(cpuPerJoin/n, "cpu-ms/join")
+}
+
+// joinBCPU is the CPU time the process (server and clients) has used: a
+// figure that other load on the machine disturbs less than wall time.
+func joinBCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // joinBProfile starts a CPU profile of the joins alone (not of the
