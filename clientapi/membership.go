@@ -200,8 +200,13 @@ func joinContent(body map[string]json.RawMessage) map[string]any {
 // first; 403 M_FORBIDDEN when the room has none). When one may, the user
 // must be joined to one of the rooms the rule allows (403 M_FORBIDDEN),
 // and extra names the local member of the highest power level among them.
+//
+// Only the create event, the join rules and the user's membership are read
+// for the joins of other rooms: the whole state (every member) only when
+// the rule is restricted.
 func (c *ClientAPI) restrictedJoin(ctx context.Context, roomID, userID string) (extra map[string]any, remote []string, err error) {
-	state, err := c.rooms.QueryCurrentState(ctx, roomID)
+	state, err := c.rooms.QueryCurrentState(ctx, roomID, rsapi.StateKeyTuple{EventType: spec.MRoomCreate},
+		rsapi.StateKeyTuple{EventType: spec.MRoomJoinRules}, rsapi.StateKeyTuple{EventType: spec.MRoomMember, StateKey: userID})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -225,6 +230,9 @@ func (c *ClientAPI) restrictedJoin(ctx context.Context, roomID, userID string) (
 	}
 	if verImpl, err := gomatrixserverlib.GetRoomVersion(create.Version()); err != nil || verImpl.CheckRestrictedJoinsAllowed() != nil {
 		return nil, nil, nil
+	}
+	if state, err = c.rooms.QueryCurrentState(ctx, roomID); err != nil {
+		return nil, nil, err
 	}
 	pl, err := rsapi.PowerLevelsFromState(state)
 	if err != nil {

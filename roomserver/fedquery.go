@@ -274,22 +274,7 @@ func (r *Roomserver) QueryJoinedServers(ctx context.Context, roomID string) ([]s
 	if err != nil {
 		return nil, err
 	}
-	members, err := storage.SelectMembers(ctx, d.q, h.nid, []string{spec.Join})
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, m := range members {
-		_, domain, err := gomatrixserverlib.SplitID('@', m.UserID)
-		if err != nil || seen[string(domain)] {
-			continue
-		}
-		seen[string(domain)] = true
-		out = append(out, string(domain))
-	}
-	sort.Strings(out)
-	return out, nil
+	return storage.SelectJoinedServers(ctx, d.q, h.nid)
 }
 
 // QueryEventTemplate implements api.FederationQueryAPI.

@@ -468,16 +468,7 @@ func (d *dbctx) localUserJoined(ctx context.Context, head *roomHead) (bool, erro
 	if head.snapshot == 0 {
 		return false, nil
 	}
-	members, err := storage.SelectMembers(ctx, d.tx, head.nid, []string{spec.Join})
-	if err != nil {
-		return false, err
-	}
-	for _, m := range members {
-		if _, domain, err := gomatrixserverlib.SplitID('@', m.UserID); err == nil && domain == d.r.cfg.ServerName {
-			return true, nil
-		}
-	}
-	return false, nil
+	return storage.ServerJoined(ctx, d.tx, head.nid, string(d.r.cfg.ServerName))
 }
 
 // historyVisibility is the history visibility an event was sent under: the

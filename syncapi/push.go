@@ -252,8 +252,20 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 	}
 	var known []seen // the rules that matched so far, with their actions' index
 	ee := pushrules.NewEventEval(ev, rc)
+	// When the default rules give every user the same result (a join, for
+	// one), only the users who changed their rules are evaluated.
+	uniform, ures, uok := ee.Uniform(), pushrules.Result{}, false
+	if uniform {
+		ures, uok = ee.Result()
+	}
 	for i, u := range users {
-		res, ok := rules[i].EvaluateShared(ee, info.names[u])
+		var res pushrules.Result
+		var ok bool
+		if uniform && rules[i].Defaults() {
+			res, ok = ures, uok
+		} else {
+			res, ok = rules[i].EvaluateShared(ee, info.names[u])
+		}
 		if !ok || !res.Notify {
 			continue
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"math"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -758,45 +757,13 @@ func (s *SyncAPI) summaries(ctx context.Context, userID string, rooms []string) 
 	if len(rooms) == 0 {
 		return out, nil
 	}
-	members, err := storage.RoomMemberships(ctx, s.store.DB(), rooms)
+	sums, err := storage.RoomSummaries(ctx, s.store.DB(), userID, rooms)
 	if err != nil {
 		return nil, err
 	}
-	type counts struct {
-		joined, invited   int
-		present, departed []string
-	}
-	byRoom := map[string]*counts{}
-	for _, r := range rooms {
-		byRoom[r] = &counts{}
-	}
-	for _, m := range members {
-		c := byRoom[m.RoomID]
-		switch m.Membership {
-		case spec.Join:
-			c.joined++
-		case spec.Invite:
-			c.invited++
-		}
-		if m.UserID == userID {
-			continue
-		}
-		switch m.Membership {
-		case spec.Join, spec.Invite:
-			c.present = append(c.present, m.UserID)
-		case spec.Leave, spec.Ban:
-			c.departed = append(c.departed, m.UserID)
-		}
-	}
-	for r, c := range byRoom {
-		heroes := c.present
-		if len(heroes) == 0 {
-			heroes = c.departed
-		}
-		heroes = slices.Clone(heroes[:min(len(heroes), 5)])
-		sort.Strings(heroes)
-		joined, invited := c.joined, c.invited
-		out[r] = &summary{Heroes: heroes, Joined: &joined, Invited: &invited}
+	for r, sum := range sums {
+		joined, invited := sum.Joined, sum.Invited
+		out[r] = &summary{Heroes: sum.Heroes, Joined: &joined, Invited: &invited}
 	}
 	return out, nil
 }

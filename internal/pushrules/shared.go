@@ -19,6 +19,9 @@ import (
 type template struct {
 	c        *Compiled
 	specific []bool // by rule index: the rule depends on the user
+	// common, for a rule that depends on the user: by condition, whether
+	// the condition is the same for every user (see mayMatch).
+	common [][]bool
 }
 
 var (
@@ -45,6 +48,7 @@ func defaultTemplate() *template {
 		if len(a.rules) != len(b.rules) {
 			return // cannot happen: then nothing is shared
 		}
+		t.common = make([][]bool, len(a.rules))
 		for i := range a.rules {
 			r := &a.rules[i]
 			t.specific[i] = differs[r.res.RuleID]
@@ -52,6 +56,13 @@ func defaultTemplate() *template {
 				if c.op == opDisplayName {
 					t.specific[i] = true
 				}
+			}
+			if !t.specific[i] || len(r.conds) != len(b.rules[i].conds) {
+				continue
+			}
+			t.common[i] = make([]bool, len(r.conds))
+			for k := range r.conds {
+				t.common[i][k] = r.conds[k].op != opDisplayName && sameCond(&r.conds[k], &b.rules[i].conds[k])
 			}
 		}
 		defaultsTmpl = t
@@ -79,6 +90,60 @@ func CompileDefaults(userID string) *Compiled {
 	return c
 }
 
+// sameCond reports whether two compiled conditions are the same.
+func sameCond(x, y *cond) bool {
+	return x.op == y.op && x.word == y.word && x.cmp == y.cmp && x.slot == y.slot && x.key == y.key && x.glob == y.glob &&
+		x.val.equal(&y.val) && x.n == y.n
+}
+
+// mayMatch reports whether the template's rule i, which depends on the
+// user, can match the event for some user: false when one of the
+// conditions shared by every user fails, or when the event lacks the
+// property that the user's own condition (their ID, name or display name)
+// would be compared with.
+func (t *template) mayMatch(i int, ev *Event, room *RoomContext) bool {
+	r := &t.c.rules[i]
+	if r.legacy && ev.hasMentions {
+		return false
+	}
+	switch r.special {
+	case ruleContent:
+		v := ev.lookup(slotBody, "")
+		return v != nil && v.kind == valString
+	case ruleRoom, ruleSender:
+		return true
+	}
+	for k := range r.conds {
+		c := &r.conds[k]
+		if t.common[i] != nil && t.common[i][k] {
+			if !c.holds(ev, room, "") {
+				return false
+			}
+			continue
+		}
+		var v *value
+		switch c.op {
+		case opMatch, opIs, opContains:
+			v = ev.lookup(c.slot, c.key)
+		case opDisplayName:
+			v = ev.lookup(slotBody, "")
+		default:
+			continue
+		}
+		switch {
+		case v == nil:
+			return false
+		case (c.op == opMatch || c.op == opDisplayName) && v.kind != valString:
+			return false
+		case c.op == opIs && v.kind == valArray:
+			return false
+		case c.op == opContains && (v.kind != valArray || len(v.arr) == 0):
+			return false
+		}
+	}
+	return true
+}
+
 // EventEval is an event with the server-default rules that name no user
 // evaluated against it once, for EvaluateShared.
 type EventEval struct {
@@ -87,6 +152,8 @@ type EventEval struct {
 	first int // index of the first common rule that matched (len: none)
 	res   Result
 	ok    bool
+	// uniform: no rule that depends on the user can match before first.
+	uniform bool
 }
 
 // NewEventEval evaluates the common server-default rules against an
@@ -108,8 +175,30 @@ func NewEventEval(ev *Event, room *RoomContext) *EventEval {
 			break
 		}
 	}
+	ee.uniform = true
+	for i := 0; i < ee.first && ee.uniform; i++ {
+		if t.specific[i] && t.mayMatch(i, ev, room) {
+			ee.uniform = false
+		}
+	}
 	return ee
 }
+
+// Uniform reports whether every user with the server-default rules
+// (CompileDefaults) other than the event's sender gets the same result,
+// Result, whatever their ID and display name: for a membership change
+// other than an invite, for instance, .m.rule.member_event decides for
+// all of them. A room's members can then be evaluated without a rule
+// each.
+func (ee *EventEval) Uniform() bool { return ee.uniform }
+
+// Result is what EvaluateShared gives every user with the server-default
+// rules other than the sender when Uniform holds.
+func (ee *EventEval) Result() (Result, bool) { return ee.res, ee.ok }
+
+// Defaults reports whether c is a CompileDefaults ruleset: the server
+// defaults of a user who changed no rule.
+func (c *Compiled) Defaults() bool { return c != nil && c.defaults }
 
 // EvaluateShared is c.Evaluate(ee's event and room, displayName), sharing
 // ee's work when c is a CompileDefaults ruleset.

@@ -3,6 +3,9 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
+
+	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 )
@@ -19,8 +22,9 @@ type Membership struct {
 // UpsertMembership records a user's current membership, logs the
 // membership event, and clears "forgotten" with any new membership event
 // (as Synapse: a room is forgotten while the member event that was current
-// when the user forgot it still is). It
-// returns the previous membership ("" for none).
+// when the user forgot it still is). A join or the end of one also counts
+// in rs_joined_servers (see SelectJoinedServers). It returns the previous
+// membership ("" for none).
 func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID, membership string, eventNID int64) (string, error) {
 	var prev string
 	err := tx.QueryRowContext(ctx, `SELECT membership FROM rs_membership WHERE room_nid = ? AND user_id = ?`, roomNID, userID).Scan(&prev)
@@ -36,7 +40,58 @@ func UpsertMembership(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO rs_member_events (room_nid, user_id, event_nid, membership) VALUES (?, ?, ?, ?)
 		ON CONFLICT DO NOTHING`, roomNID, userID, eventNID, membership)
+	if err != nil {
+		return "", err
+	}
+	if was, is := prev == joined, membership == joined; was != is {
+		err = countJoinedServer(ctx, tx, roomNID, userID, is)
+	}
 	return prev, err
+}
+
+const joined = "join"
+
+// countJoinedServer adds one joined user of userID's server to a room
+// (join) or takes one away; a server with none left is no longer listed.
+// A user ID without a server name (which no room's auth rules let join)
+// counts for no server.
+func countJoinedServer(ctx context.Context, tx *sqlutil.Tx, roomNID int64, userID string, join bool) error {
+	_, server, err := gomatrixserverlib.SplitID('@', userID)
+	if err != nil {
+		return nil
+	}
+	if join {
+		_, err = tx.ExecContext(ctx, `INSERT INTO rs_joined_servers (room_nid, server_name, joined) VALUES (?, ?, 1)
+			ON CONFLICT (room_nid, server_name) DO UPDATE SET joined = rs_joined_servers.joined + 1`, roomNID, string(server))
+		return err
+	}
+	if _, err = tx.ExecContext(ctx, `UPDATE rs_joined_servers SET joined = joined - 1 WHERE room_nid = ? AND server_name = ?`,
+		roomNID, string(server)); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM rs_joined_servers WHERE room_nid = ? AND server_name = ? AND joined <= 0`, roomNID, string(server))
+	return err
+}
+
+// SelectJoinedServers lists, sorted, the servers with a user joined to a
+// room: one row a server, whatever the number of members.
+func SelectJoinedServers(ctx context.Context, q sqlutil.Querier, roomNID int64) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT server_name FROM rs_joined_servers WHERE room_nid = ? ORDER BY server_name`, roomNID)
+	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (string, error) {
+		var s string
+		err := rows.Scan(&s)
+		return s, err
+	})
+}
+
+// ServerJoined reports whether a user of server is joined to a room.
+func ServerJoined(ctx context.Context, q sqlutil.Querier, roomNID int64, server string) (bool, error) {
+	var n int64
+	err := q.QueryRowContext(ctx, `SELECT joined FROM rs_joined_servers WHERE room_nid = ? AND server_name = ?`, roomNID, server).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return n > 0, err
 }
 
 // SelectMembership returns the user's current membership, or ErrNotFound.

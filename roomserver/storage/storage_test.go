@@ -573,6 +573,56 @@ func TestMemberships(t *testing.T) {
 	})
 }
 
+// TestJoinedServers: the servers of a room follow its joins and the ends
+// of them (leave, ban, kick to invite), whatever the order, with repeats
+// counted once.
+func TestJoinedServers(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ctx context.Context, s *storage.Storage) {
+		upsert := func(room int64, user, membership string, nid int64) {
+			t.Helper()
+			inTx(t, ctx, s, func(tx *sqlutil.Tx) error {
+				_, err := storage.UpsertMembership(ctx, tx, room, user, membership, nid)
+				return err
+			})
+		}
+		check := func(room int64, want ...string) {
+			t.Helper()
+			got, err := storage.SelectJoinedServers(ctx, s.DB(), room)
+			if err != nil || !slices.Equal(got, want) {
+				t.Fatalf("servers of room %d = %v %v, want %v", room, got, err, want)
+			}
+			for _, server := range []string{"a.test", "b.test", "c.test:8448"} {
+				in, err := storage.ServerJoined(ctx, s.DB(), room, server)
+				if err != nil || in != slices.Contains(want, server) {
+					t.Fatalf("ServerJoined(%d, %s) = %v %v, want %v", room, server, in, err, !in)
+				}
+			}
+		}
+		check(1)
+		upsert(1, "@alice:b.test", "join", 1)
+		upsert(1, "@bob:a.test", "invite", 2)
+		check(1, "b.test")
+		upsert(1, "@bob:a.test", "join", 3)
+		upsert(1, "@carol:a.test", "join", 4)
+		upsert(1, "@dan:c.test:8448", "join", 5)
+		upsert(1, "@carol:a.test", "join", 6) // a profile change: still one join
+		upsert(2, "@erin:b.test", "join", 7)
+		check(1, "a.test", "b.test", "c.test:8448")
+		check(2, "b.test")
+		upsert(1, "@bob:a.test", "leave", 8)
+		check(1, "a.test", "b.test", "c.test:8448") // carol is still there
+		upsert(1, "@carol:a.test", "ban", 9)
+		upsert(1, "@carol:a.test", "ban", 10)
+		upsert(1, "@alice:b.test", "leave", 11)
+		check(1, "c.test:8448")
+		upsert(1, "@alice:b.test", "leave", 12)
+		upsert(1, "@bob:a.test", "join", 13)
+		check(1, "a.test", "c.test:8448")
+		check(2, "b.test")
+		check(3)
+	})
+}
+
 func TestTxns(t *testing.T) {
 	forEachStore(t, func(t *testing.T, ctx context.Context, s *storage.Storage) {
 		if id, err := storage.SelectTxn(ctx, s.DB(), "@a:test", "DEV", "send|t1"); err != nil || id != "" {
