@@ -117,7 +117,7 @@ func openSQLite(ctx context.Context, dsn string, o Options) (*DB, error) {
 		f.Close()
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
-	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-8000"
+	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-8000&_stmt_cache_size=64"
 	writer, err := sql.Open("sqlite3", base+"?_journal_mode=WAL&_txlock=immediate&"+common)
 	if err != nil {
 		return nil, fmt.Errorf("sqlutil: open sqlite: %w", err)
