@@ -62,8 +62,8 @@ type Roomserver struct {
 	outbox *bus.Outbox[bus.OutboxRow] // rs_outbox, RoomOutput in commit order
 	// committer stores the inputs of all partitions (commit.go).
 	committer *committer
-	stopMu sync.Mutex
-	stops  []func()
+	stopMu    sync.Mutex
+	stops     []func()
 }
 
 var (
