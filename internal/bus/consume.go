@@ -40,6 +40,12 @@ func (e permanentError) Unwrap() error { return e.err }
 // that does not decode.
 func Permanent(err error) error { return permanentError{err} }
 
+// IsPermanent reports whether err (or one it wraps) was marked Permanent.
+func IsPermanent(err error) bool {
+	var perm permanentError
+	return errors.As(err, &perm)
+}
+
 // ConsumerSpec describes a durable consumer.
 type ConsumerSpec struct {
 	Stream  string
