@@ -319,6 +319,14 @@ func (f *FederationAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
 			return err
 		}
 	}
+	if len(dests) == 0 && len(devDests) == 0 {
+		// Nothing to queue (a room of local users): no transaction. The
+		// position is only there to skip what was applied when a message
+		// comes again after a crash, and handling this one again changes
+		// nothing either; the next message that queues something stores
+		// a position past it.
+		return nil
+	}
 	err = f.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
 		if len(dests) > 0 {
 			if err := storage.EnqueuePDU(ctx, tx, dests, ev.Event, time.Now().UnixMilli()); err != nil {

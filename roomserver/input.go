@@ -16,7 +16,6 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/bus"
 	"github.com/myelin-chat/myelin/internal/mxerr"
-	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/roomserver/api"
 	"github.com/myelin-chat/myelin/roomserver/storage"
 )
@@ -25,8 +24,8 @@ import (
 // reason is retried before the caller is told and the partition moves on.
 const maxInputAttempts = 3
 
-// Start publishes any output committed before a crash and starts one
-// consumer per RoomInput partition.
+// Start publishes any output committed before a crash, starts the
+// committer and one consumer per RoomInput partition.
 func (r *Roomserver) Start(ctx context.Context) error {
 	if err := r.flushOutbox(ctx); err != nil {
 		return fmt.Errorf("roomserver: publish pending output: %w", err)
@@ -35,16 +34,18 @@ func (r *Roomserver) Start(ctx context.Context) error {
 	r.stopMu.Lock()
 	r.stops = append(r.stops, stopRelay)
 	r.stopMu.Unlock()
+	// The committer outlives the consumers, which wait for it: it stops
+	// last (Close).
+	r.startCommitter(context.WithoutCancel(ctx))
 	for p := range api.Partitions {
-		stop, err := r.bus.Consume(ctx, bus.ConsumerSpec{
+		stop, err := r.bus.ConsumeBatch(ctx, bus.ConsumerSpec{
 			Stream:         api.RoomInputStream.Name,
 			Durable:        fmt.Sprintf("roomserver-input-%d", p),
 			FilterSubjects: []string{api.InputSubject(p)},
-			MaxAckPending:  1,
 			LastApplied: func(ctx context.Context) (uint64, error) {
 				return storage.SelectInputPosition(ctx, r.store.DB(), p)
 			},
-		}, func(ctx context.Context, m *bus.Msg) error { return r.handleInput(ctx, p, m) })
+		}, maxPartitionBatch, func(ctx context.Context, msgs []*bus.Msg) error { return r.handleInputs(ctx, p, msgs) })
 		if err != nil {
 			r.Close()
 			return err
@@ -53,27 +54,6 @@ func (r *Roomserver) Start(ctx context.Context) error {
 		r.stops = append(r.stops, stop)
 		r.stopMu.Unlock()
 	}
-	return nil
-}
-
-func (r *Roomserver) handleInput(ctx context.Context, partition int, m *bus.Msg) error {
-	var msg api.InputMessage
-	if err := json.Unmarshal(m.Data, &msg); err != nil {
-		return bus.Permanent(fmt.Errorf("undecodable input: %w", err))
-	}
-	started := time.Now()
-	res, err := r.process(ctx, partition, m.Seq, &msg)
-	if err == nil || m.Delivered >= maxInputAttempts || ctx.Err() != nil {
-		r.metrics.input(&msg, m.Published, started, res, err) // the outcome the caller gets
-	}
-	if err != nil {
-		if m.Delivered < maxInputAttempts && ctx.Err() == nil {
-			return err // retried after a backoff
-		}
-		r.log.Error("input failed", slog.String("room_id", msg.RoomID), slog.String("input", msg.ID), slog.String("error", err.Error()))
-		res = &api.InputResult{Error: &api.InputError{Code: mxerr.CodeUnknown, Message: "Internal server error"}}
-	}
-	r.reply(msg.ReplyTo, res)
 	return nil
 }
 
@@ -87,43 +67,22 @@ func (r *Roomserver) reply(to string, res *api.InputResult) {
 	}
 }
 
-// process runs one input in one transaction. A refusal (*api.InputError)
-// rolls the transaction back and becomes the result; any other error is
-// internal.
-func (r *Roomserver) process(ctx context.Context, partition int, seq uint64, msg *api.InputMessage) (*api.InputResult, error) {
+// processInput runs one input in the transaction of d. A refusal is an
+// *api.InputError; the caller rolls the transaction back.
+func (d *dbctx) processInput(ctx context.Context, msg *api.InputMessage) (*api.InputResult, error) {
 	res := &api.InputResult{RoomID: msg.RoomID}
-	var d *dbctx
-	err := r.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		d = r.inTx(tx)
-		var err error
-		switch {
-		case msg.Local != nil:
-			err = d.processLocal(ctx, msg, res)
-		case msg.OutOfBand != nil:
-			err = d.processOutOfBand(ctx, msg, res)
-		case len(msg.Events) > 0 || len(msg.Outliers) > 0:
-			err = d.processEvents(ctx, msg, res)
-		default:
-			err = inputError(mxerr.CodeBadJSON, "Empty input")
-		}
-		if err != nil {
-			return err
-		}
-		return storage.UpdateInputPosition(ctx, tx, partition, seq)
-	})
-	var ie *api.InputError
-	if errors.As(err, &ie) {
-		return &api.InputResult{RoomID: msg.RoomID, Error: ie}, nil
+	var err error
+	switch {
+	case msg.Local != nil:
+		err = d.processLocal(ctx, msg, res)
+	case msg.OutOfBand != nil:
+		err = d.processOutOfBand(ctx, msg, res)
+	case len(msg.Events) > 0 || len(msg.Outliers) > 0:
+		err = d.processEvents(ctx, msg, res)
+	default:
+		err = inputError(mxerr.CodeBadJSON, "Empty input")
 	}
-	if err != nil {
-		return nil, err
-	}
-	d.commit()
-	if d.outputs == 0 {
-		return res, nil
-	}
-	r.announce(ctx, r.writers(msg, res)...)
-	return res, nil
+	return res, err
 }
 
 // outboxRetry is how often the outbox is retried after a publish failed.

@@ -14,8 +14,10 @@ type metrics struct {
 	// latency runs from publication on the input stream to the result, so
 	// that it includes the wait behind earlier inputs of the partition.
 	latency *prometheus.HistogramVec
-	// duration is the processing alone (one transaction and the output).
+	// duration is the processing alone (its transaction and the output).
 	duration *prometheus.HistogramVec
+	// batch is how many inputs each committed transaction stored.
+	batch prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,10 +27,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Time from an input's publication to its result, by kind and result.", Buckets: buckets}, []string{"kind", "result"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "myelin_roomserver_input_duration_seconds",
 			Help: "Time spent processing an input, by kind and result.", Buckets: buckets}, []string{"kind", "result"}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "myelin_roomserver_input_batch_inputs",
+			Help: "Inputs stored by each roomserver transaction (group commit).", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}),
 	}
 	if reg != nil {
 		_ = reg.Register(m.latency)
 		_ = reg.Register(m.duration)
+		_ = reg.Register(m.batch)
 	}
 	return m
 }

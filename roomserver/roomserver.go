@@ -95,8 +95,10 @@ type Roomserver struct {
 	stateKeyNames *lru.Cache[int64, string]
 
 	outbox *bus.Outbox[bus.OutboxRow] // rs_outbox, RoomOutput in commit order
-	stopMu sync.Mutex
-	stops  []func()
+	// committer stores the inputs of all partitions (commit.go).
+	committer *committer
+	stopMu    sync.Mutex
+	stops     []func()
 }
 
 var (
@@ -152,11 +154,14 @@ func New(ctx context.Context, cfg Config, db *sqlutil.DB, b *bus.Bus, log *slog.
 		stateKeyNIDs:  lru.New[string, int64](sizes.StateKeys, nil),
 		stateKeyNames: lru.New[int64, string](sizes.StateKeys, nil),
 		outbox:        bus.TableOutbox(st.DB(), storage.SelectOutbox, storage.DeleteOutbox),
+		committer:     newCommitter(),
 	}, nil
 }
 
-// Close stops the input consumers, waiting for the input in flight.
+// Close stops the input consumers, waiting for the input in flight, then
+// the committer.
 func (r *Roomserver) Close() {
+	defer r.stopCommitter()
 	r.stopMu.Lock()
 	defer r.stopMu.Unlock()
 	// The partitions drain at once, not one after another.

@@ -115,22 +115,31 @@ func benchMessages(tb testing.TB, rooms, n int) [][]byte {
 }
 
 // BenchmarkConsumeRoomOutput measures how many RoomOutput events per second
-// the sync API applies to its read model (one transaction each, as the
-// consumer runs them), over 10 rooms.
+// the sync API applies to its read model over 10 rooms: one transaction
+// each (batch=1, as when messages come one at a time) and up to 64 a
+// transaction (as the consumer takes them under load).
 func BenchmarkConsumeRoomOutput(b *testing.B) {
-	s := benchSyncAPI(b)
-	msgs := benchMessages(b, 10, b.N)
-	ctx := context.Background()
-	b.ResetTimer()
-	for i, m := range msgs {
-		if err := s.onRoomOutput(ctx, &bus.Msg{Data: m, Seq: uint64(i + 1)}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	if got := s.pos.pdu.Load(); got != int64(b.N) {
-		b.Fatalf("applied %d events, want %d", got, b.N)
+	for _, batch := range []int{1, maxOutputBatch} {
+		b.Run(fmt.Sprint("batch=", batch), func(b *testing.B) {
+			s := benchSyncAPI(b)
+			msgs := benchMessages(b, 10, b.N)
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < len(msgs); i += batch {
+				var group []*bus.Msg
+				for j := i; j < min(i+batch, len(msgs)); j++ {
+					group = append(group, &bus.Msg{Data: msgs[j], Seq: uint64(j + 1)})
+				}
+				if err := s.onRoomOutputs(ctx, group); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			if got := s.pos.pdu.Load(); got != int64(b.N) {
+				b.Fatalf("applied %d events, want %d", got, b.N)
+			}
+		})
 	}
 }
 

@@ -49,41 +49,88 @@ type memberChange struct {
 	local                      bool
 }
 
-// onRoomOutput applies a RoomOutput message to the read model.
-func (s *SyncAPI) onRoomOutput(ctx context.Context, m *bus.Msg) error {
-	var msg rsapi.OutputMessage
-	if err := json.Unmarshal(m.Data, &msg); err != nil {
-		return bus.Permanent(fmt.Errorf("undecodable room output: %w", err))
-	}
-	var w wakes
-	pos := s.pos.pdu.Load()
-	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
-		w = wakes{}
-		var err error
-		switch {
-		case msg.NewEvent != nil:
-			pos, err = s.applyNewEvent(ctx, tx, msg.NewEvent, s.pos.pdu.Load()+1, &w)
-		case msg.Redaction != nil:
-			err = s.applyRedaction(ctx, tx, msg.Redaction, &w)
-		case msg.Membership != nil:
-			pos, err = s.applyOutOfBand(ctx, tx, msg.Membership, s.pos.pdu.Load()+1, &w)
-		case msg.Backfilled != nil:
-			err = s.applyBackfilled(ctx, tx, msg.Backfilled)
-		case msg.Forget != nil:
-			err = storage.SetForgotten(ctx, tx, msg.Forget.UserID, msg.Forget.RoomID, msg.Forget.EventID)
-		}
+// maxOutputBatch bounds how many RoomOutput messages one transaction of
+// the read model applies.
+const maxOutputBatch = 64
+
+// onRoomOutputs applies RoomOutput messages to the read model, as many as
+// are waiting in one transaction (a transaction per event made the commit
+// the cost of every message under load). A message that can never apply
+// is dropped (logged) without holding up the others.
+func (s *SyncAPI) onRoomOutputs(ctx context.Context, msgs []*bus.Msg) error {
+	for len(msgs) > 0 {
+		n, err := s.applyRoomOutputs(ctx, msgs)
 		if err != nil {
-			return err
+			return err // retried whole after a backoff
 		}
-		return storage.SetConsumerPosition(ctx, tx, roomOutputConsumer, m.Seq)
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// applyRoomOutputs applies msgs in one transaction and returns how many
+// it consumed: all of them, or, when one fails for good, those before it
+// (applied in a transaction of their own) and that one (dropped).
+func (s *SyncAPI) applyRoomOutputs(ctx context.Context, msgs []*bus.Msg) (int, error) {
+	ws := make([]wakes, len(msgs))
+	bad := -1
+	var pos int64
+	err := s.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		pos = s.pos.pdu.Load()
+		for i, m := range msgs {
+			ws[i] = wakes{}
+			p, err := s.applyRoomOutput(ctx, tx, m, pos, &ws[i])
+			if err != nil {
+				if bus.IsPermanent(err) {
+					bad = i
+				}
+				return err
+			}
+			pos = p
+		}
+		return storage.SetConsumerPosition(ctx, tx, roomOutputConsumer, msgs[len(msgs)-1].Seq)
 	})
+	if bad >= 0 {
+		if bad > 0 {
+			if n, err := s.applyRoomOutputs(ctx, msgs[:bad]); err != nil || n < bad {
+				return n, err
+			}
+		}
+		s.log.Error("room output dropped", "seq", msgs[bad].Seq, "error", err.Error())
+		return bad + 1, nil
+	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s.pos.pdu.Store(pos)
-	s.afterCommit(&w)
-	s.applied.roomOutput.Store(m.Seq)
-	return nil
+	for i := range ws {
+		s.afterCommit(&ws[i])
+	}
+	s.applied.roomOutput.Store(msgs[len(msgs)-1].Seq)
+	return len(msgs), nil
+}
+
+// applyRoomOutput applies one RoomOutput message in tx after position pos
+// and returns the highest position it used.
+func (s *SyncAPI) applyRoomOutput(ctx context.Context, tx *sqlutil.Tx, m *bus.Msg, pos int64, w *wakes) (int64, error) {
+	var msg rsapi.OutputMessage
+	if err := json.Unmarshal(m.Data, &msg); err != nil {
+		return 0, bus.Permanent(fmt.Errorf("undecodable room output: %w", err))
+	}
+	var err error
+	switch {
+	case msg.NewEvent != nil:
+		pos, err = s.applyNewEvent(ctx, tx, msg.NewEvent, pos+1, w)
+	case msg.Redaction != nil:
+		err = s.applyRedaction(ctx, tx, msg.Redaction, w)
+	case msg.Membership != nil:
+		pos, err = s.applyOutOfBand(ctx, tx, msg.Membership, pos+1, w)
+	case msg.Backfilled != nil:
+		err = s.applyBackfilled(ctx, tx, msg.Backfilled)
+	case msg.Forget != nil:
+		err = storage.SetForgotten(ctx, tx, msg.Forget.UserID, msg.Forget.RoomID, msg.Forget.EventID)
+	}
+	return pos, err
 }
 
 // afterCommit updates the notifier and wakes the syncs concerned.

@@ -63,7 +63,7 @@ func BenchmarkConsumeWithPush(b *testing.B) {
 			seq := uint64(0)
 			apply := func(m []byte) {
 				seq++
-				if err := s.onRoomOutput(ctx, &bus.Msg{Data: m, Seq: seq}); err != nil {
+				if err := s.onRoomOutputs(ctx, []*bus.Msg{{Data: m, Seq: seq}}); err != nil {
 					b.Fatal(err)
 				}
 			}

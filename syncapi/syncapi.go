@@ -268,13 +268,30 @@ func (s *SyncAPI) Start(ctx context.Context) error {
 		return fmt.Errorf("syncapi: unread counts: %w", err)
 	}
 	s.addStop(stopUnread) // saved once the consumers have stopped
+	// RoomOutput in batches (onRoomOutputs), the others a message at a time.
+	seq, err := storage.ConsumerPosition(ctx, s.store.DB(), roomOutputConsumer)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	s.applied.roomOutput.Store(seq)
+	stop, err := s.bus.ConsumeBatch(ctx, bus.ConsumerSpec{
+		Stream: rsapi.RoomOutputStream.Name, Durable: roomOutputConsumer,
+		LastApplied: func(ctx context.Context) (uint64, error) {
+			return storage.ConsumerPosition(ctx, s.store.DB(), roomOutputConsumer)
+		},
+	}, maxOutputBatch, s.onRoomOutputs)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	s.addStop(stop)
 	for _, c := range []struct {
 		name, stream string
 		subjects     []string
 		applied      *appliedSeq
 		handle       bus.Handler
 	}{
-		{roomOutputConsumer, rsapi.RoomOutputStream.Name, nil, &s.applied.roomOutput, s.onRoomOutput},
 		{userOutputConsumer, userapi.UserOutputStream.Name, nil, &s.applied.userOutput, s.onUserOutput},
 		{federationInConsumer, fedapi.FederationInStream.Name, federationInSubjects, &s.applied.federationIn, s.onFederationIn},
 	} {

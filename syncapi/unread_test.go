@@ -38,7 +38,7 @@ func TestUnreadCountsSurviveACrash(t *testing.T) {
 		seq := uint64(0)
 		apply := func(s *SyncAPI, m []byte) {
 			seq++
-			if err := s.onRoomOutput(ctx, &bus.Msg{Data: m, Seq: seq}); err != nil {
+			if err := s.onRoomOutputs(ctx, []*bus.Msg{{Data: m, Seq: seq}}); err != nil {
 				t.Fatal(err)
 			}
 		}

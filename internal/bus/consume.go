@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,12 @@ func (e permanentError) Unwrap() error { return e.err }
 // that does not decode.
 func Permanent(err error) error { return permanentError{err} }
 
+// IsPermanent reports whether err (or one it wraps) was marked Permanent.
+func IsPermanent(err error) bool {
+	var perm permanentError
+	return errors.As(err, &perm)
+}
+
 // ConsumerSpec describes a durable consumer.
 type ConsumerSpec struct {
 	Stream  string
@@ -70,6 +77,184 @@ const DrainTimeout = 3 * time.Second
 // shutdown completes the work it had begun. Messages fetched but not handled
 // stay unacked and are redelivered when the consumer next starts.
 func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop func(), err error) {
+	c, err := b.startConsumer(ctx, &spec)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		defer c.finished()
+		for {
+			jm, ok := c.next()
+			if !ok {
+				return
+			}
+			b.handle(c.ctx, c.log, jm, c.last, spec.AckWait/3, h)
+		}
+	}()
+	return c.stop, nil
+}
+
+// BatchHandler handles messages in stream order, several at a time: all
+// those delivered and not yet handled when it is called, up to the batch
+// size. Returning nil acks them all. An error leaves them unacked and the
+// same batch is handed to it again after a backoff (in this process, so
+// that nothing behind the batch overtakes it), until it succeeds or the
+// consumer stops: the handler decides what to give up on, and how to tell
+// whom.
+type BatchHandler func(ctx context.Context, msgs []*Msg) error
+
+// ConsumeBatch starts a durable consumer that hands messages to h in
+// batches of up to maxBatch, strictly in stream order (spec.MaxAckPending is
+// raised to maxBatch so that the next messages are delivered while a batch
+// is handled). Stop, cancellation and redelivery at start are as for
+// Consume. A message redelivered after the ack wait while its first
+// delivery was handled is acked unhandled.
+func (b *Bus) ConsumeBatch(ctx context.Context, spec ConsumerSpec, maxBatch int, h BatchHandler) (stop func(), err error) {
+	maxBatch = max(maxBatch, 1)
+	spec.MaxAckPending = max(spec.MaxAckPending, maxBatch)
+	c, err := b.startConsumer(ctx, &spec)
+	if err != nil {
+		return nil, err
+	}
+	// The iterator blocks, so a goroutine feeds the delivered messages to
+	// the batching loop, which takes what is there without waiting.
+	msgs := make(chan jetstream.Msg, spec.MaxAckPending)
+	go func() {
+		defer close(msgs)
+		for {
+			jm, ok := c.next()
+			if !ok {
+				return
+			}
+			select {
+			case msgs <- jm:
+			case <-c.quit:
+				return
+			case <-c.ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		defer c.finished()
+		last := c.last
+		batch := make([]jetstream.Msg, 0, maxBatch)
+		for jm := range msgs {
+			batch = append(batch[:0], jm)
+		more:
+			for len(batch) < maxBatch {
+				select {
+				case jm, ok := <-msgs:
+					if !ok {
+						break more
+					}
+					batch = append(batch, jm)
+				default:
+					break more
+				}
+			}
+			if c.ctx.Err() != nil || c.stopping() {
+				return // what is left is redelivered at the next start
+			}
+			if !b.handleBatch(c.ctx, c.log, batch, &last, spec.AckWait/3, h) {
+				return
+			}
+		}
+	}()
+	return c.stop, nil
+}
+
+// handleBatch runs h on the messages of batch above last until it succeeds,
+// acks them and moves last. It returns false when ctx ended first.
+func (b *Bus) handleBatch(ctx context.Context, log *slog.Logger, batch []jetstream.Msg, last *uint64, heartbeat time.Duration, h BatchHandler) bool {
+	msgs := make([]*Msg, 0, len(batch))
+	todo := make([]jetstream.Msg, 0, len(batch))
+	for _, jm := range batch {
+		md, err := jm.Metadata()
+		if err != nil {
+			log.Error("message without metadata: terminated", slog.String("error", err.Error()))
+			_ = jm.Term()
+			continue
+		}
+		if md.Sequence.Stream <= *last {
+			_ = jm.Ack() // applied already: a redelivery, or skipped at start
+			continue
+		}
+		msgs = append(msgs, &Msg{Subject: jm.Subject(), Data: jm.Data(), Header: jm.Headers(), Seq: md.Sequence.Stream, Delivered: md.NumDelivered, Published: md.Timestamp})
+		todo = append(todo, jm)
+	}
+	if len(msgs) == 0 {
+		return true
+	}
+	handled := make(chan struct{})
+	go func() {
+		t := time.NewTicker(heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				for _, jm := range todo {
+					_ = jm.InProgress()
+				}
+			case <-handled:
+				return
+			}
+		}
+	}()
+	defer close(handled)
+	for attempt := 1; ; attempt++ {
+		err := h(ctx, msgs)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false // unacked: redelivered when the consumer next starts
+		}
+		delay := min(time.Duration(1<<min(attempt, 8))*100*time.Millisecond, 30*time.Second)
+		log.Warn("batch failed: will retry", slog.Uint64("first_seq", msgs[0].Seq), slog.Int("messages", len(msgs)),
+			slog.Duration("delay", delay), slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+	}
+	for _, jm := range todo {
+		_ = jm.Ack()
+	}
+	*last = msgs[len(msgs)-1].Seq
+	return true
+}
+
+// consumer is a started durable consumer: its message iterator and what
+// stops it.
+type consumer struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	iter   jetstream.MessagesContext
+	log    *slog.Logger
+	// last is the highest sequence LastApplied reported at start.
+	last   uint64
+	done   chan struct{}
+	unlist func()
+	// quit is closed when stop begins.
+	quit     chan struct{}
+	quitOnce sync.Once
+}
+
+func (c *consumer) stopping() bool {
+	select {
+	case <-c.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// startConsumer creates or updates the durable consumer of spec (filling
+// in its defaults), redelivers what an earlier instance left pending and
+// opens its message iterator.
+func (b *Bus) startConsumer(ctx context.Context, spec *ConsumerSpec) (*consumer, error) {
 	if spec.MaxAckPending <= 0 {
 		spec.MaxAckPending = 1
 	}
@@ -125,44 +310,54 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, h Handler) (stop f
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s: %w", spec.Durable, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	unlist := b.consumers.add(spec.Stream, spec.Durable, cons)
+	c := &consumer{iter: iter, log: log, last: last, done: make(chan struct{}), quit: make(chan struct{}), unlist: b.consumers.add(spec.Stream, spec.Durable, cons)}
+	c.ctx, c.cancel = context.WithCancel(ctx)
 	go func() {
-		defer close(done)
-		defer unlist()
-		for {
-			jm, err := iter.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-					return
-				}
-				log.Warn("consumer fetch failed", slog.String("error", err.Error()))
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Second):
-				}
-				continue
-			}
-			b.handle(ctx, log, jm, last, spec.AckWait/3, h)
+		<-c.ctx.Done()
+		iter.Stop()
+	}()
+	return c, nil
+}
+
+// next returns the next delivered message, or false once the consumer
+// stops. It retries failed fetches every second.
+func (c *consumer) next() (jetstream.Msg, bool) {
+	for {
+		jm, err := c.iter.Next()
+		if err == nil {
+			return jm, true
 		}
-	}()
-	go func() {
-		<-ctx.Done()
-		iter.Stop()
-	}()
-	return func() {
-		iter.Stop()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || c.ctx.Err() != nil {
+			return nil, false
+		}
+		c.log.Warn("consumer fetch failed", slog.String("error", err.Error()))
 		select {
-		case <-done:
-		case <-time.After(DrainTimeout):
-			log.Warn("consumer handler still running at shutdown: cancelled")
-			cancel()
-			<-done
+		case <-c.ctx.Done():
+			return nil, false
+		case <-time.After(time.Second):
 		}
-		cancel()
-	}, nil
+	}
+}
+
+// finished is called by the handling goroutine when it returns.
+func (c *consumer) finished() {
+	c.unlist()
+	close(c.done)
+}
+
+// stop drains the consumer: no further message, the handler in flight
+// finishes (cancelled after DrainTimeout).
+func (c *consumer) stop() {
+	c.quitOnce.Do(func() { close(c.quit) })
+	c.iter.Stop()
+	select {
+	case <-c.done:
+	case <-time.After(DrainTimeout):
+		c.log.Warn("consumer handler still running at shutdown: cancelled")
+		c.cancel()
+		<-c.done
+	}
+	c.cancel()
 }
 
 func (b *Bus) handle(ctx context.Context, log *slog.Logger, jm jetstream.Msg, last uint64, heartbeat time.Duration, h Handler) {
