@@ -132,7 +132,7 @@ func openSQLite(ctx context.Context, dsn string, o Options) (*DB, error) {
 	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
 	// A negative cache_size is in KiB.
-	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-" + strconv.FormatInt(max(o.SQLiteCacheSize>>10, 1), 10)
+	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=NORMAL&_cache_size=-" + strconv.FormatInt(max(o.SQLiteCacheSize>>10, 1), 10) + "&_stmt_cache_size=64"
 	writer, err := sql.Open("sqlite3", base+"?_journal_mode=WAL&_txlock=immediate&"+common)
 	if err != nil {
 		return nil, fmt.Errorf("sqlutil: open sqlite: %w", err)
