@@ -29,7 +29,7 @@ type Config struct {
 	Presence              Presence        `yaml:"presence" doc:"Online/offline status of users."`
 	Federation            Federation      `yaml:"federation" doc:"Talking to other homeservers."`
 	Push                  Push            `yaml:"push" doc:"Push notifications, sent to the push gateways of users' HTTP pushers (POST /_matrix/push/v1/notify)."`
-	AppServiceConfigFiles []string        `yaml:"app_service_config_files" doc:"Application service (bridge) registration files, as Synapse's app_service_config_files. They are read and checked at start (a broken file stops it, named); their as_tokens authenticate on the client API (identity assertion with user_id, device masquerading with device_id), they register and log in their users and hold their exclusive namespaces. Transactions to the services are not sent yet."`
+	AppServiceConfigFiles []string        `yaml:"app_service_config_files" doc:"Application service (bridge) registration files, as Synapse's app_service_config_files. They are read and checked at start (a broken file stops it, named); their as_tokens authenticate on the client API (identity assertion with user_id, device masquerading with device_id), they register and log in their users and hold their exclusive namespaces. Events, ephemeral events, to-device messages and key counts are sent to them in persisted transactions."`
 	Logging               Logging         `yaml:"logging" doc:"Log output."`
 	Metrics               Metrics         `yaml:"metrics" doc:"Prometheus metrics."`
 	WellKnown             WellKnown       `yaml:"well_known" doc:"What /.well-known/matrix/client and /.well-known/matrix/server return. Empty values mean 404."`
