@@ -212,7 +212,7 @@ func (r *Roomserver) runEntries(ctx context.Context, entries []*inputEntry, bloc
 		if len(entries) == 0 {
 			return
 		}
-		k := len(entries)
+		k := 0
 		if len(entries) > 1 {
 			k = r.tryGroup(ctx, entries)
 			if k == len(entries) {
@@ -221,8 +221,6 @@ func (r *Roomserver) runEntries(ctx context.Context, entries []*inputEntry, bloc
 			if k > 0 {
 				r.runEntries(ctx, entries[:k], blocked)
 			}
-		} else {
-			k = 0
 		}
 		e := entries[k]
 		if !blocked[e.partition] {
