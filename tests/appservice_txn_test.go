@@ -55,7 +55,7 @@ type testBridge struct {
 }
 
 // newTestBridge makes the bridge's registration (users @ghost_*, not
-// exclusive so that the test can register them, and aliases #bridged_*)
+// exclusive so that the test can register them, and aliases #bridged_*, not exclusive either so that a user can create one)
 // and starts its HTTP server.
 func newTestBridge(t *testing.T, configure func(*appservice.Registration)) *testBridge {
 	t.Helper()
@@ -159,7 +159,7 @@ func (b *testBridge) fail(status int) {
 func (b *testBridge) configure(cfg *config.Config) {
 	name := regexp.QuoteMeta(cfg.ServerName)
 	b.reg.Namespaces.UserIDs = appservice.NamespaceList{{Regex: "@ghost_.*:" + name, Exclusive: false}}
-	b.reg.Namespaces.RoomAliases = appservice.NamespaceList{{Regex: "#bridged_.*:" + name, Exclusive: true}}
+	b.reg.Namespaces.RoomAliases = appservice.NamespaceList{{Regex: "#bridged_.*:" + name, Exclusive: false}}
 	b.as.HomeserverDomain = cfg.ServerName
 	y, err := b.reg.YAML()
 	if err != nil {
