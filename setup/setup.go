@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -88,6 +89,7 @@ type Server struct {
 	// releaseIdle is Options.ReleaseMemoryWhenIdle.
 	releaseIdle bool
 	servers     []*http.Server
+	fresh       freshConns
 	closers     []func()
 	drainers    []func() // run when shutdown starts: end long-polls
 	serveErr    chan error
@@ -356,6 +358,7 @@ func (s *Server) serve(ln net.Listener, h http.Handler, tlsCfg *tls.Config) {
 		IdleTimeout:       120 * time.Second,
 		TLSConfig:         tlsCfg,
 		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn),
+		ConnState:         s.fresh.track,
 	}
 	s.servers = append(s.servers, srv)
 	go func() {
@@ -411,6 +414,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		d()
 	}
 	for _, srv := range s.servers {
+		srv.SetKeepAlivesEnabled(false)
+	}
+	s.fresh.closeAll()
+	for _, srv := range s.servers {
 		if err := srv.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 			srv.Close()
@@ -418,6 +425,38 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.close()
 	return errors.Join(errs...)
+}
+
+// freshConns are the connections that have not begun a request yet
+// (http.StateNew). http.Server.Shutdown waits for such a connection until it
+// is 5 seconds old, so a client that opened one just before a SIGTERM (an
+// HTTP client's spare dial) would hold the shutdown most of its budget;
+// Shutdown closes them first instead.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st == http.StateNew {
+		if f.conns == nil {
+			f.conns = map[net.Conn]struct{}{}
+		}
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.conns {
+		_ = c.Close()
+	}
+	f.conns = nil
 }
 
 func (s *Server) close() {

@@ -285,17 +285,7 @@ func testAppServiceBridgeEndToEnd(t *testing.T, postgres bool) {
 // its memory intact, as after a network outage).
 func (b *e2eBridge) serve(as *appservice.AppService) *appservice.AppService {
 	b.t.Helper()
-	var ln net.Listener
-	var err error
-	for i := 0; i < 100; i++ {
-		if ln, err = net.Listen("tcp", b.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		b.t.Fatalf("bridge listening on %s: %v", b.addr, err)
-	}
+	ln := relisten(b.t, b.addr)
 	hs := &http.Server{Handler: as.Router, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	b.mu.Lock()

@@ -134,18 +134,24 @@ func (b *testBridge) stop() {
 
 // restart listens again on the same address.
 func (b *testBridge) restart() {
+	b.t.Helper()
+	b.serve(relisten(b.t, b.addr))
+}
+
+// relisten listens on addr again, retrying for two seconds while the
+// closed listener's port is released.
+func relisten(t *testing.T, addr string) net.Listener {
+	t.Helper()
 	var ln net.Listener
 	var err error
 	for i := 0; i < 100; i++ {
-		if ln, err = net.Listen("tcp", b.addr); err == nil {
-			break
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err != nil {
-		b.t.Fatalf("bridge relisten on %s: %v", b.addr, err)
-	}
-	b.serve(ln)
+	t.Fatalf("bridge listening again on %s: %v", addr, err)
+	return nil
 }
 
 func (b *testBridge) fail(status int) {
