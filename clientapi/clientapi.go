@@ -236,10 +236,9 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 
 	c.registerRooms(srv)
 
-	// Application services: third-party lookups, and the ping (which
-	// checks the as_token itself).
+	// Application services: third-party lookups, and the ping.
 	c.registerThirdParty(srv)
-	srv.Handle(http.MethodPost, "/_matrix/client/v1/appservice/{appserviceId}/ping", c.postAppServicePing)
+	srv.Handle(http.MethodPost, "/_matrix/client/v1/appservice/{appserviceId}/ping", c.postAppServicePing, auth)
 
 	// Synapse-compatible admin APIs.
 	srv.Handle(http.MethodGet, "/_synapse/admin/v1/register", c.getAdminRegisterNonce)
