@@ -199,6 +199,9 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.putAccountData, auth, guests)
 	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/account_data/{type}", c.deleteAccountData, auth, guests)
 	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/rooms/{roomId}/account_data/{type}", c.deleteAccountData, auth, guests)
+	srv.HandleClient(http.MethodGet, "/user/{userId}/rooms/{roomId}/tags", c.getRoomTags, auth)
+	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/tags/{tag}", c.putRoomTag, auth)
+	srv.HandleClient(http.MethodDelete, "/user/{userId}/rooms/{roomId}/tags/{tag}", c.deleteRoomTag, auth)
 
 	// Push rules (the GETs of the whole ruleset also without the trailing
 	// slash the spec writes) and pushers.
