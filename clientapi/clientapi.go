@@ -41,6 +41,9 @@ type Config struct {
 	WellKnownClient   string
 	WellKnownIdentity string
 	WellKnownServer   string
+	// WellKnownSupport is the /.well-known/matrix/support document (nil:
+	// none configured).
+	WellKnownSupport json.RawMessage
 	// AppServices are the registered application services (nil: none).
 	AppServices *asapi.Registry
 }
@@ -153,6 +156,7 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.Handle(http.MethodGet, "/_matrix/client/versions", c.getVersions)
 	srv.Handle(http.MethodGet, "/.well-known/matrix/client", c.getWellKnownClient)
 	srv.Handle(http.MethodGet, "/.well-known/matrix/server", c.getWellKnownServer)
+	srv.Handle(http.MethodGet, "/.well-known/matrix/support", c.getWellKnownSupport)
 	srv.HandleClient(http.MethodGet, "/capabilities", c.getCapabilities, auth, guests)
 
 	// Registration.

@@ -79,3 +79,11 @@ func (c *ClientAPI) getWellKnownServer(r *http.Request) (any, error) {
 	}
 	return map[string]string{"m.server": c.cfg.WellKnownServer}, nil
 }
+
+// GET /.well-known/matrix/support
+func (c *ClientAPI) getWellKnownSupport(r *http.Request) (any, error) {
+	if c.cfg.WellKnownSupport == nil {
+		return nil, mxerr.NotFound("No support information configured")
+	}
+	return c.cfg.WellKnownSupport, nil
+}

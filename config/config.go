@@ -198,9 +198,23 @@ type Metrics struct {
 
 // WellKnown holds the discovery documents.
 type WellKnown struct {
-	ClientBaseURL     string `yaml:"client_base_url" doc:"m.homeserver base_url of /.well-known/matrix/client, such as https://matrix.example.org."`
-	IdentityServerURL string `yaml:"identity_server_url" doc:"m.identity_server base_url of /.well-known/matrix/client (optional)."`
-	ServerDelegation  string `yaml:"server" doc:"m.server of /.well-known/matrix/server, such as matrix.example.org:443."`
+	ClientBaseURL     string  `yaml:"client_base_url" doc:"m.homeserver base_url of /.well-known/matrix/client, such as https://matrix.example.org."`
+	IdentityServerURL string  `yaml:"identity_server_url" doc:"m.identity_server base_url of /.well-known/matrix/client (optional)."`
+	ServerDelegation  string  `yaml:"server" doc:"m.server of /.well-known/matrix/server, such as matrix.example.org:443."`
+	Support           Support `yaml:"support" doc:"What /.well-known/matrix/support returns: how to reach the server's administrators. Empty means 404."`
+}
+
+// Support is the support discovery document (support.yaml).
+type Support struct {
+	Contacts    []SupportContact `yaml:"contacts" doc:"Ways to contact the administrators."`
+	SupportPage string           `yaml:"support_page" doc:"An http(s) URL of a page with help for this server's users (optional)."`
+}
+
+// SupportContact is one way to reach an administrator.
+type SupportContact struct {
+	MatrixID     string `yaml:"matrix_id" doc:"A Matrix user ID of the administrator (possibly on another server, to be reachable when this one is down)."`
+	EmailAddress string `yaml:"email_address" doc:"An email address of the administrator. A contact needs this or matrix_id."`
+	Role         string `yaml:"role" doc:"m.role.admin (any question), m.role.security (sensitive reports) or a namespaced role of your own."`
 }
 
 // Duration is a time.Duration written as "5m", "30s", "1h".

@@ -54,6 +54,7 @@ func Defaults(serverName string) *Config {
 		ASQueryTimeout:        Duration(30 * time.Second),
 		Logging:               Logging{Level: "info", Format: "text"},
 		Metrics:               Metrics{Address: "127.0.0.1:9092"},
+		WellKnown:             WellKnown{Support: Support{Contacts: []SupportContact{}}},
 		Caches:                DefaultCaches(),
 	}
 }

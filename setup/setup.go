@@ -271,6 +271,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
+		WellKnownSupport:         supportDocument(cfg.WellKnown.Support),
 		AppServices:              s.AppServices,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
