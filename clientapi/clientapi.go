@@ -41,6 +41,8 @@ type Config struct {
 	WellKnownClient   string
 	WellKnownIdentity string
 	WellKnownServer   string
+	// TURN is what /voip/turnServer hands out.
+	TURN TURNConfig
 	// WellKnownSupport is the /.well-known/matrix/support document (nil:
 	// none configured).
 	WellKnownSupport json.RawMessage
@@ -203,6 +205,7 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.putAccountData, auth, guests)
 	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/account_data/{type}", c.deleteAccountData, auth, guests)
 	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/rooms/{roomId}/account_data/{type}", c.deleteAccountData, auth, guests)
+	srv.HandleClient(http.MethodGet, "/voip/turnServer", c.getTurnServer, auth, guests)
 	srv.HandleClient(http.MethodGet, "/user/{userId}/rooms/{roomId}/tags", c.getRoomTags, auth)
 	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/tags/{tag}", c.putRoomTag, auth)
 	srv.HandleClient(http.MethodDelete, "/user/{userId}/rooms/{roomId}/tags/{tag}", c.deleteRoomTag, auth)

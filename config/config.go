@@ -27,6 +27,7 @@ type Config struct {
 	RateLimiting          RateLimiting    `yaml:"rate_limiting" doc:"Request rate limits (token buckets)."`
 	Media                 Media           `yaml:"media" doc:"The media repository."`
 	Presence              Presence        `yaml:"presence" doc:"Online/offline status of users."`
+	VoIP                  VoIP            `yaml:"voip" doc:"The TURN servers offered to clients for calls (GET /voip/turnServer)."`
 	Federation            Federation      `yaml:"federation" doc:"Talking to other homeservers."`
 	Push                  Push            `yaml:"push" doc:"Push notifications, sent to the push gateways of users' HTTP pushers (POST /_matrix/push/v1/notify)."`
 	AppServiceConfigFiles []string        `yaml:"app_service_config_files" doc:"Application service (bridge) registration files, as Synapse's app_service_config_files. They are read and checked at start (a broken file stops it, named); their as_tokens authenticate on the client API (identity assertion with user_id, device masquerading with device_id), they register and log in their users and hold their exclusive namespaces. Events, ephemeral events, to-device messages and key counts are sent to them in persisted transactions."`
@@ -158,6 +159,17 @@ type Presence struct {
 	Enabled      bool     `yaml:"enabled" doc:"Track and share whether users are online (as Synapse's presence.enabled). Off: clients see everyone offline."`
 	IdleAfter    Duration `yaml:"idle_after" doc:"An online user without activity for this long becomes unavailable."`
 	OfflineAfter Duration `yaml:"offline_after" doc:"A user whose clients stopped syncing for this long becomes offline."`
+}
+
+// VoIP configures the TURN credentials of /voip/turnServer, as Synapse's
+// turn_* options.
+type VoIP struct {
+	TURNURIs         []string `yaml:"turn_uris" doc:"TURN server URIs (turn: or turns:), such as turn:turn.example.org:3478?transport=udp. Empty: no TURN servers are offered."`
+	TURNSharedSecret string   `yaml:"turn_shared_secret" doc:"The shared secret of the TURN server's REST API (coturn's static-auth-secret): each user gets a username <expiry>:<user_id> and its HMAC-SHA1 password. Env: MYELIN_VOIP_TURN_SHARED_SECRET."`
+	TURNUsername     string   `yaml:"turn_username" doc:"A fixed TURN username, when the TURN server has no shared secret."`
+	TURNPassword     string   `yaml:"turn_password" doc:"The password of turn_username."`
+	TURNUserLifetime Duration `yaml:"turn_user_lifetime" doc:"How long a shared-secret credential is valid."`
+	TURNAllowGuests  bool     `yaml:"turn_allow_guests" doc:"Whether guest accounts get TURN credentials."`
 }
 
 // Federation configures the server-server API.

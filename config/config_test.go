@@ -122,6 +122,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.WellKnown.ClientBaseURL = "ftp://x"
 	c.Metrics.Pprof = true // without metrics.enabled
 	c.WellKnown.Support.SupportPage = "javascript:alert(1)"
+	c.VoIP.TURNURIs = []string{"http://turn.example.org"}
 	c.WellKnown.Support.Contacts = []SupportContact{{Role: "m.role.admin"}, {MatrixID: "admin", EmailAddress: "no at", Role: ""}}
 	err := c.Validate()
 	if err == nil {
@@ -130,7 +131,8 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	for _, key := range []string{"server_name", "database.url", "auth.bcrypt_cost", "logging.level",
 		"rate_limiting.login.burst", "listeners.federation_tls.cert_path", "listeners.federation_tls.key_path",
 		"well_known.client_base_url", "metrics.pprof", "well_known.support.support_page", "well_known.support.contacts[0]",
-		"well_known.support.contacts[1].role", "well_known.support.contacts[1].matrix_id", "well_known.support.contacts[1].email_address"} {
+		"well_known.support.contacts[1].role", "well_known.support.contacts[1].matrix_id", "well_known.support.contacts[1].email_address",
+		"voip.turn_uris[0]", "voip.turn_shared_secret"} {
 		if !strings.Contains(err.Error(), key+":") {
 			t.Errorf("missing problem for %s in:\n%v", key, err)
 		}

@@ -41,6 +41,7 @@ func Defaults(serverName string) *Config {
 			},
 		},
 		Media:    Media{StorePath: "data/media", MaxUploadSize: 50 << 20},
+		VoIP:     VoIP{TURNURIs: []string{}, TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		Presence: Presence{Enabled: true, IdleAfter: Duration(5 * time.Minute), OfflineAfter: Duration(30 * time.Second)},
 		Federation: Federation{
 			Enabled: true,

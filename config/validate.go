@@ -224,6 +224,17 @@ func (c *Config) Validate() error {
 			bad(key, "%q must be an http(s) URL", v)
 		}
 	}
+	for i, u := range c.VoIP.TURNURIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			bad(fmt.Sprintf("voip.turn_uris[%d]", i), "%q must be a turn: or turns: URI", u)
+		}
+	}
+	if len(c.VoIP.TURNURIs) > 0 && c.VoIP.TURNSharedSecret == "" && (c.VoIP.TURNUsername == "" || c.VoIP.TURNPassword == "") {
+		bad("voip.turn_shared_secret", "turn_uris needs turn_shared_secret, or turn_username and turn_password")
+	}
+	if c.VoIP.TURNSharedSecret != "" && c.VoIP.TURNUserLifetime < Duration(time.Minute) {
+		bad("voip.turn_user_lifetime", "must be at least 1m")
+	}
 	for i, ct := range c.WellKnown.Support.Contacts {
 		key := fmt.Sprintf("well_known.support.contacts[%d]", i)
 		if ct.Role == "" {

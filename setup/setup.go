@@ -272,7 +272,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
 		WellKnownSupport:         supportDocument(cfg.WellKnown.Support),
-		AppServices:              s.AppServices,
+		TURN: clientapi.TURNConfig{URIs: cfg.VoIP.TURNURIs, SharedSecret: cfg.VoIP.TURNSharedSecret, Username: cfg.VoIP.TURNUsername,
+			Password: cfg.VoIP.TURNPassword, Lifetime: time.Duration(cfg.VoIP.TURNUserLifetime), AllowGuests: cfg.VoIP.TURNAllowGuests},
+		AppServices: s.AppServices,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err
