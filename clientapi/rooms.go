@@ -32,6 +32,7 @@ func (c *ClientAPI) registerRooms(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/state", c.getState, auth, guests)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/joined_members", c.getJoinedMembers, auth, guests)
 	srv.HandleClient(http.MethodGet, "/joined_rooms", c.getJoinedRooms, auth, guests)
+	srv.Handle(http.MethodGet, "/_matrix/client/v1/mutual_rooms", c.getMutualRooms, auth)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/event/{eventId}", c.getEvent, auth, guests)
 
 	srv.HandleClient(http.MethodPost, "/join/{roomIdOrAlias}", c.postJoin, auth, guests)
