@@ -245,6 +245,7 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	}
 
 	c.registerRooms(srv)
+	c.registerReports(srv)
 
 	// Application services: third-party lookups, and the ping.
 	c.registerThirdParty(srv)
