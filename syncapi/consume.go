@@ -676,6 +676,9 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 	if u.RoomID == "" && u.Type == pushRulesType {
 		s.push.forgetRules(u.UserID)
 	}
+	if u.RoomID == "" && u.Type == ignoredUserListType {
+		s.push.forgetIgnores(u.UserID)
+	}
 	s.pos.accountData.Store(pos)
 	s.afterCommit(&wakes{users: []string{u.UserID}})
 	s.applied.userOutput.Store(m.Seq)

@@ -153,6 +153,10 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 	if len(toDevice) > 0 {
 		resp.ToDevice = &eventList{Events: toDevice}
 	}
+	ignored, err := s.ignoredUsers(ctx, dev.UserID)
+	if err != nil {
+		return nil, false, err
+	}
 	var plans []*roomPlan
 	var invites, knocks []string
 	for _, m := range memberships {
@@ -174,7 +178,9 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			}
 			plans = append(plans, p)
 		case spec.Invite:
-			if initial || recent {
+			// Invites from ignored users are not shown (as Synapse,
+			// they stay pending: the user may still join or reject).
+			if (initial || recent) && !ignored[m.Sender] {
 				invites = append(invites, m.RoomID)
 			}
 		case spec.Knock:
@@ -213,7 +219,7 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			return nil, false, err
 		}
 	}
-	if err := s.fillRooms(ctx, dev, req, flt, fm, plans, since, now, ad, resp); err != nil {
+	if err := s.fillRooms(ctx, dev, req, flt, fm, plans, since, now, ad, ignored, resp); err != nil {
 		return nil, false, err
 	}
 	if err := s.fillUnreadCounts(dev.UserID, flt, resp); err != nil {
@@ -449,7 +455,7 @@ func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.F
 // ephemeral events, account data and summaries, each in one query for all
 // rooms.
 func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *syncRequest, flt *filter.Filter, fm *formatter,
-	plans []*roomPlan, since, now StreamPos, roomAD map[string][]storage.AccountData, resp *syncResponse) error {
+	plans []*roomPlan, since, now StreamPos, roomAD map[string][]storage.AccountData, ignored map[string]bool, resp *syncResponse) error {
 	if len(plans) == 0 {
 		return nil
 	}
@@ -485,6 +491,8 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 			ByDepth: initial || p.newlyJoined})
 	}
 	cond, condArgs := timelineCond(tf)
+	ic, icArgs := ignoreCond(ignored)
+	cond, condArgs = andCond(cond, condArgs, ic, icArgs)
 	events, limited, err := storage.Timelines(ctx, db, ranges, limit, cond, condArgs)
 	if err != nil {
 		return err
