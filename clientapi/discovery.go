@@ -29,6 +29,9 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3391": true,
 	// Custom profile fields, as the stable v1.16 endpoints serve them.
 	"uk.tcpip.msc4133.stable": true,
+	// Invite filtering by user and server lists (the stable v1.18 module
+	// is served too).
+	"org.matrix.msc4155": true,
 }
 
 // GET /_matrix/client/versions

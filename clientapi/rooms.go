@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -159,6 +160,11 @@ func (c *ClientAPI) putState(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if eventType == spec.MRoomMember {
+		if gjson.GetBytes(content, "membership").Str == rsapi.Invite {
+			if err := c.checkInvitePermission(r.Context(), stateKey, dev.UserID); err != nil {
+				return nil, err
+			}
+		}
 		// Only the server that authorises a restricted join names its
 		// authoriser (and signs for it): a client's copy of the field, as
 		// one sends back when changing a display name, would make the

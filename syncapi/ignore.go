@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 
+	"github.com/myelin-chat/myelin/internal/invitefilter"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	"github.com/myelin-chat/myelin/syncapi/storage"
 )
@@ -90,4 +91,30 @@ func andCond(a string, aArgs []any, b string, bArgs []any) (string, []any) {
 		return a, aArgs
 	}
 	return "(" + a + ") AND (" + b + ")", append(append([]any{}, aArgs...), bArgs...)
+}
+
+// permittedInvites keeps the invites (rooms[i] from inviters[i]) that the
+// user's invite permission neither ignores nor blocks: a blocked invite
+// that came before the block, or one a server let through, is not served
+// either (invite_permission.md). Nothing is read when there is no invite.
+func (s *SyncAPI) permittedInvites(ctx context.Context, userID string, rooms, inviters []string) ([]string, error) {
+	if len(rooms) == 0 {
+		return rooms, nil
+	}
+	var contents [2][]byte
+	for i, typ := range []string{invitefilter.Type, invitefilter.UnstableType} {
+		stored, err := storage.GlobalAccountData(ctx, s.store.DB(), []string{userID}, typ)
+		if err != nil {
+			return nil, err
+		}
+		contents[i] = stored[userID]
+	}
+	cfg := invitefilter.Parse(contents[0], contents[1])
+	out := rooms[:0]
+	for i, r := range rooms {
+		if cfg.Decide(inviters[i]) == invitefilter.Allow {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }

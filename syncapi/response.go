@@ -158,7 +158,7 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 		return nil, false, err
 	}
 	var plans []*roomPlan
-	var invites, knocks []string
+	var invites, inviters, knocks []string
 	for _, m := range memberships {
 		if !roomAllowed(roomFilter.Rooms, roomFilter.NotRooms, m.RoomID) || m.Pos > now.PDU {
 			continue
@@ -182,6 +182,7 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			// they stay pending: the user may still join or reject).
 			if (initial || recent) && !ignored[m.Sender] {
 				invites = append(invites, m.RoomID)
+				inviters = append(inviters, m.Sender)
 			}
 		case spec.Knock:
 			if initial || recent {
@@ -211,6 +212,10 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 				plans = append(plans, p)
 			}
 		}
+	}
+
+	if invites, err = s.permittedInvites(ctx, dev.UserID, invites, inviters); err != nil {
+		return nil, false, err
 	}
 
 	var ad map[string][]storage.AccountData
