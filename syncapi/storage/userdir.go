@@ -15,20 +15,23 @@ type DirectoryUser struct {
 	AvatarURL   *string
 }
 
-// UpsertDirectoryUsers records users' profiles; with overwrite false, only
-// those the directory does not have yet.
+// UpsertDirectoryUsers records users' profiles (each user once in users);
+// with overwrite false, only those the directory does not have yet. The
+// rows go in batches: a join over federation brings thousands.
 func UpsertDirectoryUsers(ctx context.Context, tx *sqlutil.Tx, users []DirectoryUser, overwrite bool) error {
 	conflict := `DO NOTHING`
 	if overwrite {
 		conflict = `DO UPDATE SET display_name = excluded.display_name, avatar_url = excluded.avatar_url`
 	}
-	for _, u := range users {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO sync_user_directory (user_id, display_name, avatar_url) VALUES (?, ?, ?)
-			ON CONFLICT (user_id) `+conflict, u.UserID, u.DisplayName, u.AvatarURL); err != nil {
-			return err
+	return sqlutil.InBatches(users, 300, func(batch []DirectoryUser) error {
+		args := make([]any, 0, 3*len(batch))
+		for _, u := range batch {
+			args = append(args, u.UserID, u.DisplayName, u.AvatarURL)
 		}
-	}
-	return nil
+		_, err := tx.ExecContext(ctx, `INSERT INTO sync_user_directory (user_id, display_name, avatar_url) VALUES `+
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", len(batch)), ", ")+` ON CONFLICT (user_id) `+conflict, args...)
+		return err
+	})
 }
 
 // SetDirectoryField sets (nil: clears) a user's display name (field
