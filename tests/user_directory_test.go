@@ -89,6 +89,8 @@ func testUserDirectory(t *testing.T, o testserver.Options) {
 	userDirEventually(t, alice, "carol", carol.UserID)
 	userDirEventually(t, alice, "eve", nil...)
 	userDirEventually(t, dave, "eve hidden", eve.UserID)
+	// Searchers do not find themselves (as Synapse).
+	userDirEventually(t, eve, "eve hidden", nil...)
 	// "%" and "_" are matched as themselves.
 	userDirEventually(t, alice, "%", nil...)
 	userDirEventually(t, alice, "_", nil...)

@@ -60,11 +60,12 @@ func SetPublicRoom(ctx context.Context, tx *sqlutil.Tx, roomID string, public bo
 // SearchUserDirectory returns up to limit users whose user ID or display
 // name contains term (case-insensitively) and who are joined to a public
 // room or to a room where searcher is joined, as Synapse's directory
-// (without search_all_users): those with a display name first, by name.
+// (without search_all_users), but the searcher: those with a display
+// name first, by name.
 func SearchUserDirectory(ctx context.Context, q sqlutil.Querier, searcher, term string, limit int) ([]DirectoryUser, error) {
 	like := "%" + strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(strings.ToLower(term)) + "%"
 	rows, err := q.QueryContext(ctx, `SELECT d.user_id, d.display_name, d.avatar_url FROM sync_user_directory d
-		WHERE (LOWER(d.user_id) LIKE ? ESCAPE '\' OR LOWER(d.display_name) LIKE ? ESCAPE '\')
+		WHERE (LOWER(d.user_id) LIKE ? ESCAPE '\' OR LOWER(d.display_name) LIKE ? ESCAPE '\') AND d.user_id <> ?
 		AND d.user_id IN (
 			SELECT m.state_key FROM sync_state m
 			WHERE m.type = 'm.room.member' AND m.membership = 'join' AND m.to_pos IS NULL
@@ -72,7 +73,7 @@ func SearchUserDirectory(ctx context.Context, q sqlutil.Querier, searcher, term 
 				OR m.room_id IN (SELECT s.room_id FROM sync_state s WHERE s.type = 'm.room.member' AND s.state_key = ?
 					AND s.membership = 'join' AND s.to_pos IS NULL)))
 		ORDER BY CASE WHEN d.display_name IS NULL THEN 1 ELSE 0 END, LOWER(COALESCE(d.display_name, d.user_id)), d.user_id
-		LIMIT ?`, like, like, searcher, limit)
+		LIMIT ?`, like, like, searcher, searcher, limit)
 	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (DirectoryUser, error) {
 		var u DirectoryUser
 		var name, avatar sql.NullString
