@@ -16,15 +16,17 @@ func (c *ClientAPI) inviteAction(ctx context.Context, invitee, inviter string) (
 	if c.remoteUser(invitee) {
 		return invitefilter.Allow, nil
 	}
-	var contents [2][]byte
-	for i, typ := range []string{invitefilter.Type, invitefilter.UnstableType} {
+	cfg, err := invitefilter.Load(ctx, func(ctx context.Context, typ string) ([]byte, error) {
 		b, err := c.users.QueryAccountData(ctx, invitee, "", typ)
-		if err != nil && !errors.Is(err, userapi.ErrNotFound) {
-			return invitefilter.Allow, err
+		if errors.Is(err, userapi.ErrNotFound) {
+			return nil, nil
 		}
-		contents[i] = b
+		return b, err
+	})
+	if err != nil {
+		return invitefilter.Allow, err
 	}
-	return invitefilter.Parse(contents[0], contents[1]).Decide(inviter), nil
+	return cfg.Decide(inviter), nil
 }
 
 // checkInvitePermission refuses an invite the invitee blocks with 403

@@ -833,15 +833,17 @@ func (f *FederationAPI) checkInviteRoomState(ctx context.Context, verImpl gomatr
 // permission (invite_permission.md, MSC4155) blocks with 403
 // M_INVITE_BLOCKED; one it ignores is accepted, and /sync hides it.
 func (f *FederationAPI) checkInvitePermission(ctx context.Context, invitee, inviter string) error {
-	var contents [2][]byte
-	for i, typ := range []string{invitefilter.Type, invitefilter.UnstableType} {
+	cfg, err := invitefilter.Load(ctx, func(ctx context.Context, typ string) ([]byte, error) {
 		b, err := f.users.QueryAccountData(ctx, invitee, "", typ)
-		if err != nil && !errors.Is(err, userapi.ErrNotFound) {
-			return err
+		if errors.Is(err, userapi.ErrNotFound) {
+			return nil, nil
 		}
-		contents[i] = b
+		return b, err
+	})
+	if err != nil {
+		return err
 	}
-	if invitefilter.Parse(contents[0], contents[1]).Decide(inviter) == invitefilter.Block {
+	if cfg.Decide(inviter) == invitefilter.Block {
 		return mxerr.New(mxerr.CodeInviteBlocked, "%s does not accept invites from %s", invitee, inviter)
 	}
 	return nil

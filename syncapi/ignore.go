@@ -101,15 +101,13 @@ func (s *SyncAPI) permittedInvites(ctx context.Context, userID string, rooms, in
 	if len(rooms) == 0 {
 		return rooms, nil
 	}
-	var contents [2][]byte
-	for i, typ := range []string{invitefilter.Type, invitefilter.UnstableType} {
+	cfg, err := invitefilter.Load(ctx, func(ctx context.Context, typ string) ([]byte, error) {
 		stored, err := storage.GlobalAccountData(ctx, s.store.DB(), []string{userID}, typ)
-		if err != nil {
-			return nil, err
-		}
-		contents[i] = stored[userID]
+		return stored[userID], err
+	})
+	if err != nil {
+		return nil, err
 	}
-	cfg := invitefilter.Parse(contents[0], contents[1])
 	out := rooms[:0]
 	for i, r := range rooms {
 		if cfg.Decide(inviters[i]) == invitefilter.Allow {

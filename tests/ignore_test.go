@@ -16,18 +16,7 @@ func ignoreUsers(t *testing.T, c *testutil.Client, users ...string) {
 	for _, u := range users {
 		list[u] = map[string]any{}
 	}
-	since := syncTInitial(c).NextBatch
-	c.MustDo("PUT", accountDataPath(c.UserID, "m.ignored_user_list"), map[string]any{"ignored_users": list}, http.StatusOK)
-	for {
-		e, next := accountDataIn(t, c, since, "", "m.ignored_user_list")
-		if e == nil {
-			t.Fatal("sync never showed the new m.ignored_user_list")
-		}
-		if l, _ := e["content"].(map[string]any)["ignored_users"].(map[string]any); len(l) == len(list) {
-			return
-		}
-		since = next
-	}
+	setAccountData(t, c, "m.ignored_user_list", map[string]any{"ignored_users": list})
 }
 
 // Ignoring users (ignore_users.md): their messages leave /sync timelines

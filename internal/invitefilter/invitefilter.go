@@ -10,6 +10,7 @@
 package invitefilter
 
 import (
+	"context"
 	"encoding/json"
 	"regexp"
 	"strings"
@@ -72,6 +73,20 @@ func Parse(stable, unstable []byte) *Config {
 		}
 	}
 	return c
+}
+
+// Load parses the configuration of a user, with get reading their global
+// account data of a type (nil content for none).
+func Load(ctx context.Context, get func(ctx context.Context, typ string) ([]byte, error)) (*Config, error) {
+	var contents [2][]byte
+	for i, typ := range []string{Type, UnstableType} {
+		b, err := get(ctx, typ)
+		if err != nil {
+			return nil, err
+		}
+		contents[i] = b
+	}
+	return Parse(contents[0], contents[1]), nil
 }
 
 // globs compiles glob patterns ("*" any run, "?" one character) into
