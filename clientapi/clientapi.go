@@ -41,6 +41,11 @@ type Config struct {
 	WellKnownClient   string
 	WellKnownIdentity string
 	WellKnownServer   string
+	// TURN is what /voip/turnServer hands out.
+	TURN TURNConfig
+	// WellKnownSupport is the /.well-known/matrix/support document (nil:
+	// none configured).
+	WellKnownSupport json.RawMessage
 	// AppServices are the registered application services (nil: none).
 	AppServices *asapi.Registry
 }
@@ -153,6 +158,7 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.Handle(http.MethodGet, "/_matrix/client/versions", c.getVersions)
 	srv.Handle(http.MethodGet, "/.well-known/matrix/client", c.getWellKnownClient)
 	srv.Handle(http.MethodGet, "/.well-known/matrix/server", c.getWellKnownServer)
+	srv.Handle(http.MethodGet, "/.well-known/matrix/support", c.getWellKnownSupport)
 	srv.HandleClient(http.MethodGet, "/capabilities", c.getCapabilities, auth, guests)
 
 	// Registration.
@@ -199,6 +205,10 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", c.putAccountData, auth, guests)
 	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/account_data/{type}", c.deleteAccountData, auth, guests)
 	srv.Handle(http.MethodDelete, msc3391Prefix+"/user/{userId}/rooms/{roomId}/account_data/{type}", c.deleteAccountData, auth, guests)
+	srv.HandleClient(http.MethodGet, "/voip/turnServer", c.getTurnServer, auth, guests)
+	srv.HandleClient(http.MethodGet, "/user/{userId}/rooms/{roomId}/tags", c.getRoomTags, auth)
+	srv.HandleClient(http.MethodPut, "/user/{userId}/rooms/{roomId}/tags/{tag}", c.putRoomTag, auth)
+	srv.HandleClient(http.MethodDelete, "/user/{userId}/rooms/{roomId}/tags/{tag}", c.deleteRoomTag, auth)
 
 	// Push rules (the GETs of the whole ruleset also without the trailing
 	// slash the spec writes) and pushers.
@@ -235,11 +245,11 @@ func (c *ClientAPI) Register(srv *httputil.Server) {
 	}
 
 	c.registerRooms(srv)
+	c.registerReports(srv)
 
-	// Application services: third-party lookups, and the ping (which
-	// checks the as_token itself).
+	// Application services: third-party lookups, and the ping.
 	c.registerThirdParty(srv)
-	srv.Handle(http.MethodPost, "/_matrix/client/v1/appservice/{appserviceId}/ping", c.postAppServicePing)
+	srv.Handle(http.MethodPost, "/_matrix/client/v1/appservice/{appserviceId}/ping", c.postAppServicePing, auth)
 
 	// Synapse-compatible admin APIs.
 	srv.Handle(http.MethodGet, "/_synapse/admin/v1/register", c.getAdminRegisterNonce)

@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/invitefilter"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 )
@@ -265,6 +266,14 @@ func (c *ClientAPI) creationEvents(ctx context.Context, creator string, verImpl 
 	for _, u := range req.Invite {
 		if c.remoteUser(u) {
 			continue // invited over federation once the room exists
+		}
+		// An invitee who blocks the creator's invites is left out; the
+		// room is made for the others (invite_permission.md).
+		if a, err := c.inviteAction(ctx, u, creator); err != nil {
+			return nil, err
+		} else if a == invitefilter.Block {
+			c.log.Info("invite blocked by the invitee", "invitee", u, "user_id", creator)
+			continue
 		}
 		content, err := c.memberContent(ctx, u, rsapi.Invite, "")
 		if err != nil {

@@ -12,9 +12,9 @@ import (
 // supportedVersions are the spec versions whose client-server features
 // Myelin serves. A version is listed only when what it adds works: v1.2
 // waits on the space hierarchy (/hierarchy), v1.3 on relation aggregations
-// and /relations. (The content repository and reporting, in every version
-// since r0, are still missing too; clients refuse a server without v1.1, so
-// the list cannot wait for them.)
+// and /relations. (The content repository, in every version since r0, is
+// still missing too; clients refuse a server without v1.1, so the list
+// cannot wait for it.)
 var supportedVersions = []string{
 	"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
 	"v1.1",
@@ -29,6 +29,9 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3391": true,
 	// Custom profile fields, as the stable v1.16 endpoints serve them.
 	"uk.tcpip.msc4133.stable": true,
+	// Invite filtering by user and server lists (the stable v1.18 module
+	// is served too).
+	"org.matrix.msc4155": true,
 }
 
 // GET /_matrix/client/versions
@@ -78,4 +81,12 @@ func (c *ClientAPI) getWellKnownServer(r *http.Request) (any, error) {
 		return nil, mxerr.NotFound("No server delegation configured")
 	}
 	return map[string]string{"m.server": c.cfg.WellKnownServer}, nil
+}
+
+// GET /.well-known/matrix/support
+func (c *ClientAPI) getWellKnownSupport(r *http.Request) (any, error) {
+	if c.cfg.WellKnownSupport == nil {
+		return nil, mxerr.NotFound("No support information configured")
+	}
+	return c.cfg.WellKnownSupport, nil
 }

@@ -378,6 +378,9 @@ func (c *ClientAPI) postInvite(r *http.Request) (any, error) {
 	} else if err != nil {
 		return nil, err
 	}
+	if err := c.checkInvitePermission(ctx, req.UserID, dev.UserID); err != nil {
+		return nil, err
+	}
 	if _, err := c.setMembership(ctx, roomID, dev.UserID, req.UserID, rsapi.Invite, req.Reason, nil); err != nil {
 		return nil, err
 	}

@@ -2,9 +2,11 @@ package clientapi
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sort"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -225,4 +227,67 @@ func (c *ClientAPI) getEvent(r *http.Request) (any, error) {
 		}
 	}
 	return ev, nil
+}
+
+// mutualRoomsBatch is how many rooms one /mutual_rooms answer lists, as
+// Synapse's.
+const mutualRoomsBatch = 100
+
+// GET /_matrix/client/v1/mutual_rooms?user_id=&from= (mutual_rooms.md): the
+// rooms where both the caller and user_id are joined, in room ID order, a
+// batch at a time; from and next_batch are the last room ID of the
+// previous batch, base64url-encoded. Another server's user counts too:
+// this server knows the members of the rooms it is in.
+func (c *ClientAPI) getMutualRooms(r *http.Request) (any, error) {
+	me := httputil.DeviceFrom(r.Context()).UserID
+	q := r.URL.Query()
+	other := q.Get("user_id")
+	if other == "" {
+		return nil, mxerr.MissingParam("Missing user_id")
+	}
+	if _, err := spec.NewUserID(other, false); err != nil {
+		return nil, mxerr.InvalidParam("The user ID provided was invalid")
+	}
+	if other == me {
+		return nil, mxerr.InvalidParam("You cannot request a list of shared rooms with yourself")
+	}
+	var after string
+	if from := q.Get("from"); from != "" {
+		b, err := base64.RawURLEncoding.DecodeString(from)
+		if _, rerr := spec.NewRoomID(string(b)); err != nil || rerr != nil {
+			return nil, mxerr.InvalidParam("Invalid from token")
+		}
+		after = string(b)
+	}
+	mine, err := c.rooms.QueryRoomsForUser(r.Context(), me, rsapi.Join)
+	if err != nil {
+		return nil, err
+	}
+	theirs, err := c.rooms.QueryRoomsForUser(r.Context(), other, rsapi.Join)
+	if err != nil {
+		return nil, err
+	}
+	joined := make(map[string]bool, len(mine))
+	for _, m := range mine {
+		joined[m.RoomID] = true
+	}
+	shared := []string{}
+	for _, m := range theirs {
+		if joined[m.RoomID] {
+			shared = append(shared, m.RoomID)
+		}
+	}
+	sort.Strings(shared)
+	res := map[string]any{"count": len(shared)}
+	i := sort.SearchStrings(shared, after)
+	if i < len(shared) && shared[i] == after {
+		i++
+	}
+	batch := shared[i:]
+	if len(batch) > mutualRoomsBatch {
+		batch = batch[:mutualRoomsBatch]
+		res["next_batch"] = base64.RawURLEncoding.EncodeToString([]byte(batch[len(batch)-1]))
+	}
+	res["joined"] = batch
+	return res, nil
 }

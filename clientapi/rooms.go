@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
 
 	"github.com/myelin-chat/myelin/internal/httputil"
@@ -32,6 +33,7 @@ func (c *ClientAPI) registerRooms(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/state", c.getState, auth, guests)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/joined_members", c.getJoinedMembers, auth, guests)
 	srv.HandleClient(http.MethodGet, "/joined_rooms", c.getJoinedRooms, auth, guests)
+	srv.Handle(http.MethodGet, "/_matrix/client/v1/mutual_rooms", c.getMutualRooms, auth)
 	srv.HandleClient(http.MethodGet, "/rooms/{roomId}/event/{eventId}", c.getEvent, auth, guests)
 
 	srv.HandleClient(http.MethodPost, "/join/{roomIdOrAlias}", c.postJoin, auth, guests)
@@ -158,6 +160,11 @@ func (c *ClientAPI) putState(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if eventType == spec.MRoomMember {
+		if gjson.GetBytes(content, "membership").Str == rsapi.Invite {
+			if err := c.checkInvitePermission(r.Context(), stateKey, dev.UserID); err != nil {
+				return nil, err
+			}
+		}
 		// Only the server that authorises a restricted join names its
 		// authoriser (and signs for it): a client's copy of the field, as
 		// one sends back when changing a display name, would make the

@@ -27,6 +27,7 @@ type Config struct {
 	RateLimiting          RateLimiting    `yaml:"rate_limiting" doc:"Request rate limits (token buckets)."`
 	Media                 Media           `yaml:"media" doc:"The media repository."`
 	Presence              Presence        `yaml:"presence" doc:"Online/offline status of users."`
+	VoIP                  VoIP            `yaml:"voip" doc:"The TURN servers offered to clients for calls (GET /voip/turnServer)."`
 	Federation            Federation      `yaml:"federation" doc:"Talking to other homeservers."`
 	Push                  Push            `yaml:"push" doc:"Push notifications, sent to the push gateways of users' HTTP pushers (POST /_matrix/push/v1/notify)."`
 	AppServiceConfigFiles []string        `yaml:"app_service_config_files" doc:"Application service (bridge) registration files, as Synapse's app_service_config_files. They are read and checked at start (a broken file stops it, named); their as_tokens authenticate on the client API (identity assertion with user_id, device masquerading with device_id), they register and log in their users and hold their exclusive namespaces. Events, ephemeral events, to-device messages and key counts are sent to them in persisted transactions."`
@@ -160,6 +161,17 @@ type Presence struct {
 	OfflineAfter Duration `yaml:"offline_after" doc:"A user whose clients stopped syncing for this long becomes offline."`
 }
 
+// VoIP configures the TURN credentials of /voip/turnServer, as Synapse's
+// turn_* options.
+type VoIP struct {
+	TURNURIs         []string `yaml:"turn_uris" doc:"TURN server URIs (turn: or turns:), such as turn:turn.example.org:3478?transport=udp. Empty: no TURN servers are offered."`
+	TURNSharedSecret string   `yaml:"turn_shared_secret" doc:"The shared secret of the TURN server's REST API (coturn's static-auth-secret): each user gets a username <expiry>:<user_id> and its HMAC-SHA1 password. Env: MYELIN_VOIP_TURN_SHARED_SECRET."`
+	TURNUsername     string   `yaml:"turn_username" doc:"A fixed TURN username, when the TURN server has no shared secret."`
+	TURNPassword     string   `yaml:"turn_password" doc:"The password of turn_username."`
+	TURNUserLifetime Duration `yaml:"turn_user_lifetime" doc:"How long a shared-secret credential is valid."`
+	TURNAllowGuests  bool     `yaml:"turn_allow_guests" doc:"Whether guest accounts get TURN credentials."`
+}
+
 // Federation configures the server-server API.
 type Federation struct {
 	Enabled               bool               `yaml:"enabled" doc:"Federate with other homeservers. Off: remote users, rooms and servers are refused and the federation API answers 404."`
@@ -198,9 +210,23 @@ type Metrics struct {
 
 // WellKnown holds the discovery documents.
 type WellKnown struct {
-	ClientBaseURL     string `yaml:"client_base_url" doc:"m.homeserver base_url of /.well-known/matrix/client, such as https://matrix.example.org."`
-	IdentityServerURL string `yaml:"identity_server_url" doc:"m.identity_server base_url of /.well-known/matrix/client (optional)."`
-	ServerDelegation  string `yaml:"server" doc:"m.server of /.well-known/matrix/server, such as matrix.example.org:443."`
+	ClientBaseURL     string  `yaml:"client_base_url" doc:"m.homeserver base_url of /.well-known/matrix/client, such as https://matrix.example.org."`
+	IdentityServerURL string  `yaml:"identity_server_url" doc:"m.identity_server base_url of /.well-known/matrix/client (optional)."`
+	ServerDelegation  string  `yaml:"server" doc:"m.server of /.well-known/matrix/server, such as matrix.example.org:443."`
+	Support           Support `yaml:"support" doc:"What /.well-known/matrix/support returns: how to reach the server's administrators. Empty means 404."`
+}
+
+// Support is the support discovery document (support.yaml).
+type Support struct {
+	Contacts    []SupportContact `yaml:"contacts" doc:"Ways to contact the administrators."`
+	SupportPage string           `yaml:"support_page" doc:"An http(s) URL of a page with help for this server's users (optional)."`
+}
+
+// SupportContact is one way to reach an administrator.
+type SupportContact struct {
+	MatrixID     string `yaml:"matrix_id" doc:"A Matrix user ID of the administrator (possibly on another server, to be reachable when this one is down)."`
+	EmailAddress string `yaml:"email_address" doc:"An email address of the administrator. A contact needs this or matrix_id."`
+	Role         string `yaml:"role" doc:"m.role.admin (any question), m.role.security (sensitive reports) or a namespaced role of your own."`
 }
 
 // Duration is a time.Duration written as "5m", "30s", "1h".

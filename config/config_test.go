@@ -121,13 +121,18 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.Listeners.FederationTLS.Address = ":8448"
 	c.WellKnown.ClientBaseURL = "ftp://x"
 	c.Metrics.Pprof = true // without metrics.enabled
+	c.WellKnown.Support.SupportPage = "javascript:alert(1)"
+	c.VoIP.TURNURIs = []string{"http://turn.example.org"}
+	c.WellKnown.Support.Contacts = []SupportContact{{Role: "m.role.admin"}, {MatrixID: "admin", EmailAddress: "no at", Role: ""}}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("want errors")
 	}
 	for _, key := range []string{"server_name", "database.url", "auth.bcrypt_cost", "logging.level",
 		"rate_limiting.login.burst", "listeners.federation_tls.cert_path", "listeners.federation_tls.key_path",
-		"well_known.client_base_url", "metrics.pprof"} {
+		"well_known.client_base_url", "metrics.pprof", "well_known.support.support_page", "well_known.support.contacts[0]",
+		"well_known.support.contacts[1].role", "well_known.support.contacts[1].matrix_id", "well_known.support.contacts[1].email_address",
+		"voip.turn_uris[0]", "voip.turn_shared_secret"} {
 		if !strings.Contains(err.Error(), key+":") {
 			t.Errorf("missing problem for %s in:\n%v", key, err)
 		}

@@ -41,6 +41,7 @@ func Defaults(serverName string) *Config {
 			},
 		},
 		Media:    Media{StorePath: "data/media", MaxUploadSize: 50 << 20},
+		VoIP:     VoIP{TURNURIs: []string{}, TURNUserLifetime: Duration(time.Hour), TURNAllowGuests: true},
 		Presence: Presence{Enabled: true, IdleAfter: Duration(5 * time.Minute), OfflineAfter: Duration(30 * time.Second)},
 		Federation: Federation{
 			Enabled: true,
@@ -54,6 +55,7 @@ func Defaults(serverName string) *Config {
 		ASQueryTimeout:        Duration(30 * time.Second),
 		Logging:               Logging{Level: "info", Format: "text"},
 		Metrics:               Metrics{Address: "127.0.0.1:9092"},
+		WellKnown:             WellKnown{Support: Support{Contacts: []SupportContact{}}},
 		Caches:                DefaultCaches(),
 	}
 }

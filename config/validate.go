@@ -214,6 +214,7 @@ func (c *Config) Validate() error {
 	for _, kv := range [][2]string{
 		{"well_known.client_base_url", c.WellKnown.ClientBaseURL},
 		{"well_known.identity_server_url", c.WellKnown.IdentityServerURL},
+		{"well_known.support.support_page", c.WellKnown.Support.SupportPage},
 	} {
 		key, v := kv[0], kv[1]
 		if v == "" {
@@ -221,6 +222,34 @@ func (c *Config) Validate() error {
 		}
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad(key, "%q must be an http(s) URL", v)
+		}
+	}
+	for i, u := range c.VoIP.TURNURIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			bad(fmt.Sprintf("voip.turn_uris[%d]", i), "%q must be a turn: or turns: URI", u)
+		}
+	}
+	if len(c.VoIP.TURNURIs) > 0 && c.VoIP.TURNSharedSecret == "" && (c.VoIP.TURNUsername == "" || c.VoIP.TURNPassword == "") {
+		bad("voip.turn_shared_secret", "turn_uris needs turn_shared_secret, or turn_username and turn_password")
+	}
+	if c.VoIP.TURNSharedSecret != "" && c.VoIP.TURNUserLifetime < Duration(time.Minute) {
+		bad("voip.turn_user_lifetime", "must be at least 1m")
+	}
+	for i, ct := range c.WellKnown.Support.Contacts {
+		key := fmt.Sprintf("well_known.support.contacts[%d]", i)
+		if ct.Role == "" {
+			bad(key+".role", "is required")
+		}
+		if ct.MatrixID == "" && ct.EmailAddress == "" {
+			bad(key, "needs matrix_id or email_address")
+		}
+		if ct.MatrixID != "" {
+			if _, err := spec.NewUserID(ct.MatrixID, false); err != nil {
+				bad(key+".matrix_id", "%q is not a user ID", ct.MatrixID)
+			}
+		}
+		if e := ct.EmailAddress; e != "" && (!strings.Contains(e, "@") || strings.ContainsAny(e, " \t\n")) {
+			bad(key+".email_address", "%q is not an email address", e)
 		}
 	}
 	if s := c.WellKnown.ServerDelegation; s != "" {

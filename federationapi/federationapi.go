@@ -10,6 +10,7 @@ package federationapi
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -104,6 +105,8 @@ type Users interface {
 	userapi.ProfileAPI
 	userapi.OpenIDAPI
 	userapi.KeysAPI
+	// QueryAccountData reads the invite permission of invitees.
+	QueryAccountData(ctx context.Context, userID, roomID, dataType string) (json.RawMessage, error)
 }
 
 // FederationAPI is the federation API component.

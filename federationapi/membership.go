@@ -17,6 +17,7 @@ import (
 
 	"github.com/myelin-chat/myelin/internal/eventrules"
 	"github.com/myelin-chat/myelin/internal/httputil"
+	"github.com/myelin-chat/myelin/internal/invitefilter"
 	"github.com/myelin-chat/myelin/internal/mxerr"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
 	userapi "github.com/myelin-chat/myelin/userapi/api"
@@ -733,6 +734,9 @@ func (f *FederationAPI) invite(r *http.Request, origin spec.ServerName, version 
 			return nil, mxerr.Forbidden("%s is already in the room", invitee)
 		}
 	}
+	if err := f.checkInvitePermission(ctx, invitee, string(pdu.SenderID())); err != nil {
+		return nil, err
+	}
 	signed := pdu.Sign(string(f.cfg.ServerName), f.cfg.KeyID, f.cfg.PrivateKey)
 	if err := f.verifySignatures(ctx, signed); err != nil {
 		return nil, err
@@ -823,4 +827,24 @@ func (f *FederationAPI) checkInviteRoomState(ctx context.Context, verImpl gomatr
 		return fail("the room's create event is missing")
 	}
 	return state, nil
+}
+
+// checkInvitePermission refuses an invite that the invitee's invite
+// permission (invite_permission.md, MSC4155) blocks with 403
+// M_INVITE_BLOCKED; one it ignores is accepted, and /sync hides it.
+func (f *FederationAPI) checkInvitePermission(ctx context.Context, invitee, inviter string) error {
+	cfg, err := invitefilter.Load(ctx, func(ctx context.Context, typ string) ([]byte, error) {
+		b, err := f.users.QueryAccountData(ctx, invitee, "", typ)
+		if errors.Is(err, userapi.ErrNotFound) {
+			return nil, nil
+		}
+		return b, err
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.Decide(inviter) == invitefilter.Block {
+		return mxerr.New(mxerr.CodeInviteBlocked, "%s does not accept invites from %s", invitee, inviter)
+	}
+	return nil
 }

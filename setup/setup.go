@@ -271,7 +271,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownClient:          cfg.WellKnown.ClientBaseURL,
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
-		AppServices:              s.AppServices,
+		WellKnownSupport:         supportDocument(cfg.WellKnown.Support),
+		TURN: clientapi.TURNConfig{URIs: cfg.VoIP.TURNURIs, SharedSecret: cfg.VoIP.TURNSharedSecret, Username: cfg.VoIP.TURNUsername,
+			Password: cfg.VoIP.TURNPassword, Lifetime: time.Duration(cfg.VoIP.TURNUserLifetime), AllowGuests: cfg.VoIP.TURNAllowGuests},
+		AppServices: s.AppServices,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err

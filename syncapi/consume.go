@@ -307,6 +307,9 @@ func (s *SyncAPI) applyState(ctx context.Context, tx *sqlutil.Tx, roomID, self s
 	if err := storage.InsertStates(ctx, tx, rows); err != nil {
 		return err
 	}
+	if err := s.noteDirectory(ctx, tx, roomID, rows); err != nil {
+		return err
+	}
 	var changes []*storage.MembershipChange
 	for _, a := range added {
 		if a.Type() != spec.MRoomMember || current[a.EventID()] {
@@ -656,6 +659,9 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 	if strings.HasSuffix(m.Subject, userapi.SubjectRemoteKeyChange) {
 		return s.onKeyChange(ctx, m, true)
 	}
+	if strings.HasSuffix(m.Subject, userapi.SubjectProfile) {
+		return s.onProfileUpdate(ctx, m)
+	}
 	if !strings.HasSuffix(m.Subject, userapi.SubjectAccountData) {
 		return s.setConsumed(ctx, userOutputConsumer, m.Seq, &s.applied.userOutput)
 	}
@@ -675,6 +681,9 @@ func (s *SyncAPI) onUserOutput(ctx context.Context, m *bus.Msg) error {
 	}
 	if u.RoomID == "" && u.Type == pushRulesType {
 		s.push.forgetRules(u.UserID)
+	}
+	if u.RoomID == "" && u.Type == ignoredUserListType {
+		s.push.forgetIgnores(u.UserID)
 	}
 	s.pos.accountData.Store(pos)
 	s.afterCommit(&wakes{users: []string{u.UserID}})

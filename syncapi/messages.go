@@ -90,7 +90,13 @@ func pageParams(r *http.Request) (limit int, f *filter.RoomEventFilter, err erro
 // next is the boundary to go on from (below, or after, every event it
 // read, visible or not); more reports that events may remain.
 func (s *SyncAPI) page(ctx context.Context, a *roomAccess, userID string, from, to int64, forward bool, limit int, f *filter.RoomEventFilter) (out []storage.Event, next int64, more bool, err error) {
+	ignored, err := s.ignoredUsers(ctx, userID)
+	if err != nil {
+		return nil, 0, false, err
+	}
 	cond, args := timelineCond(f)
+	ic, icArgs := ignoreCond(ignored)
+	cond, args = andCond(cond, args, ic, icArgs)
 	next = from
 	for range pageRounds {
 		if len(out) >= limit {

@@ -30,6 +30,9 @@ type pushCache struct {
 	// the change are not cached after it.
 	gen   atomic.Uint64
 	rooms *lru.Cache[string, *roomPush]
+	// ignores are whom each user ignores (m.ignored_user_list), which
+	// push evaluation and /sync both read; gen covers them too.
+	ignores *lru.Cache[string, map[string]bool]
 }
 
 // roomPush is a room's evaluation context; nil fields are not loaded yet.
@@ -43,8 +46,9 @@ type roomPush struct {
 // each for the default rules) and the context of up to rooms rooms.
 func newPushCache(users, rooms int) *pushCache {
 	return &pushCache{
-		rules: lru.New[string, *pushrules.Compiled](users, nil),
-		rooms: lru.New[string, *roomPush](rooms, nil),
+		rules:   lru.New[string, *pushrules.Compiled](users, nil),
+		rooms:   lru.New[string, *roomPush](rooms, nil),
+		ignores: lru.New[string, map[string]bool](users, nil),
 	}
 }
 
@@ -52,6 +56,12 @@ func newPushCache(users, rooms int) *pushCache {
 func (c *pushCache) forgetRules(userID string) {
 	c.gen.Add(1)
 	c.rules.Remove(userID)
+}
+
+// forgetIgnores drops whom a user ignores after it changed.
+func (c *pushCache) forgetIgnores(userID string) {
+	c.gen.Add(1)
+	c.ignores.Remove(userID)
 }
 
 // compiledRules returns the compiled rules of each user (in the order of
@@ -243,6 +253,11 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 	if err != nil {
 		return nil, err
 	}
+	// Nobody is notified of an event by a user they ignore.
+	ignores, err := s.ignoredLists(ctx, q, users)
+	if err != nil {
+		return nil, err
+	}
 	notified := make([]storage.Notified, 0, len(users))
 	var actions []json.RawMessage // distinct: most users share one or two
 	type seen struct {
@@ -259,6 +274,9 @@ func (s *SyncAPI) pushChange(ctx context.Context, q sqlutil.Querier, roomID stri
 		ures, uok = ee.Result()
 	}
 	for i, u := range users {
+		if ignores[u][sender] {
+			continue
+		}
 		var res pushrules.Result
 		var ok bool
 		if uniform && rules[i].Defaults() {

@@ -153,8 +153,12 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 	if len(toDevice) > 0 {
 		resp.ToDevice = &eventList{Events: toDevice}
 	}
+	ignored, err := s.ignoredUsers(ctx, dev.UserID)
+	if err != nil {
+		return nil, false, err
+	}
 	var plans []*roomPlan
-	var invites, knocks []string
+	var invites, inviters, knocks []string
 	for _, m := range memberships {
 		if !roomAllowed(roomFilter.Rooms, roomFilter.NotRooms, m.RoomID) || m.Pos > now.PDU {
 			continue
@@ -174,8 +178,11 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 			}
 			plans = append(plans, p)
 		case spec.Invite:
-			if initial || recent {
+			// Invites from ignored users are not shown (as Synapse,
+			// they stay pending: the user may still join or reject).
+			if (initial || recent) && !ignored[m.Sender] {
 				invites = append(invites, m.RoomID)
+				inviters = append(inviters, m.Sender)
 			}
 		case spec.Knock:
 			if initial || recent {
@@ -207,13 +214,17 @@ func (s *SyncAPI) buildSync(ctx context.Context, dev *httputil.Device, req *sync
 		}
 	}
 
+	if invites, err = s.permittedInvites(ctx, dev.UserID, invites, inviters); err != nil {
+		return nil, false, err
+	}
+
 	var ad map[string][]storage.AccountData
 	if initial || now.AccountData > since.AccountData {
 		if ad, err = s.accountData(ctx, dev.UserID, since, now, initial); err != nil {
 			return nil, false, err
 		}
 	}
-	if err := s.fillRooms(ctx, dev, req, flt, fm, plans, since, now, ad, resp); err != nil {
+	if err := s.fillRooms(ctx, dev, req, flt, fm, plans, since, now, ad, ignored, resp); err != nil {
 		return nil, false, err
 	}
 	if err := s.fillUnreadCounts(dev.UserID, flt, resp); err != nil {
@@ -449,7 +460,7 @@ func (s *SyncAPI) fillPresence(ctx context.Context, userID string, flt *filter.F
 // ephemeral events, account data and summaries, each in one query for all
 // rooms.
 func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *syncRequest, flt *filter.Filter, fm *formatter,
-	plans []*roomPlan, since, now StreamPos, roomAD map[string][]storage.AccountData, resp *syncResponse) error {
+	plans []*roomPlan, since, now StreamPos, roomAD map[string][]storage.AccountData, ignored map[string]bool, resp *syncResponse) error {
 	if len(plans) == 0 {
 		return nil
 	}
@@ -485,6 +496,8 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 			ByDepth: initial || p.newlyJoined})
 	}
 	cond, condArgs := timelineCond(tf)
+	ic, icArgs := ignoreCond(ignored)
+	cond, condArgs = andCond(cond, condArgs, ic, icArgs)
 	events, limited, err := storage.Timelines(ctx, db, ranges, limit, cond, condArgs)
 	if err != nil {
 		return err

@@ -359,6 +359,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/notifications", s.getNotifications, auth)
 	srv.HandleClient(http.MethodPut, "/sendToDevice/{eventType}/{txnId}", s.putSendToDevice, auth, guests)
 	srv.HandleClient(http.MethodGet, "/keys/changes", s.getKeyChanges, auth, guests)
+	srv.HandleClient(http.MethodPost, "/user_directory/search", s.postUserDirectorySearch, auth)
 	s.registerDehydrated(srv)
 }
 

@@ -567,7 +567,8 @@ func TestAppServiceMautrixIntent(t *testing.T) {
 }
 
 // ip_range_whitelist limits where a service's as_token is accepted from;
-// from elsewhere it is an unknown token (as Synapse), for registration too.
+// from elsewhere it is an unknown token (as Synapse), for registration and
+// the ping too.
 func TestAppServiceIPRangeWhitelist(t *testing.T) {
 	dir := t.TempDir()
 	var files []string
@@ -591,4 +592,5 @@ func TestAppServiceIPRangeWhitelist(t *testing.T) {
 	remote.MustFail("GET", asTWhoami, nil, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 	remote.MustFail("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "_remote_a"},
 		http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	remote.MustFail("POST", "/_matrix/client/v1/appservice/remote/ping", map[string]any{}, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 }

@@ -93,6 +93,7 @@ func TestGuestPermissions(t *testing.T) {
 	}
 
 	g.MustFail("POST", "/_matrix/client/v3/account/password", map[string]any{"new_password": "pw"}, http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
+	g.MustFail("PUT", tagsPath(g.UserID, "!room:"+srv.Config.ServerName, "u.x"), map[string]any{}, http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
 	g.MustFail("POST", "/_matrix/client/v3/delete_devices", map[string]any{"devices": []string{g.DeviceID}}, http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
 	g.MustFail("DELETE", testutil.Path("/_matrix/client/v3/devices/%s", g.DeviceID), map[string]any{}, http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
 	g.MustFail("POST", "/_matrix/client/v3/account/deactivate", map[string]any{}, http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")

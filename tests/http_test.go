@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/myelin-chat/myelin/config"
 	"github.com/myelin-chat/myelin/internal/testutil"
 	"github.com/myelin-chat/myelin/setup/testserver"
 )
@@ -392,6 +393,7 @@ func TestWellKnownNotConfigured(t *testing.T) {
 	c := srv.Client()
 	c.MustFail("GET", "/.well-known/matrix/client", nil, http.StatusNotFound, "M_NOT_FOUND")
 	c.MustFail("GET", "/.well-known/matrix/server", nil, http.StatusNotFound, "M_NOT_FOUND")
+	c.MustFail("GET", "/.well-known/matrix/support", nil, http.StatusNotFound, "M_NOT_FOUND")
 	c.Register("alice", "pw")
 	m := c.MustDo("POST", "/_matrix/client/v3/login", map[string]any{
 		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "pw",
@@ -405,6 +407,9 @@ func TestWellKnownConfigured(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{Configure: func(c *configT) {
 		c.WellKnown.ClientBaseURL = "https://matrix.example.org"
 		c.WellKnown.ServerDelegation = "matrix.example.org:443"
+		c.WellKnown.Support.Contacts = []config.SupportContact{{MatrixID: "@admin:example.org", Role: "m.role.admin"},
+			{EmailAddress: "security@example.org", Role: "m.role.security"}}
+		c.WellKnown.Support.SupportPage = "https://example.org/help"
 	}})
 	c := srv.Client()
 	baseURL := func(what string, v any) {
@@ -423,6 +428,13 @@ func TestWellKnownConfigured(t *testing.T) {
 	baseURL("/.well-known/matrix/client", r.JSON(t))
 	if m := c.MustDo("GET", "/.well-known/matrix/server", nil, http.StatusOK); m["m.server"] != "matrix.example.org:443" {
 		t.Fatalf("/.well-known/matrix/server = %v", m)
+	}
+	r = c.Do("GET", "/.well-known/matrix/support", nil)
+	checkCORS(t, "GET /.well-known/matrix/support", r.Header)
+	if want := map[string]any{"contacts": []any{map[string]any{"matrix_id": "@admin:example.org", "role": "m.role.admin"},
+		map[string]any{"email_address": "security@example.org", "role": "m.role.security"}},
+		"support_page": "https://example.org/help"}; r.Status != http.StatusOK || !sameJSON(t, r.JSON(t), want) {
+		t.Fatalf("/.well-known/matrix/support: %d %s", r.Status, r.Body)
 	}
 
 	c.Register("alice", "pw")

@@ -117,3 +117,56 @@ func (u *UserAPI) DeleteAccountData(ctx context.Context, userID, roomID, dataTyp
 	u.announce(ctx, userID)
 	return nil
 }
+
+// UpdateRoomTag sets or (content nil) removes one tag in the user's m.tag
+// account data of the room, under the item's lock, and announces the new
+// m.tag. Removing a tag that is not set still announces it, as Synapse's
+// tag stream does.
+func (u *UserAPI) UpdateRoomTag(ctx context.Context, userID, roomID, tag string, content json.RawMessage) error {
+	var next json.RawMessage
+	err := u.store.WithTx(ctx, func(tx *sqlutil.Tx) error {
+		if err := storage.LockAccountData(ctx, tx, userID, roomID, api.RoomTagType, json.RawMessage(`{"tags":{}}`)); err != nil {
+			return err
+		}
+		old, err := storage.SelectAccountData(ctx, tx, userID, roomID, api.RoomTagType)
+		if err != nil {
+			return err
+		}
+		var item map[string]json.RawMessage
+		var tags map[string]json.RawMessage
+		// A malformed m.tag (written through the account data API) is
+		// replaced rather than refused: its tags cannot be read anyway.
+		if json.Unmarshal(old, &item) != nil || item == nil {
+			item = map[string]json.RawMessage{}
+		}
+		if json.Unmarshal(item["tags"], &tags) != nil || tags == nil {
+			tags = map[string]json.RawMessage{}
+		}
+		if content == nil {
+			delete(tags, tag)
+		} else {
+			tags[tag] = content
+		}
+		if item["tags"], err = json.Marshal(tags); err != nil {
+			return err
+		}
+		if next, err = json.Marshal(item); err != nil {
+			return err
+		}
+		if len(next) > api.MaxAccountDataBytes {
+			return api.ErrAccountDataTooLarge
+		}
+		if err := storage.UpsertAccountData(ctx, tx, userID, roomID, api.RoomTagType, next); err != nil {
+			return err
+		}
+		return u.queue(ctx, tx, api.SubjectAccountData, api.AccountDataUpdate{V: 1, UserID: userID, RoomID: roomID, Type: api.RoomTagType, Content: next})
+	})
+	if errors.Is(err, api.ErrAccountDataTooLarge) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("update room tag: %w", err)
+	}
+	u.announce(ctx, userID)
+	return nil
+}

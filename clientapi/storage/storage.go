@@ -1,6 +1,6 @@
 // Package storage is the client API's own tables (prefix cs_): sessions of
-// User-Interactive Authentication, registration tokens and the nonces of
-// shared-secret registration.
+// User-Interactive Authentication, registration tokens, the nonces of
+// shared-secret registration and users' reports of content.
 package storage
 
 import (

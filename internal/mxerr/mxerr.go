@@ -25,6 +25,7 @@ const (
 	CodeGuestAccessForbidden   = "M_GUEST_ACCESS_FORBIDDEN"
 	CodeIncompatibleRoomVer    = "M_INCOMPATIBLE_ROOM_VERSION"
 	CodeInvalidParam           = "M_INVALID_PARAM"
+	CodeInviteBlocked          = "M_INVITE_BLOCKED"
 	CodeInvalidRoomState       = "M_INVALID_ROOM_STATE"
 	CodeInvalidSignature       = "M_INVALID_SIGNATURE"
 	CodeInvalidUsername        = "M_INVALID_USERNAME"
@@ -54,6 +55,7 @@ const (
 var statusByCode = map[string]int{
 	CodeForbidden:            http.StatusForbidden,
 	CodeGuestAccessForbidden: http.StatusForbidden,
+	CodeInviteBlocked:        http.StatusForbidden,
 	CodeThreepidDenied:       http.StatusForbidden,
 	CodeUserDeactivated:      http.StatusForbidden,
 	CodeNotFound:             http.StatusNotFound,

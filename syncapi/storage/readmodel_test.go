@@ -607,12 +607,12 @@ func TestMemberships(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []Membership{{"!s:x", "join", "$alice-join", 2, false, false}, {"!t:x", "invite", "$t-alice", 5, false, false}, {"!u:x", "leave", "$u-alice-leave", 11, false, false}}
+		want := []Membership{{"!s:x", "join", "$alice-join", 2, false, false, ""}, {"!t:x", "invite", "$t-alice", 5, false, false, ""}, {"!u:x", "leave", "$u-alice-leave", 11, false, false, ""}}
 		if !slices.Equal(ms, want) {
 			t.Errorf("alice's memberships %+v, want %+v", ms, want)
 		}
 		ms, _ = CurrentMemberships(ctx, s.DB(), "@bob:x")
-		if want := []Membership{{"!s:x", "leave", "$bob-leave", 7, false, false}}; !slices.Equal(ms, want) {
+		if want := []Membership{{"!s:x", "leave", "$bob-leave", 7, false, false, ""}}; !slices.Equal(ms, want) {
 			t.Errorf("bob's memberships %+v, want his current leave only", ms)
 		}
 

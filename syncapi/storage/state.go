@@ -153,12 +153,14 @@ type Membership struct {
 	Forgotten bool
 	// ByOther: a leave or ban someone else sent (a kick, a ban).
 	ByOther bool
+	// Sender sent the membership event, for a leave, a ban or an invite.
+	Sender string
 }
 
 // CurrentMemberships lists a user's current memberships.
 func CurrentMemberships(ctx context.Context, q sqlutil.Querier, userID string) ([]Membership, error) {
 	rows, err := q.QueryContext(ctx, `SELECT s.room_id, s.membership, s.event_id, s.from_pos, f.event_id IS NOT NULL,
-		CASE WHEN s.membership IN ('leave', 'ban') THEN s.event_json END FROM sync_state s
+		CASE WHEN s.membership IN ('leave', 'ban', 'invite') THEN s.event_json END FROM sync_state s
 		LEFT JOIN sync_forgotten f ON f.user_id = s.state_key AND f.room_id = s.room_id AND f.event_id = s.event_id
 		WHERE s.state_key = ? AND s.type = 'm.room.member' AND s.to_pos IS NULL ORDER BY s.room_id`, userID)
 	return sqlutil.Collect(rows, err, func(rows *sql.Rows) (Membership, error) {
@@ -168,8 +170,8 @@ func CurrentMemberships(ctx context.Context, q sqlutil.Querier, userID string) (
 			return m, err
 		}
 		m.Membership = ms.String
-		sender := gjson.Get(js.String, "sender").Str
-		m.ByOther = sender != "" && sender != userID
+		m.Sender = gjson.Get(js.String, "sender").Str
+		m.ByOther = m.Sender != "" && m.Sender != userID && m.Membership != "invite"
 		return m, nil
 	})
 }

@@ -28,6 +28,9 @@ var (
 	ErrTokenReplaced = errors.New("refresh token replaced")
 	// ErrProfileTooLarge: the change would make the profile exceed 64 KiB.
 	ErrProfileTooLarge = errors.New("profile too large")
+	// ErrAccountDataTooLarge: the change would make an account data item
+	// exceed MaxAccountDataBytes.
+	ErrAccountDataTooLarge = errors.New("account data too large")
 )
 
 // Device is the caller of an authenticated request.
@@ -143,7 +146,18 @@ type AccountDataAPI interface {
 	PutAccountData(ctx context.Context, userID, roomID, dataType string, content json.RawMessage) error
 	// DeleteAccountData removes an item (MSC3391); syncs show it as {}.
 	DeleteAccountData(ctx context.Context, userID, roomID, dataType string) error
+	// UpdateRoomTag sets one tag of the user's m.tag account data in the
+	// room to content, or removes it when content is nil, atomically.
+	UpdateRoomTag(ctx context.Context, userID, roomID, tag string, content json.RawMessage) error
 }
+
+// MaxAccountDataBytes bounds one account data item (as Synapse): every
+// sync of every device of the user carries it.
+const MaxAccountDataBytes = 64 << 10
+
+// RoomTagType is the room account data type that holds a user's tags of
+// the room: {"tags": {tag: {"order": ...}}}.
+const RoomTagType = "m.tag"
 
 // MaxProfileBytes bounds the total size of a profile (the spec's 64 KiB).
 const MaxProfileBytes = 64 * 1024

@@ -70,6 +70,16 @@ func DeleteAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, d
 	return n > 0, err
 }
 
+// LockAccountData creates an account data item with content initial
+// unless it is set, and locks it until the transaction ends (PostgreSQL's
+// ON CONFLICT DO UPDATE takes the row lock; SQLite has a single writer),
+// so that a read-modify-write of it in tx is atomic.
+func LockAccountData(ctx context.Context, tx *sqlutil.Tx, userID, roomID, dataType string, initial json.RawMessage) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO user_account_data (user_id, room_id, type, content) VALUES (?, ?, ?, ?)
+		ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = user_account_data.content`, userID, roomID, dataType, string(initial))
+	return err
+}
+
 // UpsertAccountData sets one account data item.
 func UpsertAccountData(ctx context.Context, q sqlutil.Querier, userID, roomID, dataType string, content json.RawMessage) error {
 	_, err := q.ExecContext(ctx, `INSERT INTO user_account_data (user_id, room_id, type, content) VALUES (?, ?, ?, ?)
