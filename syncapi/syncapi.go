@@ -360,6 +360,7 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodPut, "/sendToDevice/{eventType}/{txnId}", s.putSendToDevice, auth, guests)
 	srv.HandleClient(http.MethodGet, "/keys/changes", s.getKeyChanges, auth, guests)
 	s.registerDehydrated(srv)
+	s.registerRelations(srv)
 }
 
 // catchUp waits, at most catchUpLimit, until the read model has applied
