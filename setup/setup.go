@@ -272,6 +272,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		WellKnownIdentity:        cfg.WellKnown.IdentityServerURL,
 		WellKnownServer:          cfg.WellKnown.ServerDelegation,
 		AppServices:              s.AppServices,
+		Relations:                sync,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err

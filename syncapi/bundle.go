@@ -207,3 +207,29 @@ func (s *SyncAPI) bundleTimelines(ctx context.Context, fm *formatter, timelines 
 	}
 	return s.bundleRelations(ctx, fm, batches...)
 }
+
+// BundledAggregations implements api.RelationsAPI.
+func (s *SyncAPI) BundledAggregations(ctx context.Context, userID string, eventIDs []string) (map[string]json.RawMessage, error) {
+	if err := s.catchUp(ctx, userID); err != nil {
+		return nil, err
+	}
+	held, err := storage.EventsByID(ctx, s.store.DB(), eventIDs)
+	if err != nil {
+		return nil, err
+	}
+	evs := make([]storage.Event, 0, len(held))
+	for _, e := range held {
+		evs = append(evs, *e)
+	}
+	fm := newFormatter(userID, "", nil, true)
+	if err := s.bundleRelations(ctx, fm, evs); err != nil {
+		return nil, err
+	}
+	out := map[string]json.RawMessage{}
+	for _, id := range eventIDs {
+		if r, ok := fm.relations[id]; ok {
+			out[id] = r
+		}
+	}
+	return out, nil
+}

@@ -97,7 +97,7 @@ func relTWant[T comparable](t testing.TB, what string, got, want []T) {
 // ---- tests ----
 
 // TestRelations: /relations pages, filters and recursion, bundled
-// aggregations on /messages, /context, /sync and /relations, /threads,
+// aggregations on /messages, /context, /sync, /event and /relations, /threads,
 // redactions leaving the aggregations, and the errors; on SQLite and
 // PostgreSQL.
 func TestRelations(t *testing.T) {
@@ -199,6 +199,8 @@ func relTScenario(t *testing.T, srv *testserver.Server) {
 		t.Fatalf("/relations: the reply's m.replace = %v, want %s", got, r3edit)
 	}
 
+	relTCheckRoot(t, relTGet(carol, testutil.Path("/_matrix/client/v3/rooms/%s/event/%s", roomID, root)), r3, r3edit, ref, edit2, false)
+
 	// /threads: the root; carol took part in none.
 	threads := relTGet(carol, testutil.Path("/_matrix/client/v1/rooms/%s/threads", roomID))
 	relTWant(t, "threads", relTChunkIDs(t, threads), []string{root})
@@ -279,5 +281,59 @@ func relTCheckRoot(t *testing.T, ev map[string]any, latest, latestEdit, ref, edi
 	}
 	if got := relTDig(rel, "m.replace", "event_id"); got != edit {
 		t.Fatalf("m.replace = %v, want %s (the latest edit by the sender)", got, edit)
+	}
+}
+
+// TestThreadSubscriptions (MSC4306): manual and automatic subscriptions,
+// manual ones overriding automatic ones, the cause event checked against
+// the thread and against a later unsubscribe, and the errors.
+func TestThreadSubscriptions(t *testing.T) {
+	srv := testserver.Start(t)
+	alice := roomTUser(t, srv, "alice")
+	outsider := roomTUser(t, srv, "outsider")
+	roomID := roomTCreate(alice, map[string]any{"preset": "private_chat"})
+	root := roomTSend(alice, roomID, "root")
+	other := roomTSend(alice, roomID, "other root")
+	r1 := relTReply(alice, roomID, "m.thread", root, "reply 1")
+	elsewhere := relTReply(alice, roomID, "m.thread", other, "elsewhere")
+	path := testutil.Path("/_matrix/client/unstable/io.element.msc4306/rooms/%s/thread/%s/subscription", roomID, root)
+	automatic := func(id string) map[string]any { return map[string]any{"automatic": id} }
+
+	alice.MustFail("GET", path, nil, http.StatusNotFound, "M_NOT_FOUND")
+	alice.MustDo("DELETE", path, nil, http.StatusOK) // without a subscription
+	alice.MustFail("PUT", path, automatic(root), http.StatusBadRequest, "IO.ELEMENT.MSC4306.M_NOT_IN_THREAD")
+	alice.MustFail("PUT", path, automatic(elsewhere), http.StatusBadRequest, "IO.ELEMENT.MSC4306.M_NOT_IN_THREAD")
+	alice.MustFail("PUT", path, automatic("$unknown"), http.StatusNotFound, "M_NOT_FOUND")
+	alice.MustFail("PUT", path, map[string]any{"automatic": 5}, http.StatusBadRequest, "M_BAD_JSON")
+	alice.MustFail("PUT", testutil.Path("/_matrix/client/unstable/io.element.msc4306/rooms/%s/thread/%s/subscription", roomID, "$nothread"),
+		map[string]any{}, http.StatusNotFound, "M_NOT_FOUND")
+	outsider.MustFail("PUT", path, map[string]any{}, http.StatusForbidden, "M_FORBIDDEN")
+
+	// Automatic, then manual over it.
+	alice.MustDo("PUT", path, automatic(r1), http.StatusOK)
+	if got := alice.MustDo("GET", path, nil, http.StatusOK); got["automatic"] != true {
+		t.Fatalf("after an automatic subscription: %v", got)
+	}
+	alice.MustDo("PUT", path, map[string]any{}, http.StatusOK)
+	if got := alice.MustDo("GET", path, nil, http.StatusOK); got["automatic"] != false {
+		t.Fatalf("after a manual subscription: %v", got)
+	}
+	alice.MustDo("PUT", path, automatic(r1), http.StatusOK) // leaves the manual one
+	if got := alice.MustDo("GET", path, nil, http.StatusOK); got["automatic"] != false {
+		t.Fatalf("an automatic subscription replaced a manual one: %v", got)
+	}
+
+	// An unsubscribe refuses causes from before it.
+	r2 := relTReply(alice, roomID, "m.thread", root, "reply 2")
+	alice.MustDo("DELETE", path, nil, http.StatusOK)
+	alice.MustFail("GET", path, nil, http.StatusNotFound, "M_NOT_FOUND")
+	r3 := relTReply(alice, roomID, "m.thread", root, "reply 3")
+	for _, id := range []string{r1, r2} {
+		alice.MustFail("PUT", path, automatic(id), http.StatusConflict, "IO.ELEMENT.MSC4306.M_CONFLICTING_UNSUBSCRIPTION")
+	}
+	alice.MustFail("GET", path, nil, http.StatusNotFound, "M_NOT_FOUND")
+	alice.MustDo("PUT", path, automatic(r3), http.StatusOK)
+	if got := alice.MustDo("GET", path, nil, http.StatusOK); got["automatic"] != true {
+		t.Fatalf("after an automatic subscription caused by a later reply: %v", got)
 	}
 }

@@ -280,3 +280,42 @@ func ChildKinds(ctx context.Context, q sqlutil.Querier, parents []Parent) (map[s
 	})
 	return out, err
 }
+
+// ThreadSubscription is a user's subscription to a thread (MSC4306).
+type ThreadSubscription struct {
+	Subscribed, Automatic bool
+	// UnsubscribedAt is the timeline position of the last unsubscribe
+	// (0 and false for none).
+	UnsubscribedAt    int64
+	HasUnsubscribedAt bool
+}
+
+// GetThreadSubscription returns a user's subscription row for a thread,
+// or ErrNotFound.
+func GetThreadSubscription(ctx context.Context, q sqlutil.Querier, userID, roomID, threadID string) (*ThreadSubscription, error) {
+	var s ThreadSubscription
+	var at sql.NullInt64
+	err := q.QueryRowContext(ctx, `SELECT subscribed, automatic, unsubscribed_at FROM sync_thread_subscriptions
+		WHERE user_id = ? AND room_id = ? AND thread_id = ?`, userID, roomID, threadID).Scan(&s.Subscribed, &s.Automatic, &at)
+	if err == sql.ErrNoRows {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.UnsubscribedAt, s.HasUnsubscribedAt = at.Int64, at.Valid
+	return &s, nil
+}
+
+// SetThreadSubscription writes a user's subscription row for a thread.
+func SetThreadSubscription(ctx context.Context, tx *sqlutil.Tx, userID, roomID, threadID string, s *ThreadSubscription) error {
+	var at any
+	if s.HasUnsubscribedAt {
+		at = s.UnsubscribedAt
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO sync_thread_subscriptions (user_id, room_id, thread_id, subscribed, automatic, unsubscribed_at)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE
+		SET subscribed = excluded.subscribed, automatic = excluded.automatic, unsubscribed_at = excluded.unsubscribed_at`,
+		userID, roomID, threadID, s.Subscribed, s.Automatic, at)
+	return err
+}

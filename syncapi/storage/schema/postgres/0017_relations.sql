@@ -28,3 +28,17 @@ CREATE TABLE sync_threads (
     PRIMARY KEY (room_id, thread_id)
 );
 CREATE INDEX sync_threads_latest ON sync_threads (room_id, latest_pos);
+
+-- Thread subscriptions (MSC4306): a user's subscription to a thread,
+-- manual or automatic (caused by an event of the thread); an unsubscribe
+-- keeps the row, unsubscribed, with the timeline position it happened at,
+-- so that an automatic subscription caused by an earlier event is refused.
+CREATE TABLE sync_thread_subscriptions (
+    user_id         TEXT NOT NULL,
+    room_id         TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    subscribed      BOOLEAN NOT NULL,
+    automatic       BOOLEAN NOT NULL,
+    unsubscribed_at BIGINT,
+    PRIMARY KEY (user_id, room_id, thread_id)
+);
