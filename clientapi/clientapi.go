@@ -22,6 +22,7 @@ import (
 	"github.com/myelin-chat/myelin/internal/httputil"
 	"github.com/myelin-chat/myelin/internal/sqlutil"
 	rsapi "github.com/myelin-chat/myelin/roomserver/api"
+	syncapi "github.com/myelin-chat/myelin/syncapi/api"
 	"github.com/myelin-chat/myelin/userapi/api"
 )
 
@@ -48,6 +49,9 @@ type Config struct {
 	WellKnownSupport json.RawMessage
 	// AppServices are the registered application services (nil: none).
 	AppServices *asapi.Registry
+	// Relations bundles the aggregations of the events GET /event serves
+	// (nil: none).
+	Relations syncapi.RelationsAPI
 }
 
 // RoomsAPI is what the client API reads rooms through.

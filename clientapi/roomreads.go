@@ -226,6 +226,22 @@ func (c *ClientAPI) getEvent(r *http.Request) (any, error) {
 			return nil, err
 		}
 	}
+	// Its bundled aggregations (threads, references, the latest edit).
+	if c.cfg.Relations != nil {
+		rel, err := c.cfg.Relations.BundledAggregations(r.Context(), dev.UserID, []string{eventID})
+		if err != nil {
+			return nil, err
+		}
+		if agg, ok := rel[eventID]; ok {
+			u := ev.Unsigned
+			if len(u) == 0 {
+				u = json.RawMessage(`{}`)
+			}
+			if ev.Unsigned, err = sjson.SetRawBytes(u, `m\.relations`, agg); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return ev, nil
 }
 

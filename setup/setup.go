@@ -275,6 +275,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (s *Server, err err
 		TURN: clientapi.TURNConfig{URIs: cfg.VoIP.TURNURIs, SharedSecret: cfg.VoIP.TURNSharedSecret, Username: cfg.VoIP.TURNUsername,
 			Password: cfg.VoIP.TURNPassword, Lifetime: time.Duration(cfg.VoIP.TURNUserLifetime), AllowGuests: cfg.VoIP.TURNAllowGuests},
 		AppServices: s.AppServices,
+		Relations:   sync,
 	}, s.DB, s.Users, rooms, inputer, fed, limiter, s.Log)
 	if err != nil {
 		return nil, err

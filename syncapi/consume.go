@@ -231,6 +231,9 @@ func (s *SyncAPI) applyNewEvent(ctx context.Context, tx *sqlutil.Tx, out *rsapi.
 	} else if err != nil {
 		return 0, err
 	}
+	if err := indexRelation(ctx, tx, e); err != nil {
+		return 0, err
+	}
 	w.rooms = append(w.rooms, roomID)
 	if out.DeviceID != "" {
 		w.active = append(w.active, e.Sender)
@@ -561,7 +564,13 @@ func (s *SyncAPI) applyBackfilled(ctx context.Context, tx *sqlutil.Tx, out *rsap
 		if e.Type == spec.MRoomMember {
 			e.Membership, _ = p.pdu.Membership()
 		}
-		if err := storage.InsertEvent(ctx, tx, e); err != nil && !errors.Is(err, storage.ErrExists) {
+		if err := storage.InsertEvent(ctx, tx, e); errors.Is(err, storage.ErrExists) {
+			pos++
+			continue
+		} else if err != nil {
+			return err
+		}
+		if err := indexRelation(ctx, tx, e); err != nil {
 			return err
 		}
 		pos++
@@ -642,6 +651,10 @@ func (s *SyncAPI) applyRedaction(ctx context.Context, tx *sqlutil.Tx, red *rsapi
 		redacted, _ = sjson.SetRawBytes(redacted, "unsigned.redacted_because", b)
 	}
 	w.rooms = append(w.rooms, red.RoomID)
+	// A redacted event relates to nothing: it leaves the aggregations.
+	if err := storage.DeleteRelation(ctx, tx, red.RedactsEventID); err != nil {
+		return err
+	}
 	return storage.RedactEvent(ctx, tx, red.RedactsEventID, redacted)
 }
 

@@ -27,6 +27,9 @@ type formatter struct {
 	// to all along the events formatted. Rooms in neither go without.
 	memberships map[string][]storage.MembershipChange
 	joined      map[string]bool
+	// relations are the bundled aggregations of the events being served
+	// (unsigned."m.relations"), by event ID (see bundleRelations).
+	relations map[string]json.RawMessage
 }
 
 func newFormatter(userID, deviceID string, f *filter.Filter, withRoomID bool) *formatter {
@@ -99,7 +102,12 @@ func (fm *formatter) event(e *storage.Event) json.RawMessage {
 			out, _ = sjson.SetBytes(out, "unsigned.prev_sender", e.PrevSender)
 		}
 	}
-	return fm.project(out)
+	out = fm.project(out)
+	if r, ok := fm.relations[e.EventID]; ok {
+		// Even when event_fields left out unsigned, as Synapse.
+		out, _ = sjson.SetRawBytes(out, `unsigned.m\.relations`, r)
+	}
+	return out
 }
 
 // state formats a state event from the state table.
@@ -264,6 +272,7 @@ func timelineCond(f *filter.RoomEventFilter) (string, []any) {
 	if f.NotSenders != nil {
 		senders(*f.NotSenders, true)
 	}
+	relationConds(f, &conds, &args)
 	if f.ContainsURL != nil {
 		if *f.ContainsURL {
 			conds = append(conds, "e.contains_url")
@@ -272,4 +281,45 @@ func timelineCond(f *filter.RoomEventFilter) (string, []any) {
 		}
 	}
 	return strings.Join(conds, " AND "), args
+}
+
+// relationConds adds the filter's relation conditions on sync_events "e":
+// the event's own relation type (MSC3874), and the children it must have
+// (related_by_rel_types and related_by_senders, one child matching both).
+func relationConds(f *filter.RoomEventFilter, conds *[]string, args *[]any) {
+	in := func(col string, list []string) string {
+		for _, v := range list {
+			*args = append(*args, v)
+		}
+		return col + " IN (" + strings.Repeat("?,", len(list)-1) + "?)"
+	}
+	if f.RelTypes != nil {
+		if len(*f.RelTypes) == 0 {
+			*conds = append(*conds, "FALSE")
+		} else {
+			*conds = append(*conds, "EXISTS (SELECT 1 FROM sync_relations own WHERE own.event_id = e.event_id AND "+in("own.rel_type", *f.RelTypes)+")")
+		}
+	}
+	if f.NotRelTypes != nil && len(*f.NotRelTypes) > 0 {
+		*conds = append(*conds, "NOT EXISTS (SELECT 1 FROM sync_relations own WHERE own.event_id = e.event_id AND "+in("own.rel_type", *f.NotRelTypes)+")")
+	}
+	var child []string
+	if f.RelatedByRelTypes != nil {
+		if len(*f.RelatedByRelTypes) == 0 {
+			child = append(child, "FALSE")
+		} else {
+			child = append(child, in("c.rel_type", *f.RelatedByRelTypes))
+		}
+	}
+	if f.RelatedBySenders != nil {
+		if len(*f.RelatedBySenders) == 0 {
+			child = append(child, "FALSE")
+		} else {
+			child = append(child, in("c.sender", *f.RelatedBySenders))
+		}
+	}
+	if len(child) > 0 {
+		*conds = append(*conds, "EXISTS (SELECT 1 FROM sync_relations c WHERE c.relates_to_id = e.event_id AND c.room_id = e.room_id AND "+
+			strings.Join(child, " AND ")+")")
+	}
 }

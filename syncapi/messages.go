@@ -460,6 +460,9 @@ func (s *SyncAPI) getMessages(r *http.Request) (any, error) {
 	}
 	fm := newFormatter(dev.UserID, dev.DeviceID, nil, true)
 	fm.withMemberships(a.roomID, a.history)
+	if err := s.bundleRelations(ctx, fm, evs); err != nil {
+		return nil, err
+	}
 	chunk := make([]json.RawMessage, len(evs))
 	for i := range evs {
 		chunk[i] = fm.event(&evs[i])
@@ -516,6 +519,9 @@ func (s *SyncAPI) getContext(r *http.Request) (any, error) {
 	}
 	fm := newFormatter(dev.UserID, dev.DeviceID, nil, true)
 	fm.withMemberships(a.roomID, a.history)
+	if err := s.bundleRelations(ctx, fm, before, []storage.Event{*target}, after); err != nil {
+		return nil, err
+	}
 	format := func(list []storage.Event) []json.RawMessage {
 		out := make([]json.RawMessage, len(list))
 		for i := range list {

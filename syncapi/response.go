@@ -604,6 +604,9 @@ func (s *SyncAPI) fillRooms(ctx context.Context, dev *httputil.Device, req *sync
 		return err
 	}
 
+	if err := s.bundleTimelines(ctx, fm, events); err != nil {
+		return err
+	}
 	for _, p := range plans {
 		evs := events[p.roomID]
 		tl := &timeline{Events: make([]json.RawMessage, 0, len(evs)), Limited: limited[p.roomID]}

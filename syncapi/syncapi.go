@@ -361,6 +361,8 @@ func (s *SyncAPI) Register(srv *httputil.Server) {
 	srv.HandleClient(http.MethodGet, "/keys/changes", s.getKeyChanges, auth, guests)
 	srv.HandleClient(http.MethodPost, "/user_directory/search", s.postUserDirectorySearch, auth)
 	s.registerDehydrated(srv)
+	s.registerRelations(srv)
+	s.registerThreadSubscriptions(srv)
 }
 
 // catchUp waits, at most catchUpLimit, until the read model has applied

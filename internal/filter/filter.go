@@ -39,6 +39,14 @@ type RoomEventFilter struct {
 	NotRooms                  *[]string `json:"not_rooms,omitempty"`
 	Rooms                     *[]string `json:"rooms,omitempty"`
 	ContainsURL               *bool     `json:"contains_url,omitempty"`
+	// RelTypes, NotRelTypes select events by their own relation's type
+	// (MSC3874); RelatedByRelTypes, RelatedBySenders select events that
+	// have children of those relation types, from those senders (MSC3440,
+	// as Synapse names them).
+	RelTypes          *[]string `json:"org.matrix.msc3874.rel_types,omitempty"`
+	NotRelTypes       *[]string `json:"org.matrix.msc3874.not_rel_types,omitempty"`
+	RelatedByRelTypes *[]string `json:"related_by_rel_types,omitempty"`
+	RelatedBySenders  *[]string `json:"related_by_senders,omitempty"`
 }
 
 // RoomFilter applies to room data.
@@ -142,6 +150,13 @@ func (r *RoomEventFilter) validate(name string) error {
 	}
 	if err := roomIDs(name+".rooms", r.Rooms); err != nil {
 		return err
+	}
+	if r.RelatedBySenders != nil {
+		for _, u := range *r.RelatedBySenders {
+			if _, err := spec.NewUserID(u, true); err != nil {
+				return fmt.Errorf("%s.related_by_senders: %q is not a user ID", name, u)
+			}
+		}
 	}
 	return roomIDs(name+".not_rooms", r.NotRooms)
 }

@@ -71,12 +71,16 @@ var ErrExists = errors.New("already exists")
 const eventColumns = `pos, room_id, event_id, type, sender, state_key, membership, contains_url, origin_ts, event_json,
 	txn_id, device_id, visibility, replaces_state, prev_content, prev_sender, redacted, depth, after_gap`
 
-func scanEvent(rows *sql.Rows) (Event, error) {
+func scanEvent(rows *sql.Rows) (Event, error) { return scanEventWith(rows) }
+
+// scanEventWith scans a row of extra columns followed by eventColumns.
+func scanEventWith(rows *sql.Rows, extra ...any) (Event, error) {
 	var e Event
 	var sk, membership, txn, dev, replaces, prev, prevSender sql.NullString
 	var js string
-	if err := rows.Scan(&e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
-		&txn, &dev, &e.Visibility, &replaces, &prev, &prevSender, &e.Redacted, &e.Depth, &e.AfterGap); err != nil {
+	dest := append(extra, &e.Pos, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &membership, &e.ContainsURL, &e.OriginTS, &js,
+		&txn, &dev, &e.Visibility, &replaces, &prev, &prevSender, &e.Redacted, &e.Depth, &e.AfterGap)
+	if err := rows.Scan(dest...); err != nil {
 		return e, err
 	}
 	if sk.Valid {
