@@ -150,7 +150,7 @@ type ThreadSummary struct {
 // roots, with one query for all of them.
 func ThreadSummaries(ctx context.Context, q sqlutil.Querier, parents []Parent, userID string) (map[string]ThreadSummary, error) {
 	out := map[string]ThreadSummary{}
-	err := sqlutil.InBatches(parents, 300, func(batch []Parent) error {
+	err := sqlutil.InBatches(parents, relationParentsBatch, func(batch []Parent) error {
 		cte, args := parentsCTE(batch)
 		args = append(args, userID, RelThread)
 		rows, err := q.QueryContext(ctx, cte+`SELECT t.thread_id, t.latest_event_id, COUNT(r.event_id),
@@ -177,7 +177,7 @@ func ThreadSummaries(ctx context.Context, q sqlutil.Querier, parents []Parent, u
 // (m.reference), oldest first, with one query for all of them.
 func References(ctx context.Context, q sqlutil.Querier, parents []Parent) (map[string][]string, error) {
 	out := map[string][]string{}
-	err := sqlutil.InBatches(parents, 300, func(batch []Parent) error {
+	err := sqlutil.InBatches(parents, relationParentsBatch, func(batch []Parent) error {
 		cte, args := parentsCTE(batch)
 		rows, err := q.QueryContext(ctx, cte+`SELECT r.relates_to_id, r.event_id FROM ps
 			JOIN sync_relations r ON r.relates_to_id = ps.event_id AND r.room_id = ps.room_id AND r.rel_type = ?
@@ -202,7 +202,7 @@ func References(ctx context.Context, q sqlutil.Querier, parents []Parent) (map[s
 // parents that are themselves edits, and redacted ones.
 func LatestEdits(ctx context.Context, q sqlutil.Querier, parents []Parent) (map[string]*Event, error) {
 	out := map[string]*Event{}
-	err := sqlutil.InBatches(parents, 300, func(batch []Parent) error {
+	err := sqlutil.InBatches(parents, relationParentsBatch, func(batch []Parent) error {
 		cte, args := parentsCTE(batch)
 		// The latest by timestamp in SQL; a tie on it is settled here by
 		// the event IDs' bytes, which collations would not compare so.
@@ -262,7 +262,7 @@ func Threads(ctx context.Context, q sqlutil.Querier, roomID string, before int64
 // batch of events needs at all.
 func ChildKinds(ctx context.Context, q sqlutil.Querier, parents []Parent) (map[string]map[string]bool, error) {
 	out := map[string]map[string]bool{}
-	err := sqlutil.InBatches(parents, 300, func(batch []Parent) error {
+	err := sqlutil.InBatches(parents, relationParentsBatch, func(batch []Parent) error {
 		cte, args := parentsCTE(batch)
 		rows, err := q.QueryContext(ctx, cte+`SELECT DISTINCT r.relates_to_id, r.rel_type FROM ps
 			JOIN sync_relations r ON r.relates_to_id = ps.event_id AND r.room_id = ps.room_id`, args...)
@@ -319,3 +319,9 @@ func SetThreadSubscription(ctx context.Context, tx *sqlutil.Tx, userID, roomID, 
 		userID, roomID, threadID, s.Subscribed, s.Automatic, at)
 	return err
 }
+
+// relationParentsBatch is how many parents one aggregation query takes
+// (two parameters each, well under SQLite's 32,766 and PostgreSQL's 65,535):
+// an initial sync's timelines of every room are one batch, so its
+// statement count does not grow with the rooms.
+const relationParentsBatch = 5000
